@@ -1,0 +1,180 @@
+"""The search space, read from a study file (TOML) and sampled through an Optuna trial.
+
+Every value in [space] and [recipe] is one of:
+  a scalar            fixed:           pool = 4
+  a list              choices:         conv_kernel = [3, 5]
+  {low, high[, log]}  a range:         blocks = {low = 1, high = 6}
+Keys in [recipe] that hold a list by nature (milestones) are fixed as written; to search them,
+write {choices = [[...], ...]}.
+
+Width is chosen last, from what still fits: after depth, kernels, pool and growth are drawn,
+`fill` (a fraction of the budget) picks the widest C_1 whose network stays under fill * budget.
+So almost every sampled spec is feasible, instead of the sampler learning the budget by failing.
+`first_channels` given as choices replaces that rule, which the paper's space uses to hit its
+exact widths.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .count import count
+from .recipe import Recipe
+from .spec import MAX_STAGES, ResNetSpec, SpecError, parse_budget
+
+SPACE_KEYS = {
+    "stages", "blocks", "conv_kernel", "skip_kernel", "pool", "growth",
+    "first_channels", "fill", "channel_step", "min_channels", "classes",
+}
+SPACE_DEFAULTS = {"channel_step": 8, "min_channels": 8, "classes": 10, "growth": 2.0, "pool": 4,
+                  "conv_kernel": 3, "skip_kernel": 1, "fill": {"low": 0.5, "high": 1.0}}
+LIST_VALUED_RECIPE_KEYS = {"milestones"}
+
+
+class SpaceError(ValueError):
+    """A study file that cannot be used; the message is one line naming the file and key."""
+
+
+def _is_range(value) -> bool:
+    return isinstance(value, dict) and "low" in value and "high" in value
+
+
+def suggest(trial, name: str, value):
+    """Draw one value for `name` from a fixed scalar, a list of choices or a {low, high} range."""
+    if isinstance(value, dict) and "choices" in value:
+        picked = trial.suggest_categorical(name, [repr(c) if isinstance(c, list) else c for c in value["choices"]])
+        return next(c for c in value["choices"] if (repr(c) if isinstance(c, list) else c) == picked)
+    if isinstance(value, list):
+        return trial.suggest_categorical(name, value)
+    if _is_range(value):
+        low, high, log = value["low"], value["high"], bool(value.get("log", False))
+        if isinstance(low, int) and isinstance(high, int) and not log:
+            return trial.suggest_int(name, low, high)
+        return trial.suggest_float(name, float(low), float(high), log=log)
+    return value
+
+
+def _options(value) -> list:
+    """Every value a dimension can take (ranges by their ends), for validation."""
+    if isinstance(value, dict) and "choices" in value:
+        return list(value["choices"])
+    if isinstance(value, list):
+        return value
+    if _is_range(value):
+        return [value["low"], value["high"]]
+    return [value]
+
+
+@dataclass
+class StudyFile:
+    path: Path
+    budget: int
+    space: dict
+    recipe: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path) -> "StudyFile":
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise SpaceError(f"space file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise SpaceError(f"space file {path} cannot be read: {e}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise SpaceError(f"space file {path} is not valid TOML: {e}") from None
+        try:
+            unknown = set(data) - {"budget", "space", "recipe", "description"}
+            if unknown:
+                raise SpaceError(f"unknown top-level keys {', '.join(sorted(unknown))}")
+            recipe = dict(data.get("recipe", {}))
+            for key in LIST_VALUED_RECIPE_KEYS & recipe.keys():
+                if isinstance(recipe[key], list):
+                    recipe[key] = tuple(recipe[key])  # a tuple is a fixed value to suggest()
+            study = cls(path, parse_budget(data.get("budget", "5M")),
+                        {**SPACE_DEFAULTS, **data.get("space", {})}, recipe)
+            study.validate()
+        except (SpaceError, SpecError, ValueError, TypeError) as e:
+            raise SpaceError(f"space file {path}: {e}") from None
+        return study
+
+    def validate(self) -> None:
+        unknown = set(self.space) - SPACE_KEYS
+        if unknown:
+            raise SpaceError(f"[space] unknown keys {', '.join(sorted(unknown))}")
+        if "stages" not in self.space or "blocks" not in self.space:
+            raise SpaceError("[space] needs stages and blocks")
+        for key in ("stages", "blocks", "conv_kernel", "skip_kernel", "pool", "channel_step", "min_channels"):
+            for v in _options(self.space[key]):
+                if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                    raise SpaceError(f"[space] {key}: {v!r} must be a positive integer")
+        if max(_options(self.space["stages"])) > MAX_STAGES:
+            raise SpaceError(f"[space] stages: at most {MAX_STAGES} for 32x32 images")
+        for key in ("conv_kernel", "skip_kernel"):
+            if any(v % 2 == 0 for v in _options(self.space[key])):
+                raise SpaceError(f"[space] {key}: kernels must be odd")
+        for v in _options(self.space["growth"]):
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 1:
+                raise SpaceError(f"[space] growth: {v!r} must be a number >= 1")
+        for v in _options(self.space["fill"]):
+            if not isinstance(v, (int, float)) or not 0 < v <= 1:
+                raise SpaceError(f"[space] fill: {v!r} must be a fraction in (0, 1]")
+        for v in _options(self.space.get("first_channels", [])):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise SpaceError(f"[space] first_channels: {v!r} must be a positive integer")
+        # Every fixed or extreme recipe must be a valid Recipe; ranges are checked at both ends.
+        for end in (0, -1):
+            Recipe.from_dict({k: _options(v)[end] for k, v in self.recipe.items()})
+
+    def sample_spec(self, trial, budget: int | None = None) -> ResNetSpec:
+        """Draw one spec. It may still be over budget (rarely): callers reject it by its count."""
+        budget = budget or self.budget
+        s = self.space
+        n = suggest(trial, "stages", s["stages"])
+        blocks = [suggest(trial, f"blocks_{i + 1}", s["blocks"]) for i in range(n)]
+        conv = [suggest(trial, f"conv_kernel_{i + 1}", s["conv_kernel"]) for i in range(n)]
+        skip = [suggest(trial, f"skip_kernel_{i + 1}", s["skip_kernel"]) if i else 1 for i in range(n)]
+        pool = suggest(trial, "pool", s["pool"])
+        growth = suggest(trial, "growth", s["growth"])
+        step, floor = s["channel_step"], s["min_channels"]
+
+        def make(c1: int) -> ResNetSpec:
+            widths = [max(step, round(c1 * growth**i / step) * step) for i in range(n)]
+            return ResNetSpec(tuple(blocks), tuple(widths), tuple(conv), tuple(skip), pool, s["classes"])
+
+        if "first_channels" in s:
+            return make(suggest(trial, "first_channels", s["first_channels"]))
+        target = suggest(trial, "fill", s["fill"]) * budget
+        return make(widest_first_channels(make, target, budget, step, floor))
+
+    def sample_recipe(self, trial, epochs: int | None = None) -> Recipe:
+        recipe = {k: suggest(trial, k, v) for k, v in self.recipe.items()}
+        if epochs:
+            recipe["epochs"] = epochs
+        return Recipe.from_dict(recipe)
+
+
+def widest_first_channels(make, target: float, budget: int, step: int, floor: int) -> int:
+    """Largest multiple of `step` (at least `floor`) whose spec counts <= target and < budget.
+
+    Counts grow with C_1, so a binary search over multiples of step finds it in ~10 counts.
+    Returns the floor even when it does not fit: the caller's budget check rejects it.
+    """
+    def ok(c1):
+        params = count(make(c1)).params
+        return params <= target and params < budget
+
+    low = math.ceil(floor / step)
+    if not ok(low * step):
+        return low * step
+    high = low
+    while ok(high * 2 * step):
+        high *= 2
+    high *= 2  # ok(low*step) holds, ok(high*step) does not
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if ok(mid * step) else (low, mid)
+    return low * step

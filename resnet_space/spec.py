@@ -1,0 +1,173 @@
+"""The ResNet family as data: one validated spec per network.
+
+A spec has N stages; stage i has B_i blocks of C_i channels with F_i x F_i convolutions and a
+k_i x k_i projection shortcut where shape changes; the head average-pools with kernel P.
+Every stage after the first halves the 32x32 input, so N is at most 6 (a 1x1 final map).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass
+
+IMAGE_SIDE = 32
+IN_CHANNELS = 3
+MAX_STAGES = 6  # 32 / 2**5 == 1
+
+
+class SpecError(ValueError):
+    """An invalid spec or spec-related input; its message is one line fit for a user."""
+
+
+def _positive_ints(name: str, values) -> tuple[int, ...]:
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise SpecError(f"{name}: {values!r} is not a list of integers")
+    values = tuple(values)
+    if not values:
+        raise SpecError(f"{name}: at least one value is needed")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise SpecError(f"{name}: {v!r} is not an integer")
+        if v < 1:
+            raise SpecError(f"{name}: {v} must be at least 1")
+    return values
+
+
+@dataclass(frozen=True)
+class ResNetSpec:
+    blocks: tuple[int, ...]
+    channels: tuple[int, ...]
+    conv_kernels: tuple[int, ...]
+    skip_kernels: tuple[int, ...]
+    pool: int = 4
+    classes: int = 10
+
+    def __post_init__(self):
+        object.__setattr__(self, "blocks", _positive_ints("blocks", self.blocks))
+        n = len(self.blocks)
+        for name in ("channels", "conv_kernels", "skip_kernels"):
+            values = getattr(self, name)
+            if name != "channels" and isinstance(values, int) and not isinstance(values, bool):
+                values = (values,) * n  # one kernel for every stage
+            values = _positive_ints(name, values)
+            if len(values) != n:
+                raise SpecError(f"{name}: {len(values)} values given for {n} stages")
+            object.__setattr__(self, name, values)
+        if n > MAX_STAGES:
+            raise SpecError(f"blocks: {n} stages would shrink the 32x32 input below 1x1 (at most {MAX_STAGES})")
+        for name in ("conv_kernels", "skip_kernels"):
+            for k in getattr(self, name):
+                if k % 2 == 0:
+                    raise SpecError(f"{name}: kernel {k} must be odd (1, 3, 5, 7)")
+        for name in ("pool", "classes"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise SpecError(f"{name}: {v!r} must be an integer of at least 1")
+        if self.classes < 2:
+            raise SpecError(f"classes: {self.classes} must be at least 2")
+
+    @property
+    def stages(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def final_side(self) -> int:
+        """Side of the last feature map: each later stage halves it (padding k//2, stride 2)."""
+        side = IMAGE_SIDE
+        for _ in range(self.stages - 1):
+            side = (side - 1) // 2 + 1
+        return side
+
+    @property
+    def pool_kernel(self) -> int:
+        """The pool kernel actually applied: P, capped at the final map's side."""
+        return min(self.pool, self.final_side)
+
+    def summary(self) -> str:
+        def join(values):
+            return values[0] if len(set(values)) == 1 else "-".join(map(str, values))
+
+        return (
+            f"N{self.stages} B{'-'.join(map(str, self.blocks))} C{'-'.join(map(str, self.channels))} "
+            f"F{join(self.conv_kernels)} k{join(self.skip_kernels)} P{self.pool}"
+            + ("" if self.classes == 10 else f" classes{self.classes}")
+        )
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ResNetSpec":
+        if not isinstance(data, dict):
+            raise SpecError("a spec must be a JSON object")
+        known = {"blocks", "channels", "conv_kernels", "skip_kernels", "pool", "classes"}
+        unknown = set(data) - known
+        if unknown:
+            raise SpecError(f"unknown spec keys: {', '.join(sorted(unknown))}")
+        missing = {"blocks", "channels"} - set(data)
+        if missing:
+            raise SpecError(f"spec lacks: {', '.join(sorted(missing))}")
+        return cls(
+            blocks=data["blocks"],
+            channels=data["channels"],
+            conv_kernels=data.get("conv_kernels", 3),
+            skip_kernels=data.get("skip_kernels", 1),
+            pool=data.get("pool", 4),
+            classes=data.get("classes", 10),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "ResNetSpec":
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as e:
+            raise SpecError(f"spec is not valid JSON: {e}") from None
+
+
+def parse_int_list(name: str, text: str) -> tuple[int, ...]:
+    """'8,6,4,3' -> (8, 6, 4, 3), with a one-line error naming the flag."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        return tuple(int(p) for p in parts)
+    except ValueError:
+        raise SpecError(f"{name}: {text!r} is not a comma-separated list of integers") from None
+
+
+_BUDGET = re.compile(r"^\s*([0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][+-]?[0-9]+)?)\s*([kKmM]?)\s*$")
+
+
+def parse_budget(text) -> int:
+    """Parameter budget from '5e6', '5000000', '5_000_000', '5M' or '500k'; positive and finite."""
+    match = _BUDGET.match(str(text))
+    if not match:
+        raise SpecError(f"budget: {text!r} is not a number (write 5e6, 5000000, 5_000_000 or 5M)")
+    value = float(match.group(1).replace("_", "")) * {"": 1, "k": 1e3, "m": 1e6}[match.group(2).lower()]
+    if not math.isfinite(value) or value <= 0:
+        raise SpecError(f"budget: {text!r} must be a positive number of parameters")
+    return int(value)
+
+
+# The seed report's Table 1, as recovered in ../shared/reference/NOTES.md.
+MODEL_1 = ResNetSpec(blocks=(8, 6, 4, 3), channels=(32, 64, 128, 256), conv_kernels=3, skip_kernels=1, pool=4)
+
+TABLE_1 = [
+    # name, description, reported test accuracy (%), reported params, recoverable spec or None
+    ("Model 1", "4 layers (8,6,4,3), SGD, decaying LR", 94.40, 4_976_000, MODEL_1),
+    ("Model 2", "4 layers (1,1,5,3), SGD, decaying LR", 92.95, 4_772_000,
+     ResNetSpec((1, 1, 5, 3), (32, 64, 128, 256), 3, 1, 4)),
+    ("Model 3", "Model 1 with Adam", 93.17, 4_976_000, MODEL_1),
+    ("Model 4", "Model 1 with constant LR 0.1", 91.67, 4_976_000, MODEL_1),
+    ("Model 5", "5 layers (1,1,1,1,1), 32..512, SGD", 92.78, 4_905_000,
+     ResNetSpec((1, 1, 1, 1, 1), (32, 64, 128, 256, 512), 3, 1, 4)),
+    ("Model 6", "4 layers (1,1,1,1), 64..512, SGD", 93.87, 4_903_000,
+     ResNetSpec((1, 1, 1, 1), (64, 128, 256, 512), 3, 1, 4)),
+    # No spec of the family reproduces Model 7's reported count: kept as reported only.
+    ("Model 7", "4 layers (7,6,2,2), smaller k_i (spec not recoverable)", 94.21, 4_993_000, None),
+    ("Model 8", "Model 5 with Adam", 91.75, 4_905_000,
+     ResNetSpec((1, 1, 1, 1, 1), (32, 64, 128, 256, 512), 3, 1, 4)),
+]
