@@ -1,0 +1,230 @@
+"""CIFAR-10 as uint8 tensors: found, decoded once, cached, split, and augmented in whole batches.
+
+Two layouts are read: torchvision's CIFAR-10 root (cifar-10-batches-py, downloaded by
+torchvision when the machine is online) and an image folder with train/<class>/* and
+test/<class>/* (torchvision's ImageFolder convention). Decoded splits are cached under the
+user's cache dir, never in the data dir, which may be read-only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+DATA_ENV = "RESNET_SEARCH_DATA"
+CACHE_ENV = "RESNET_SEARCH_CACHE"
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
+
+
+class DataError(Exception):
+    """Data that cannot be found or read; the message is one line that says what to do."""
+
+
+def cache_root() -> Path:
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "resnet-search"
+
+
+def default_data_root() -> Path:
+    return Path(os.environ.get(DATA_ENV) or cache_root() / "cifar10")
+
+
+@dataclass
+class ImageSet:
+    images: torch.Tensor  # uint8, (N, 3, 32, 32)
+    labels: torch.Tensor  # int64, (N,)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: torch.Tensor) -> "ImageSet":
+        return ImageSet(self.images[index], self.labels[index])
+
+
+@dataclass
+class Cifar10:
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet
+    classes: list[str]
+    name: str  # says which copy: true CIFAR-10 or an image-folder copy such as the JPEG one
+    root: str
+
+
+def _is_image_folder(root: Path) -> bool:
+    return (root / "train").is_dir() and (root / "test").is_dir()
+
+
+def _decode(path: Path) -> torch.Tensor:
+    from torchvision.io import ImageReadMode, decode_image
+
+    try:
+        image = decode_image(torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    except (RuntimeError, OSError, ValueError) as e:
+        raise DataError(f"cannot read image {path}: {str(e).splitlines()[-1][:160]}") from None
+    if image.shape != (3, 32, 32):
+        raise DataError(f"image {path} is {image.shape[2]}x{image.shape[1]}, expected 32x32")
+    return image
+
+
+def _read_image_folder(root: Path, split: str) -> tuple[ImageSet, list[str]]:
+    split_dir = root / split
+    classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
+    if len(classes) < 2:
+        raise DataError(f"{split_dir} needs one folder per class (train/<class>/*.jpg), found {len(classes)}")
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        names = sorted(f for f in os.listdir(split_dir / name) if Path(f).suffix.lower() in IMAGE_SUFFIXES)
+        files += [split_dir / name / f for f in names]
+        labels += [label] * len(names)
+    if not files:
+        raise DataError(f"no images under {split_dir}/<class>/")
+    key = hashlib.sha1(f"{split_dir.resolve()}|{len(files)}|{files[0]}|{files[-1]}".encode()).hexdigest()[:16]
+    cache = cache_root() / "decoded" / f"{split}-{key}.pt"
+    if cache.exists():
+        try:
+            saved = torch.load(cache, weights_only=True)
+            return ImageSet(saved["images"], saved["labels"]), saved["classes"]
+        except Exception:  # a torn or stale cache is rebuilt, never trusted
+            cache.unlink(missing_ok=True)
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+        images = torch.stack(list(pool.map(_decode, files, chunksize=256)))
+    result = ImageSet(images, torch.tensor(labels, dtype=torch.int64))
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"images": result.images, "labels": result.labels, "classes": classes}, tmp)
+        tmp.replace(cache)
+    except OSError:
+        pass  # an unwritable cache only costs the next run a decode
+    return result, classes
+
+
+def _read_torchvision(root: Path, download: bool) -> tuple[ImageSet, ImageSet, list[str]]:
+    from torchvision.datasets import CIFAR10
+
+    splits = []
+    for train in (True, False):
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(30)  # an unreachable host fails the download instead of hanging
+        try:
+            ds = CIFAR10(str(root), train=train, download=download)
+        except Exception as e:  # noqa: BLE001 - torchvision raises many kinds when offline
+            raise DataError(
+                f"no CIFAR-10 found at {root} (looked for {root}/train/<class>/ and {root}/cifar-10-batches-py) "
+                f"and downloading it failed ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                f"pass --data PATH or set {DATA_ENV}=PATH"
+            ) from None
+        finally:
+            socket.setdefaulttimeout(previous)
+        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+        splits.append(ImageSet(images, torch.tensor(ds.targets, dtype=torch.int64)))
+    return splits[0], splits[1], list(ds.classes)
+
+
+def stratified_order(labels: torch.Tensor, seed: int) -> torch.Tensor:
+    """A seeded permutation that deals classes round-robin, so every prefix is stratified."""
+    perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    shuffled = labels[perm]
+    rank = torch.empty_like(perm)
+    for c in shuffled.unique():
+        where = (shuffled == c).nonzero().squeeze(1)
+        rank[where] = torch.arange(len(where))
+    return perm[torch.argsort(rank * (int(labels.max()) + 1) + shuffled, stable=True)]
+
+
+def load_cifar10(root=None, *, val_size: int = 5000, limit_train: int | None = None, seed: int = 0,
+                 download: bool = True) -> Cifar10:
+    """Train/validation/test splits. The validation split is carved from training images
+    (seeded, stratified) and is what a search optimises; test is kept for the final evaluation."""
+    root = Path(root) if root else default_data_root()
+    if root.exists() and not root.is_dir():
+        raise DataError(f"data path {root} is not a directory")
+    if _is_image_folder(root):
+        full_train, classes = _read_image_folder(root, "train")
+        test, test_classes = _read_image_folder(root, "test")
+        if test_classes != classes:
+            raise DataError(f"{root}/test has classes {test_classes}, train has {classes}")
+        jpeg = any(Path(f).suffix.lower() in {".jpg", ".jpeg"} for f in os.listdir(root / "train" / classes[0]))
+        name = f"{root.name} (image folder{', JPEG' if jpeg else ''})"
+    else:
+        full_train, test, classes = _read_torchvision(root, download)
+        name = "CIFAR-10"
+    if not 0 < val_size < len(full_train):
+        raise DataError(f"validation size {val_size} must be between 1 and {len(full_train) - 1}")
+    if limit_train is not None and limit_train < 1:
+        raise DataError(f"training limit {limit_train} must be at least 1")
+    order = stratified_order(full_train.labels, seed)
+    train_index = order[val_size:] if limit_train is None else order[val_size:val_size + limit_train]
+    return Cifar10(full_train.subset(train_index), full_train.subset(order[:val_size]), test, classes, name,
+                   str(root))
+
+
+# ---- augmentation: whole batches of tensors on the training device ----
+
+def normalize(images: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    mean = torch.tensor(CIFAR10_MEAN, device=images.device, dtype=dtype).view(1, 3, 1, 1) * 255
+    std = torch.tensor(CIFAR10_STD, device=images.device, dtype=dtype).view(1, 3, 1, 1) * 255
+    return (images.to(dtype) - mean) / std
+
+
+def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Each image shifted by up to `padding` pixels, zero-filled: one gather for the batch."""
+    n, c, h, w = images.shape
+    padded = F.pad(images, (padding,) * 4)
+    device = images.device
+    dy = torch.randint(0, 2 * padding + 1, (n, 1), generator=generator, device=device)
+    dx = torch.randint(0, 2 * padding + 1, (n, 1), generator=generator, device=device)
+    rows = (dy + torch.arange(h, device=device))[:, None, :, None]
+    cols = (dx + torch.arange(w, device=device))[:, None, None, :]
+    return padded[torch.arange(n, device=device)[:, None, None, None], torch.arange(c, device=device)[None, :, None, None],
+                  rows, cols]
+
+
+def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    flip = torch.rand(len(images), generator=generator, device=images.device) < 0.5
+    return torch.where(flip[:, None, None, None], images.flip(-1), images)
+
+
+def random_grayscale(images: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """ITU-R 601 luma replicated to 3 channels (torchvision's Grayscale) for a fraction p of the batch."""
+    weights = torch.tensor([0.299, 0.587, 0.114], device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    gray = (images * weights).sum(1, keepdim=True).expand_as(images)
+    pick = torch.rand(len(images), generator=generator, device=images.device) < p
+    return torch.where(pick[:, None, None, None], gray, images)
+
+
+def random_cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero (the mean, after normalisation) a size x size square, possibly clipped, per image."""
+    n, _, h, w = images.shape
+    device = images.device
+    top = torch.randint(0, h, (n, 1, 1), generator=generator, device=device) - size // 2
+    left = torch.randint(0, w, (n, 1, 1), generator=generator, device=device) - size // 2
+    ys = torch.arange(h, device=device).view(1, h, 1)
+    xs = torch.arange(w, device=device).view(1, 1, w)
+    inside = (ys >= top) & (ys < top + size) & (xs >= left) & (xs < left + size)
+    return images.masked_fill(inside[:, None], 0)
+
+
+def augment_batch(images: torch.Tensor, recipe, generator: torch.Generator, dtype=torch.float32) -> torch.Tensor:
+    """uint8 (N, 3, 32, 32) on any device -> normalised, augmented float batch on that device."""
+    if recipe.crop_padding:
+        images = random_crop(images, recipe.crop_padding, generator)
+    if recipe.flip:
+        images = random_flip(images, generator)
+    x = normalize(images, dtype)
+    if recipe.grayscale:
+        x = random_grayscale(x, recipe.grayscale, generator)
+    if recipe.cutout:
+        x = random_cutout(x, recipe.cutout, generator)
+    return x
