@@ -15,8 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 DATA_ENV = "RESNET_SEARCH_DATA"
 CACHE_ENV = "RESNET_SEARCH_CACHE"
@@ -66,12 +68,11 @@ def _is_image_folder(root: Path) -> bool:
 
 
 def _decode(path: Path) -> torch.Tensor:
-    from torchvision.io import ImageReadMode, decode_image
-
     try:
-        image = decode_image(torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8), mode=ImageReadMode.RGB)
-    except (RuntimeError, OSError, ValueError) as e:
-        raise DataError(f"cannot read image {path}: {str(e).splitlines()[-1][:160]}") from None
+        with Image.open(path) as im:
+            image = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"cannot read image {path}: {str(e).splitlines()[0][:160]}") from None
     if image.shape != (3, 32, 32):
         raise DataError(f"image {path} is {image.shape[2]}x{image.shape[1]}, expected 32x32")
     return image
@@ -120,10 +121,11 @@ def _read_torchvision(root: Path, download: bool) -> tuple[ImageSet, ImageSet, l
         try:
             ds = CIFAR10(str(root), train=train, download=download)
         except Exception as e:  # noqa: BLE001 - torchvision raises many kinds when offline
+            why = f"downloading it failed ({type(e).__name__}: {str(e).splitlines()[0][:120]})" if download \
+                else "downloading is off"
             raise DataError(
                 f"no CIFAR-10 found at {root} (looked for {root}/train/<class>/ and {root}/cifar-10-batches-py) "
-                f"and downloading it failed ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-                f"pass --data PATH or set {DATA_ENV}=PATH"
+                f"and {why}; pass --data PATH or set {DATA_ENV}=PATH"
             ) from None
         finally:
             socket.setdefaulttimeout(previous)
