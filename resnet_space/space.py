@@ -150,11 +150,36 @@ class StudyFile:
         target = suggest(trial, "fill", s["fill"]) * budget
         return make(widest_first_channels(make, target, budget, step, floor))
 
+    def center_recipe(self, epochs: int | None = None) -> tuple[Recipe, dict]:
+        """The recipe at the middle of every searched range (geometric for log ranges, first of
+        choices), and the trial params that select it: what the seeded baseline trains under."""
+        trial = _CenterTrial()
+        return self.sample_recipe(trial, epochs), trial.params
+
     def sample_recipe(self, trial, epochs: int | None = None) -> Recipe:
         recipe = {k: suggest(trial, k, v) for k, v in self.recipe.items()}
         if epochs:
             recipe["epochs"] = epochs
         return Recipe.from_dict(recipe)
+
+
+class _CenterTrial:
+    """Answers suggestions like an Optuna trial would, always with the middle of the range."""
+
+    def __init__(self):
+        self.params = {}
+
+    def suggest_categorical(self, name, choices):
+        self.params[name] = choices[0]
+        return choices[0]
+
+    def suggest_int(self, name, low, high):
+        self.params[name] = (low + high) // 2
+        return self.params[name]
+
+    def suggest_float(self, name, low, high, log=False):
+        self.params[name] = math.sqrt(low * high) if log else (low + high) / 2
+        return self.params[name]
 
 
 def widest_first_channels(make, target: float, budget: int, step: int, floor: int) -> int:

@@ -1,0 +1,213 @@
+"""The search on Optuna: storage, study creation with the seeded baseline, and the objective.
+
+One trial = sample a spec (width last, so it nearly always fits), reject it by its exact count
+if it is at or above the budget (recorded as pruned, zero training), else train it, reporting
+validation accuracy each epoch to the pruner, and keep its best checkpoint as an artifact.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import torch
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.trial import TrialState
+
+from resnet_space import MODEL_1, TABLE_1, count
+from resnet_space.space import StudyFile
+
+from .data import Cifar10
+from .train import Diverged, train
+
+# Heartbeats, grouped multivariate TPE and the stale-trial retry are marked experimental.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+DEFAULT_STUDY = "resnet-search"
+DEFAULT_STORAGE = "sqlite:///studies/resnet-search.db"
+DEFAULT_ARTIFACTS = "studies/artifacts"
+HEARTBEAT_S, GRACE_S = 30, 90
+
+
+class StudyError(Exception):
+    """A study or storage problem a user can fix; one line."""
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """An RDB storage with heartbeats, so a trial whose worker died is failed and retried."""
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if str(path) not in ("", ":memory:"):
+            if path.is_dir():
+                raise StudyError(f"storage {url}: {path} is a directory, not a database file")
+            path.parent.mkdir(parents=True, exist_ok=True)
+    elif not url.startswith(("postgresql", "mysql")):
+        raise StudyError(f"storage {url!r} is not an Optuna RDB URL (sqlite:///FILE or postgresql://USER@HOST/DB)")
+    try:
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+        )
+    except Exception as e:  # noqa: BLE001 - SQLAlchemy and drivers raise many kinds
+        raise StudyError(f"cannot open storage {url}: {str(e).splitlines()[0][:200]}") from None
+
+
+def study_names(storage) -> list[str]:
+    return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+
+
+def load_study(storage, name: str) -> optuna.Study:
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        known = study_names(storage)
+        raise StudyError(f"no study named {name!r} in this storage"
+                         + (f" (it has: {', '.join(known)})" if known else " (it has none)")) from None
+
+
+def table_1_records() -> list[dict]:
+    return [{"model": name, "description": desc, "reported_test_acc": acc, "reported_params": params,
+             "params": count(spec).params if spec else None, "summary": spec.summary() if spec else None}
+            for name, desc, acc, params, spec in TABLE_1]
+
+
+@dataclass
+class SearchSettings:
+    budget: int
+    space: StudyFile
+    epochs: int | None  # overrides the recipe's
+    device: str
+    seed: int
+    checkpoints: Path
+    artifacts: Path
+    baseline: bool = True
+
+
+def create_or_load(storage, name: str, settings: SearchSettings, sampler, pruner) -> tuple[optuna.Study, bool]:
+    """Create the study, or load it to resume. Only the process that creates it enqueues the
+    baseline, and creation is atomic in the database, so several workers enqueue it once."""
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                                    direction="maximize", load_if_exists=False)
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+        recorded = study.user_attrs.get("budget")
+        if recorded is not None and recorded != settings.budget:
+            raise StudyError(f"study {name!r} searches under a budget of {recorded:,}, not {settings.budget:,}; "
+                             "use that budget to resume it or a new --study name") from None
+        return study, False
+    for key, value in {
+        "budget": settings.budget,
+        "space_file": str(settings.space.path),
+        "space": settings.space.space,
+        "recipe_space": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.space.recipe.items()},
+        "artifact_dir": str(settings.artifacts.resolve()),
+        "split_seed": settings.seed,
+        "table_1": table_1_records(),
+    }.items():
+        study.set_user_attr(key, value)
+    if settings.baseline:
+        study.enqueue_trial(settings.space.center_recipe()[1], user_attrs={"baseline": "Model 1"})
+    return study, True
+
+
+class Objective:
+    def __init__(self, settings: SearchSettings, data: Cifar10, progress=False, log=None):
+        self.settings = settings
+        self.data = data
+        self.progress = progress
+        self.log = log or (lambda message: None)
+        settings.artifacts.mkdir(parents=True, exist_ok=True)
+        self.store = FileSystemArtifactStore(str(settings.artifacts))
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        s = self.settings
+        baseline = trial.user_attrs.get("baseline") == "Model 1"
+        spec = MODEL_1 if baseline else s.space.sample_spec(trial, s.budget)
+        recipe = s.space.sample_recipe(trial, s.epochs)
+        counts = count(spec)
+        for key, value in {"spec": spec.to_dict(), "summary": spec.summary(), "params": counts.params,
+                           "macs": counts.macs, "seed": s.seed, "device": s.device, "recipe": recipe.to_dict(),
+                           "dataset": self.data.name}.items():
+            trial.set_user_attr(key, value)
+        if counts.params >= s.budget:
+            reason = f"over budget: {counts.params:,} params >= {s.budget:,}"
+            trial.set_user_attr("over_budget", True)
+            trial.set_user_attr("prune_reason", reason)
+            raise optuna.TrialPruned(reason)
+
+        curve, seconds = [], []
+
+        def report(epoch, val_acc, loss, secs):
+            curve.append(val_acc)
+            seconds.append(secs)
+            trial.set_user_attr("val_acc_per_epoch", curve)
+            trial.set_user_attr("seconds_per_epoch", seconds)
+            trial.set_user_attr("train_loss_last", loss)
+            trial.report(val_acc, epoch)
+            if epoch < recipe.epochs and trial.should_prune():  # after the last epoch there is nothing to save
+                trial.set_user_attr("prune_reason", f"pruned by the pruner after epoch {epoch} at {val_acc:.2%}")
+                raise optuna.TrialPruned(f"epoch {epoch}: {val_acc:.2%}")
+
+        checkpoint_dir = s.checkpoints / f"trial-{trial.number}"
+        self.log(f"trial {trial.number}: {spec.summary()} ({counts.params:,} params)"
+                 + (" [seeded baseline: the report's Model 1]" if baseline else ""))
+        try:
+            result = train(spec, self.data, recipe, device=s.device, seed=s.seed, on_epoch=report,
+                           checkpoint_dir=checkpoint_dir, progress=self.progress)
+        except Diverged as e:
+            trial.set_user_attr("prune_reason", f"diverged: {e}")
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
+            raise optuna.TrialPruned(str(e)) from None
+        except optuna.TrialPruned:
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)  # a pruned trial never resumes
+            raise
+        finally:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        artifact = upload_artifact(artifact_store=self.store, file_path=str(checkpoint_dir / "best.pt"),
+                                   study_or_trial=trial)
+        trial.set_user_attr("checkpoint_artifact", artifact)
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the artifact store holds what is kept
+        return result.best_val_acc
+
+
+def trial_counts(study: optuna.Study) -> dict:
+    trials = study.get_trials(deepcopy=False)
+    over = sum(1 for t in trials if t.user_attrs.get("over_budget"))
+    return {
+        "trials": len(trials),
+        "complete": sum(t.state == TrialState.COMPLETE for t in trials),
+        "pruned": sum(t.state == TrialState.PRUNED for t in trials) - over,
+        "over_budget": over,
+        "failed": sum(t.state == TrialState.FAIL for t in trials),
+        "running": sum(t.state == TrialState.RUNNING for t in trials),
+    }
+
+
+def best_trials(study: optuna.Study, top: int) -> list[optuna.trial.FrozenTrial]:
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+    return sorted(done, key=lambda t: (-t.value, t.number))[:top]
+
+
+def cpu_estimate_hours(macs_per_image: int, images: int, epochs: int) -> tuple[float, float]:
+    """(hours, measured MAC/s): training costs about 3x the forward MACs (forward + backward)."""
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1)
+    x = torch.randn(32, 64, 32, 32)
+    with torch.no_grad():
+        conv(x)
+        start = time.perf_counter()
+        for _ in range(3):
+            conv(x)
+    rate = 3 * 32 * 64 * 64 * 9 * 32 * 32 / (time.perf_counter() - start)
+    return 3 * macs_per_image * images * epochs / rate / 3600, rate
+
+
+def log_to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

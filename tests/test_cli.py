@@ -1,0 +1,187 @@
+"""The search end to end through the command line, on CPU with real images (issue: search and CLI)."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from resnet_space import ResNetSpec, count
+from resnet_space.model import build_model
+from search.data import load_cifar10, normalize
+
+from .conftest import DATA, REPO, assert_user_error, needs_data, run_cli
+
+TINY_SPACE = REPO / "tests" / "spaces" / "tiny.toml"
+QUICK = ["--device", "cpu", "--epochs", "1", "--limit-train", "200", "--val-size", "200", "--data", str(DATA),
+         "--space", str(TINY_SPACE), "--quiet"]
+pytestmark = needs_data
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A small study, run as a user would: 3 trials of 1 epoch, then resumed to 5."""
+    cwd = tmp_path_factory.mktemp("study")
+    first = run_cli("run", "--budget", "2e5", "--trials", "3", "--study", "e2e", *QUICK, cwd=cwd)
+    assert first.returncode == 0, first.stderr
+    return cwd
+
+
+def storage_url(cwd):
+    return f"sqlite:///{cwd}/studies/resnet-search.db"
+
+
+def load(cwd, name="e2e"):
+    return optuna.load_study(study_name=name, storage=storage_url(cwd))
+
+
+def finished(study):
+    return [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+
+
+def test_run_records_everything(workdir):
+    study = load(workdir)
+    assert len(finished(study)) == 3
+    baseline = study.trials[0]
+    assert baseline.user_attrs["baseline"] == "Model 1"
+    assert baseline.state == TrialState.PRUNED and baseline.user_attrs["over_budget"]
+    assert baseline.user_attrs["params"] == 4_976_426 and "over budget" in baseline.user_attrs["prune_reason"]
+    assert "val_acc_per_epoch" not in baseline.user_attrs  # never trained
+    assert len(study.user_attrs["table_1"]) == 8 and study.user_attrs["budget"] == 200_000
+    trained = [t for t in study.trials if "val_acc_per_epoch" in t.user_attrs]
+    assert trained, "no trial trained"
+    for t in trained:
+        assert t.user_attrs["params"] < 200_000
+        spec = ResNetSpec.from_dict(t.user_attrs["spec"])
+        assert count(spec).params == t.user_attrs["params"] and t.user_attrs["summary"] == spec.summary()
+        assert len(t.user_attrs["seconds_per_epoch"]) == 1 and t.user_attrs["device"] == "cpu"
+        assert t.user_attrs["seed"] == 0 and t.user_attrs["recipe"]["epochs"] == 1
+        assert t.intermediate_values[1] == t.user_attrs["val_acc_per_epoch"][0]
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    for t in complete:
+        metas = optuna.artifacts.get_all_artifact_meta(t, storage=study._storage)
+        assert [m.artifact_id for m in metas] == [t.user_attrs["checkpoint_artifact"]]
+
+
+def test_no_trial_at_or_over_budget_is_trained(workdir):
+    for t in load(workdir).trials:
+        if t.user_attrs["params"] >= 200_000:
+            assert t.state == TrialState.PRUNED and "val_acc_per_epoch" not in t.user_attrs
+
+
+def test_resume_adds_trials_and_keeps_one_baseline(workdir):
+    again = run_cli("run", "--budget", "2e5", "--trials", "5", "--study", "e2e", *QUICK, cwd=workdir)
+    assert again.returncode == 0, again.stderr
+    study = load(workdir)
+    assert len(finished(study)) == 5
+    assert sum(t.user_attrs.get("baseline") == "Model 1" for t in study.trials) == 1
+    same = run_cli("run", "--budget", "2e5", "--trials", "5", "--study", "e2e", *QUICK, cwd=workdir)
+    assert same.returncode == 0 and len(load(workdir).trials) == 5  # already done: nothing new
+
+
+def test_best_export_writes_files_that_load_with_plain_torch(workdir):
+    out = workdir / "winner"
+    result = run_cli("best", "--study", "e2e", "--export", out, cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert "Model 1" in result.stdout and "94.40%" in result.stdout  # Table 1 beside the results
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.pt2", "spec.json", "state_dict.pt"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    study = load(workdir)
+    assert metrics["trial"] == study.best_trial.number and metrics["val_acc"] == study.best_trial.value
+    assert 0 <= metrics["test_acc"] <= 1 and metrics["test_images"] == 10_000 and "JPEG" in metrics["dataset"]
+    assert metrics["params"] == study.best_trial.user_attrs["params"] and metrics["study"] == "e2e"
+
+    model = build_model(ResNetSpec.from_json((out / "spec.json").read_text()))
+    model.load_state_dict(torch.load(out / "state_dict.pt"))
+    images = load_cifar10(DATA, val_size=200, limit_train=1).test.images[:16]
+    expected = model.eval()(normalize(images)).detach()
+    torch.save(images.float() / 255, workdir / "inputs.pt")
+    # -I: an isolated interpreter from another folder; the check shows this package was never imported.
+    script = ("import sys, torch; m = torch.export.load(sys.argv[1]).module(); "
+              "torch.save(m(torch.load(sys.argv[2])), sys.argv[3]); "
+              "assert not any(n.split('.')[0] in ('search', 'resnet_space') for n in sys.modules)")
+    subprocess.run([sys.executable, "-I", "-c", script, out / "model.pt2", workdir / "inputs.pt",
+                    workdir / "outputs.pt"], check=True, cwd="/")
+    got = torch.load(workdir / "outputs.pt")
+    assert torch.allclose(got, expected, atol=1e-4)
+    assert torch.equal(got.argmax(1), expected.argmax(1))
+
+
+def test_dashboard_answers_for_the_study(workdir):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    from .conftest import CLI
+
+    server = subprocess.Popen([str(CLI), "dashboard", "--study", "e2e", "--port", str(port)], cwd=workdir,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as response:
+                    studies = json.load(response)["study_summaries"]
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()
+                assert time.time() < deadline, "dashboard did not answer within 60 s"
+                time.sleep(0.5)
+        [summary] = [s for s in studies if s["study_name"] == "e2e"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}", timeout=10) as r:
+            detail = json.load(r)
+        assert len(detail["trials"]) == len(load(workdir).trials)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_model_1_trains_at_5e6_when_asked(tmp_path):
+    result = run_cli("run", "--budget", "5e6", "--trials", "1", "--study", "m1", "--device", "cpu", "--epochs", "1",
+                     "--limit-train", "64", "--val-size", "50", "--data", DATA, "--space", TINY_SPACE, "--quiet",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    [trial] = load(tmp_path, "m1").trials
+    assert trial.user_attrs["baseline"] == "Model 1" and trial.state == TrialState.COMPLETE
+    assert trial.user_attrs["params"] == 4_976_426 and len(trial.user_attrs["val_acc_per_epoch"]) == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_plain_run_without_cuda_refuses_and_explains(tmp_path):
+    line = assert_user_error(run_cli("run", "--budget", "5e6", cwd=tmp_path))
+    assert "no CUDA device" in line and " h on this CPU" in line and "--device cpu" in line
+    assert not (tmp_path / "studies").exists()  # nothing was created
+
+
+@pytest.mark.parametrize(
+    "args, expect",
+    [
+        (["best", "--study", "nope"], "no study named 'nope'"),
+        (["best", "--study", "empty"], "no completed trial"),
+        (["best", "--study", "e2e", "--export", "{cwd}/studies"], "not empty"),
+        (["best", "--storage", "redis://localhost/0"], "not an Optuna RDB URL"),
+        (["best", "--storage", "sqlite:///{cwd}/studies"], "is a directory"),
+        (["run", "--study", "e2e", "--budget", "3e5", *QUICK], "budget of 200,000"),
+        (["run", "--study", "e2e", "--space", "{cwd}/bad.toml", "--device", "cpu"], "not valid TOML"),
+        (["run", "--study", "e2e", "--space", "{cwd}/missing.toml", "--device", "cpu"], "does not exist"),
+        (["run", "--study", "e2e", "--device", "cpu", "--data", "{cwd}/nothing-here"], "no CIFAR-10 found"),
+        (["run", "--study", "e2e", "--device", "cuda:0"], "CUDA"),
+        (["run", "--study", "e2e", "--budget", "0"], "budget"),
+        (["run", "--study", "e2e", "--trials", "0"], "at least 1"),
+        (["run", "--study", "e2e", "--epochs", "two"], "not an integer"),
+    ],
+)
+def test_bad_input_is_one_line_and_loses_nothing(workdir, args, expect):
+    (workdir / "bad.toml").write_text("[space\nstages = 3\n")
+    optuna.create_study(study_name="empty", storage=storage_url(workdir), load_if_exists=True)
+    before = len(load(workdir).trials)
+    if torch.cuda.is_available() and "cuda:0" in args:
+        pytest.skip("this machine has CUDA")
+    line = assert_user_error(run_cli(*[a.format(cwd=workdir) for a in args], cwd=workdir))
+    assert expect in line
+    assert len(load(workdir).trials) == before
