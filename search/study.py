@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 import torch
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import TrialState
@@ -23,7 +24,7 @@ from resnet_space import MODEL_1, TABLE_1, count
 from resnet_space.space import StudyFile
 
 from .data import Cifar10
-from .train import Diverged, train
+from .train import Diverged, resumable_state, train
 
 # Heartbeats, grouped multivariate TPE and the stale-trial retry are marked experimental.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -31,15 +32,17 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 DEFAULT_STUDY = "resnet-search"
 DEFAULT_STORAGE = "sqlite:///studies/resnet-search.db"
 DEFAULT_ARTIFACTS = "studies/artifacts"
-HEARTBEAT_S, GRACE_S = 30, 90
+HEARTBEAT_S = 30  # a worker silent for 3 heartbeats is dead: its trial is failed and retried
+STORAGE_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
 
 
 class StudyError(Exception):
     """A study or storage problem a user can fix; one line."""
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An RDB storage with heartbeats, so a trial whose worker died is failed and retried."""
+def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, retry_s: float = 0) -> optuna.storages.BaseStorage:
+    """An RDB storage with heartbeats, so a trial whose worker died is failed and retried.
+    An unreachable server is retried with backoff for retry_s seconds before giving up."""
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
         if str(path) not in ("", ":memory:"):
@@ -48,13 +51,41 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             path.parent.mkdir(parents=True, exist_ok=True)
     elif not url.startswith(("postgresql", "mysql")):
         raise StudyError(f"storage {url!r} is not an Optuna RDB URL (sqlite:///FILE or postgresql://USER@HOST/DB)")
+    for wait in backoff(retry_s):
+        try:
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=heartbeat_s,
+                grace_period=3 * heartbeat_s,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+            )
+        except STORAGE_ERRORS as e:
+            if wait is None:
+                raise StudyError(f"cannot reach storage {redact(url)} (tried for {retry_s:g} s): "
+                                 f"{str(e).splitlines()[0][:200]}") from None
+            time.sleep(wait)
+        except ImportError:
+            raise StudyError(f"no database driver for {redact(url)}; for PostgreSQL: "
+                             "pip install 'resnet-search[postgres]'") from None
+        except Exception as e:  # noqa: BLE001 - SQLAlchemy and drivers raise many kinds
+            raise StudyError(f"cannot open storage {redact(url)}: {str(e).splitlines()[0][:200]}") from None
+
+
+def backoff(limit_s: float):
+    """Seconds to sleep between attempts (1, 2, 4, ... capped at 15) until limit_s has passed;
+    None marks the last attempt."""
+    deadline, wait = time.monotonic() + limit_s, 1.0
+    while time.monotonic() + wait < deadline:
+        yield wait
+        wait = min(2 * wait, 15.0)
+    yield None
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
     try:
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
-        )
-    except Exception as e:  # noqa: BLE001 - SQLAlchemy and drivers raise many kinds
-        raise StudyError(f"cannot open storage {url}: {str(e).splitlines()[0][:200]}") from None
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001
+        return url
 
 
 def study_names(storage) -> list[str]:
@@ -116,32 +147,68 @@ def create_or_load(storage, name: str, settings: SearchSettings, sampler, pruner
     return study, True
 
 
+class SurplusTrial(Exception):
+    """Several workers asked for trials at once and this one is past the study's total."""
+
+
 class Objective:
-    def __init__(self, settings: SearchSettings, data: Cifar10, progress=False, log=None):
+    def __init__(self, settings: SearchSettings, data: Cifar10, progress=False, log=None,
+                 max_trials: int | None = None):
         self.settings = settings
         self.data = data
         self.progress = progress
         self.log = log or (lambda message: None)
+        self.max_trials = max_trials
         settings.artifacts.mkdir(parents=True, exist_ok=True)
         self.store = FileSystemArtifactStore(str(settings.artifacts))
 
     def __call__(self, trial: optuna.Trial) -> float:
+        try:
+            return self._run(trial)
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C); its checkpoint is kept to resume from")
+            raise
+        except torch.cuda.OutOfMemoryError as e:
+            trial.set_user_attr("fail_reason", f"CUDA out of memory: {str(e).splitlines()[0][:200]}")
+            raise
+        finally:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()  # the next trial starts with the memory this one held
+
+    def _run(self, trial: optuna.Trial) -> float:
         s = self.settings
+        self._refuse_surplus(trial)
         baseline = trial.user_attrs.get("baseline") == "Model 1"
         spec = MODEL_1 if baseline else s.space.sample_spec(trial, s.budget)
         recipe = s.space.sample_recipe(trial, s.epochs)
         counts = count(spec)
+        # A retried (worker died) or re-queued (Ctrl-C) trial inherits its first run's checkpoint dir.
+        first_run = trial.user_attrs.get("first_trial", trial.number)
+        checkpoint_dir = Path(trial.user_attrs.get("checkpoint_dir") or s.checkpoints / f"trial-{trial.number}")
         for key, value in {"spec": spec.to_dict(), "summary": spec.summary(), "params": counts.params,
                            "macs": counts.macs, "seed": s.seed, "device": s.device, "recipe": recipe.to_dict(),
-                           "dataset": self.data.name}.items():
+                           "dataset": self.data.name, "first_trial": first_run,
+                           "checkpoint_dir": str(checkpoint_dir.resolve())}.items():
             trial.set_user_attr(key, value)
         if counts.params >= s.budget:
             reason = f"over budget: {counts.params:,} params >= {s.budget:,}"
             trial.set_user_attr("over_budget", True)
             trial.set_user_attr("prune_reason", reason)
             raise optuna.TrialPruned(reason)
+        twin = self._running_twin(trial, spec)
+        if twin is not None:
+            trial.set_user_attr("prune_reason", f"duplicate: trial {twin} is training the same spec")
+            raise optuna.TrialPruned(f"same spec as running trial {twin}")
 
         curve, seconds = [], []
+        resumed = resumable_state(checkpoint_dir, spec, recipe, s.seed)
+        if resumed is not None:  # replay what the checkpoint holds, so the curve is whole
+            for e in resumed["history"]:
+                curve.append(e["val_acc"])
+                seconds.append(e["seconds"])
+                trial.report(e["val_acc"], e["epoch"])
+            trial.set_user_attr("resumed_from_trial", first_run)
+            trial.set_user_attr("resumed_from_epoch", len(curve))
 
         def report(epoch, val_acc, loss, secs):
             curve.append(val_acc)
@@ -154,9 +221,9 @@ class Objective:
                 trial.set_user_attr("prune_reason", f"pruned by the pruner after epoch {epoch} at {val_acc:.2%}")
                 raise optuna.TrialPruned(f"epoch {epoch}: {val_acc:.2%}")
 
-        checkpoint_dir = s.checkpoints / f"trial-{trial.number}"
         self.log(f"trial {trial.number}: {spec.summary()} ({counts.params:,} params)"
-                 + (" [seeded baseline: the report's Model 1]" if baseline else ""))
+                 + (" [seeded baseline: the report's Model 1]" if baseline else "")
+                 + (f" [resuming trial {first_run} after epoch {len(curve)}]" if resumed else ""))
         try:
             result = train(spec, self.data, recipe, device=s.device, seed=s.seed, on_epoch=report,
                            checkpoint_dir=checkpoint_dir, progress=self.progress)
@@ -167,15 +234,46 @@ class Objective:
         except optuna.TrialPruned:
             shutil.rmtree(checkpoint_dir, ignore_errors=True)  # a pruned trial never resumes
             raise
-        finally:
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
         trial.set_user_attr("best_epoch", result.best_epoch)
         artifact = upload_artifact(artifact_store=self.store, file_path=str(checkpoint_dir / "best.pt"),
                                    study_or_trial=trial)
         trial.set_user_attr("checkpoint_artifact", artifact)
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the artifact store holds what is kept
         return result.best_val_acc
+
+    def _refuse_surplus(self, trial: optuna.Trial) -> None:
+        """With several workers, each may start a trial just as the study reaches its total.
+        Trials numbered lower go first; one that finds the total already taken steps aside."""
+        if self.max_trials is None:
+            return
+        taken = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                               TrialState.RUNNING))
+        if sum(t.number < trial.number for t in taken) >= self.max_trials:
+            trial.set_user_attr("fail_reason", f"surplus: the study already had its {self.max_trials} trials")
+            trial.study.stop()
+            raise SurplusTrial(f"the study already has its {self.max_trials} trials")
+
+    @staticmethod
+    def _running_twin(trial: optuna.Trial, spec) -> int | None:
+        """A lower-numbered running trial on the same spec, if any (constant liar makes it rare)."""
+        for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.number < trial.number and t.user_attrs.get("spec") == spec.to_dict():
+                return t.number
+        return None
+
+
+def requeue_interrupted(study: optuna.Study) -> list[int]:
+    """Trials stopped by Ctrl-C go back in the queue once, to resume from their checkpoints."""
+    done = set(study.user_attrs.get("requeued", []))
+    again = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+             if t.user_attrs.get("fail_reason", "").startswith("interrupted") and t.number not in done]
+    for t in again:
+        attrs = {k: v for k, v in t.user_attrs.items() if k != "fail_reason"}
+        study.enqueue_trial(t.params, user_attrs=attrs)
+        done.add(t.number)
+    if again:
+        study.set_user_attr("requeued", sorted(done))
+    return [t.number for t in again]
 
 
 def trial_counts(study: optuna.Study) -> dict:

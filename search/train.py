@@ -99,8 +99,8 @@ class Epoch:
     epoch: int  # 1-based
     val_acc: float
     loss: float  # mean training loss
-    seconds: float
-    images_per_s: float
+    seconds: float  # the whole epoch: training and the validation pass
+    images_per_s: float  # training images per second of the training steps alone
     lr: float
 
 
@@ -126,6 +126,18 @@ def _checkpoint_identity(spec: ResNetSpec, recipe: Recipe, seed: int) -> dict:
 
 def load_checkpoint(path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def resumable_state(checkpoint_dir, spec: ResNetSpec, recipe: Recipe, seed: int) -> dict | None:
+    """The last epoch's checkpoint in checkpoint_dir if it belongs to this very run, else None."""
+    last = Path(checkpoint_dir) / "last.pt"
+    if not last.exists():
+        return None
+    try:
+        state = load_checkpoint(last)
+    except Exception:  # noqa: BLE001 - a torn or foreign file: start over rather than crash
+        return None
+    return state if state.get("identity") == _checkpoint_identity(spec, recipe, seed) else None
 
 
 def train(spec: ResNetSpec, data: Cifar10, recipe: Recipe, *, device: str | torch.device = "auto", seed: int = 0,
@@ -156,14 +168,13 @@ def train(spec: ResNetSpec, data: Cifar10, recipe: Recipe, *, device: str | torc
         checkpoint_dir = Path(checkpoint_dir)
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         last, best = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
-        if last.exists():
-            state = load_checkpoint(last)
-            if state["identity"] == identity:
-                model.load_state_dict(state["model"])
-                optimizer.load_state_dict(state["optimizer"])
-                result.history = [Epoch(**e) for e in state["history"]]
-                result.best_val_acc, result.best_epoch = state["best_val_acc"], state["best_epoch"]
-                result.resumed_from = result.epochs_done
+        state = resumable_state(checkpoint_dir, spec, recipe, seed)
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            result.history = [Epoch(**e) for e in state["history"]]
+            result.best_val_acc, result.best_epoch = state["best_val_acc"], state["best_epoch"]
+            result.resumed_from = result.epochs_done
 
     train_images = data.train.images.to(device)
     train_labels = data.train.labels.to(device)
@@ -198,13 +209,14 @@ def train(spec: ResNetSpec, data: Cifar10, recipe: Recipe, *, device: str | torc
                 loss_sum += loss.detach()
                 if bar is not None:
                     bar.update(task, advance=1 / steps_per_epoch)
-            mean_loss = loss_sum.item() / steps_per_epoch
+            mean_loss = loss_sum.item() / steps_per_epoch  # also waits for the device to finish
+            train_seconds = time.perf_counter() - start
             if not math.isfinite(mean_loss):
                 raise Diverged(f"training loss became {mean_loss} in epoch {epoch} (lr {lr:.3g}); "
                                "lower the learning rate")
             val_acc = evaluate(model, data.val.images, data.val.labels, device, recipe.flip_tta)
             seconds = time.perf_counter() - start
-            record = Epoch(epoch, val_acc, mean_loss, seconds, steps_per_epoch * batch / seconds, lr)
+            record = Epoch(epoch, val_acc, mean_loss, seconds, steps_per_epoch * batch / train_seconds, lr)
             result.history.append(record)
             if val_acc > result.best_val_acc or result.best_epoch == 0:
                 result.best_val_acc, result.best_epoch = val_acc, epoch

@@ -1,0 +1,247 @@
+"""The GPU measurements for Model 1 on the JPEG copy of CIFAR-10; needs a CUDA device.
+
+    python benchmarks/gpu.py                                  # all sections; prints one JSON object
+    python benchmarks/gpu.py --only epoch                     # (a) seconds per epoch, eager and compiled
+    python benchmarks/gpu.py --only paper --time-limit 480    # (b) rerun the same command to continue
+    python benchmarks/gpu.py --only fast                      # (c) target: (b)'s accuracy in the --out file
+
+Sections:
+  epoch  Model 1 under the fast recipe of studies/default.toml: seconds per epoch with and
+         without torch.compile (the first epoch, which pays for compilation and cuDNN autotuning,
+         is reported apart from the steady ones).
+  paper  The report's recipe (studies/paper.toml, first choices, 200 epochs) on Model 1, then
+         the final-epoch model's TEST accuracy.
+  fast   The fast recipe for increasing epoch counts (--fast-epochs), each run from scratch since
+         its schedule depends on the count, until one reaches the paper section's test accuracy.
+A study file's range is read as its geometric mean (log ranges) or midpoint, a list as its first choice.
+
+Long runs survive the 10-minute command limit of a lent GPU: training checkpoints every epoch
+under --checkpoints, --time-limit stops after the epoch that crosses it, and the finished runs
+are kept in the --out JSON, so rerunning the same command resumes where it stopped. A run's
+seconds are the sum of its epochs' (each covering its steps and its validation pass), which a
+resume does not disturb; data loading, model building and the test evaluation are not in them.
+"""
+
+import argparse
+import json
+import math
+import os
+import re
+import shlex
+import shutil
+import statistics
+import sys
+import time
+import tomllib
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from resnet_space import MODEL_1, Recipe
+from resnet_space.model import build_model
+from resnet_space.space import LIST_VALUED_RECIPE_KEYS
+from search.data import DATA_ENV, DataError, load_cifar10
+from search.train import evaluate, load_checkpoint, train
+
+REPO = Path(__file__).resolve().parent.parent
+SECTIONS = ("epoch", "paper", "fast")
+
+
+class TimeUp(Exception):
+    """Raised from the epoch callback: train() writes that epoch's checkpoint, then stops."""
+
+
+def point(key: str, value):
+    """One value from a study file's [recipe] entry: a range's centre or a list's first choice."""
+    if key in LIST_VALUED_RECIPE_KEYS and isinstance(value, list):
+        return value  # milestones is a list by nature, not a list of choices
+    if isinstance(value, dict) and "choices" in value:
+        return value["choices"][0]
+    if isinstance(value, list):
+        return value[0]
+    if isinstance(value, dict) and "low" in value and "high" in value:
+        low, high = value["low"], value["high"]
+        centre = math.sqrt(low * high) if value.get("log") else (low + high) / 2
+        return round(centre) if isinstance(low, int) and isinstance(high, int) else centre
+    return value
+
+
+def study_recipe(name: str) -> Recipe:
+    table = tomllib.loads((REPO / "studies" / name).read_text()).get("recipe", {})
+    return Recipe.from_dict({k: point(k, v) for k, v in table.items()})
+
+
+def default_data() -> str:
+    if os.environ.get(DATA_ENV):
+        return os.environ[DATA_ENV]
+    candidates = [REPO.parent / "shared/datasets/cifar10-jpeg", REPO / "shared/datasets/cifar10-jpeg"]
+    return str(next((c for c in candidates if c.exists()), candidates[0]))
+
+
+def sanitise(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+_-]+", "-", text).strip("-")
+
+
+class Bench:
+    def __init__(self, args, data, out: Path):
+        self.args, self.data, self.out = args, data, out
+        self.device = torch.device("cuda")
+        self.command = shlex.join(sys.orig_argv)
+        self.deadline = time.monotonic() + args.time_limit if args.time_limit is not None else math.inf
+        # A previous run's results are kept and extended, so sections can run in separate commands.
+        self.results = json.loads(out.read_text()) if out.exists() else {}
+
+    def save(self) -> None:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.results, indent=2) + "\n")
+        tmp.replace(self.out)
+
+    def run(self, label: str, recipe: Recipe, *, compile: bool, checkpoint: Path | None = None):
+        """Train Model 1; (history as dicts, whether it finished). Progress lines go to stderr."""
+        def on_epoch(epoch, val_acc, loss, seconds):
+            print(f"{label}: epoch {epoch}/{recipe.epochs}  val {val_acc:.4f}  loss {loss:.3f}  {seconds:.1f}s",
+                  file=sys.stderr, flush=True)
+            if checkpoint is not None and time.monotonic() > self.deadline:
+                raise TimeUp  # only a checkpointed run can stop early and resume
+
+        try:
+            result = train(MODEL_1, self.data, recipe, device=self.device, progress=False, compile=compile,
+                           checkpoint_dir=checkpoint, on_epoch=on_epoch)
+            history = [vars(e) for e in result.history]
+        except TimeUp:
+            history = load_checkpoint(checkpoint / "last.pt")["history"]
+        return history, len(history) == recipe.epochs
+
+    def test_accuracy(self, checkpoint: Path, recipe: Recipe) -> float:
+        """The final epoch's weights (last.pt), not the best validation epoch's, on the test split."""
+        model = build_model(MODEL_1).to(self.device, memory_format=torch.channels_last)
+        model.load_state_dict(load_checkpoint(checkpoint / "last.pt")["model"])
+        return evaluate(model, self.data.test.images, self.data.test.labels, self.device, recipe.flip_tta)
+
+    def trained(self, name: str, recipe: Recipe) -> dict:
+        """One full run with its test accuracy, reused from the results file when already finished."""
+        done = self.results.get("runs", {}).get(name)
+        if done and done.get("complete") and done["recipe"] == recipe.to_dict():
+            return done
+        checkpoint = Path(self.args.checkpoints) / name
+        history, complete = self.run(name, recipe, compile=self.args.compile, checkpoint=checkpoint)
+        entry = {
+            "recipe": recipe.to_dict(),
+            "compile": self.args.compile,
+            "complete": complete,
+            "epochs_done": len(history),
+            "seconds": round(sum(e["seconds"] for e in history), 1),
+            "final_val_acc": history[-1]["val_acc"] if history else None,
+            "test_acc": self.test_accuracy(checkpoint, recipe) if complete else None,
+            "test_flip_tta": recipe.flip_tta,
+            "command": self.command,
+        }
+        self.results.setdefault("runs", {})[name] = entry
+        self.save()
+        if complete and not self.args.keep_checkpoints:
+            shutil.rmtree(checkpoint, ignore_errors=True)  # Model 1's checkpoints are ~60 MB a run
+        return entry
+
+    def epoch(self) -> None:
+        recipe = replace(study_recipe("default.toml"), epochs=self.args.epoch_epochs)
+        section = {"recipe": recipe.to_dict(), "val_images": len(self.data.val), "command": self.command,
+                   "note": "epoch seconds include the validation pass (with the recipe's flip TTA)"}
+        for compiled in (False, True):
+            history, _ = self.run(f"epoch compile={compiled}", recipe, compile=compiled)
+            steady = history[1:]
+            section["compiled" if compiled else "eager"] = {
+                "first_epoch_s": round(history[0]["seconds"], 2),
+                "epoch_s": round(statistics.median(e["seconds"] for e in steady), 2),
+                "images_per_s": round(statistics.median(e["images_per_s"] for e in steady)),
+            }
+        section["compile_speedup"] = round(section["eager"]["epoch_s"] / section["compiled"]["epoch_s"], 2)
+        self.results["epoch"] = section
+        self.save()
+
+    def paper(self) -> None:
+        entry = self.trained("paper-model1", study_recipe("paper.toml"))
+        self.results["paper"] = {"test_acc": entry["test_acc"], "complete": entry["complete"],
+                                 "epochs_done": entry["epochs_done"], "seconds": entry["seconds"]}
+        self.save()
+
+    def fast(self) -> None:
+        target = self.args.target if self.args.target is not None else self.results.get("paper", {}).get("test_acc")
+        paper = self.results.get("paper")
+        if target is None and paper and not paper["complete"]:
+            print(f"gpu.py: the fast section waits for the paper run ({paper['epochs_done']} epochs done); "
+                  "rerun the same command to continue it", file=sys.stderr)
+            return
+        if target is None:
+            sys.exit("gpu.py: the fast section needs the paper recipe's test accuracy: "
+                     "run --only paper first (same --out) or pass --target ACC")
+        base = study_recipe("default.toml")
+        section = {"target_test_acc": target, "tried": [], "reached": None, "complete": True}
+        for epochs in self.args.fast_epochs:
+            if time.monotonic() > self.deadline:
+                section["complete"] = False
+                break
+            entry = self.trained(f"fast-model1-e{epochs}", replace(base, epochs=epochs))
+            section["tried"].append({"epochs": epochs, "test_acc": entry["test_acc"], "seconds": entry["seconds"]})
+            if not entry["complete"]:
+                section["complete"] = False
+                break
+            if entry["test_acc"] >= target:
+                section["reached"] = {"epochs": epochs, "seconds": entry["seconds"], "test_acc": entry["test_acc"]}
+                break
+        self.results["fast"] = section
+        self.save()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[2:]))
+    parser.add_argument("--data", default=default_data(), help=f"CIFAR-10 image folder (default: ${DATA_ENV} "
+                        "or ../shared/datasets/cifar10-jpeg from the repo root)")
+    parser.add_argument("--out", help="results JSON (default: results/<gpu-name>-torch<version>.json)")
+    parser.add_argument("--only", choices=SECTIONS, action="append", help="run only this section (repeatable)")
+    parser.add_argument("--checkpoints", help="checkpoint folder (default: results/checkpoints/<out name>)")
+    parser.add_argument("--keep-checkpoints", action="store_true", help="keep a finished run's checkpoints")
+    parser.add_argument("--time-limit", type=float, help="seconds; stop after the epoch that crosses it")
+    parser.add_argument("--compile", action="store_true", help="torch.compile in the paper and fast runs")
+    parser.add_argument("--epoch-epochs", type=int, default=3, help="epochs per timing in the epoch section")
+    parser.add_argument("--fast-epochs", default="10,15,20,30,40",
+                        type=lambda s: [int(x) for x in s.split(",")], help="epoch counts to try, in order")
+    parser.add_argument("--target", type=float, help="test accuracy in [0, 1] for the fast section")
+    parser.add_argument("--val-size", type=int, default=5000)
+    args = parser.parse_args()
+    if args.epoch_epochs < 2:
+        parser.error("--epoch-epochs must be at least 2: the first epoch is reported apart")
+
+    if not torch.cuda.is_available():
+        sys.exit(f"gpu.py: no CUDA device on this machine (torch {torch.__version__}); run it where a GPU is lent")
+
+    gpu = torch.cuda.get_device_name(0)
+    out = Path(args.out or REPO / "results" / f"{sanitise(gpu)}-torch{sanitise(torch.__version__)}.json")
+    args.checkpoints = args.checkpoints or str(out.parent / "checkpoints" / out.stem)
+    try:
+        data = load_cifar10(args.data, val_size=args.val_size, download=False)
+    except DataError as e:
+        sys.exit(f"gpu.py: {e}")
+
+    bench = Bench(args, data, out)
+    bench.results.update({
+        "dataset": "CIFAR-10 (JPEG q75 copy)" if "JPEG" in data.name else data.name,
+        "data": data.root,
+        "split": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+        "model": MODEL_1.summary(),
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "command": bench.command,
+    })
+    for section in args.only or SECTIONS:
+        getattr(bench, section)()
+    bench.save()
+    print(json.dumps(bench.results))
+
+
+if __name__ == "__main__":
+    main()
