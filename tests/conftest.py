@@ -1,6 +1,9 @@
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -35,3 +38,26 @@ def assert_user_error(result):
     assert len(lines) == 1, result.stderr
     assert "Traceback" not in result.stderr
     return lines[0]
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL: $RESNET_SEARCH_TEST_PG (CI starts one), else a throwaway server started
+    here with scripts/postgres.sh; skipped, saying why, only when none can be started."""
+    if os.environ.get("RESNET_SEARCH_TEST_PG"):
+        yield os.environ["RESNET_SEARCH_TEST_PG"]
+        return
+    root = Path(tempfile.mkdtemp(prefix="resnet-search-pg-"))  # outside pytest's 0700 tree: the
+    root.chmod(0o755)  # server runs as the postgres user when we are root
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = subprocess.run(["bash", str(REPO / "scripts" / "postgres.sh"), "start", str(root / "pg"), str(port)],
+                             capture_output=True, text=True)
+    if started.returncode != 0:
+        pytest.skip(f"PostgreSQL could not be started: {(started.stderr or started.stdout).strip()[:300]}")
+    try:
+        yield started.stdout.strip()
+    finally:
+        subprocess.run(["bash", str(REPO / "scripts" / "postgres.sh"), "stop", str(root / "pg")], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,106 @@
+"""Several workers on one PostgreSQL study, and workers that die or are interrupted (issue: scale-out)."""
+
+import itertools
+import os
+import signal
+import subprocess
+import time
+
+import optuna
+import pytest
+import sqlalchemy
+from optuna.trial import TrialState
+
+from .conftest import CLI, DATA, REPO, needs_data
+
+TINY_SPACE = REPO / "tests" / "spaces" / "tiny.toml"
+pytestmark = needs_data
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def worker(cwd, storage, study, *extra, trials=12, epochs=1, limit=100):
+    args = [str(CLI), "run", "--budget", "2e5", "--storage", storage, "--study", study, "--trials", str(trials),
+            "--device", "cpu", "--epochs", str(epochs), "--limit-train", str(limit), "--val-size", "100",
+            "--data", str(DATA), "--space", str(TINY_SPACE), "--quiet", *extra]
+    # One thread per worker: four workers share two cores.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_epoch(storage, study_name, epoch, timeout=300):
+    """The first running trial once it has reported `epoch` (its checkpoint is then on disk)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            study = optuna.load_study(study_name=study_name, storage=storage)
+        except (KeyError, sqlalchemy.exc.OperationalError):  # not created yet
+            time.sleep(0.5)
+            continue
+        for t in study.get_trials(states=(TrialState.RUNNING,)):
+            if len(t.user_attrs.get("val_acc_per_epoch", [])) >= epoch:
+                return t
+        time.sleep(0.3)
+    raise AssertionError(f"no trial reached epoch {epoch} within {timeout} s")
+
+
+def test_four_workers_share_one_study(tmp_path, postgres_url):
+    workers = [worker(tmp_path, postgres_url, "four") for _ in range(4)]
+    for w in workers:
+        out, err = w.communicate(timeout=900)
+        assert w.returncode == 0, err
+    study = optuna.load_study(study_name="four", storage=postgres_url)
+    trials = study.get_trials()
+    assert len([t for t in trials if t.state in FINISHED]) == 12
+    assert sum(t.user_attrs.get("baseline") == "Model 1" for t in trials) == 1
+    for t in trials:
+        if "params" in t.user_attrs and t.user_attrs["params"] >= 200_000:
+            assert "val_acc_per_epoch" not in t.user_attrs  # never trained
+    trained = [t for t in trials if t.datetime_complete and "val_acc_per_epoch" in t.user_attrs]
+    for a, b in itertools.combinations(trained, 2):
+        overlap = a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete
+        assert not (overlap and a.user_attrs["spec"] == b.user_attrs["spec"]), (a.number, b.number)
+
+
+def test_killed_worker_trial_is_retried_from_its_checkpoint(tmp_path, postgres_url):
+    first = worker(tmp_path, postgres_url, "killed", "--no-baseline", "--heartbeat", "1", trials=2, epochs=3,
+                   limit=400)
+    victim = wait_for_epoch(postgres_url, "killed", 1)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    time.sleep(4)  # past the grace period of 3 heartbeats
+    second = worker(tmp_path, postgres_url, "killed", "--no-baseline", "--heartbeat", "1", trials=2, epochs=3,
+                    limit=400)
+    out, err = second.communicate(timeout=600)
+    assert second.returncode == 0, err
+    study = optuna.load_study(study_name="killed", storage=postgres_url)
+    dead = study.trials[victim.number]
+    assert dead.state == TrialState.FAIL
+    [retry] = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert retry.state in FINISHED and retry.params == dead.params
+    assert retry.user_attrs["resumed_from_trial"] == victim.number
+    assert retry.user_attrs["resumed_from_epoch"] >= 1
+    assert retry.user_attrs["val_acc_per_epoch"][:1] == dead.user_attrs["val_acc_per_epoch"][:1]
+    assert len([t for t in study.trials if t.state in FINISHED]) == 2
+
+
+def test_ctrl_c_records_the_trial_and_the_next_run_resumes_it(tmp_path):
+    storage = f"sqlite:///{tmp_path}/studies/resnet-search.db"
+    first = worker(tmp_path, storage, "sigint", "--no-baseline", trials=1, epochs=3, limit=400)
+    victim = wait_for_epoch(storage, "sigint", 1)
+    first.send_signal(signal.SIGINT)
+    started = time.time()
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 130 and time.time() - started < 60
+    assert "Traceback" not in err and "run the same command again" in err
+    study = optuna.load_study(study_name="sigint", storage=storage)
+    dead = study.trials[victim.number]
+    assert dead.state == TrialState.FAIL and dead.user_attrs["fail_reason"].startswith("interrupted")
+    assert (tmp_path / "studies" / "checkpoints" / "sigint" / f"trial-{victim.number}" / "last.pt").exists()
+
+    again = worker(tmp_path, storage, "sigint", "--no-baseline", trials=1, epochs=3, limit=400)
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    study = optuna.load_study(study_name="sigint", storage=storage)
+    [resumed] = [t for t in study.trials if t.state in FINISHED]
+    assert resumed.params == dead.params and resumed.user_attrs["resumed_from_trial"] == victim.number
+    assert resumed.user_attrs["resumed_from_epoch"] >= 1
