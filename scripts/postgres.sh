@@ -22,5 +22,9 @@ start)
 stop)
   as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
   ;;
-*) echo "usage: $0 start|stop DIR [PORT]" >&2; exit 2 ;;
+restart)  # start a stopped server again on its data directory
+  as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=200 -c fsync=off" start >/dev/null
+  ;;
+*) echo "usage: $0 start|stop|restart DIR [PORT]" >&2; exit 2 ;;
 esac

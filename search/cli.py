@@ -155,10 +155,13 @@ def cmd_run(args) -> int:
             view.log("interrupted: the running trial is recorded as failed and its checkpoint kept; "
                      "run the same command again to resume it and continue the study")
             return 130
-        except st.STORAGE_ERRORS as e:
+        except Exception as e:
+            outage = st.storage_outage(e)
+            if outage is None:
+                raise
             # The server went away: reconnect with backoff for a bounded time. What was recorded
             # stays in the database; the trial in flight is failed by its heartbeat and retried.
-            view.log(f"storage unreachable ({str(e).splitlines()[0][:120]}); "
+            view.log(f"storage unreachable ({str(outage).splitlines()[0][:120]}); "
                      f"retrying for up to {args.storage_retry:g} s")
             storage = open_storage_or_fail(args.storage, args.heartbeat, args.storage_retry)
             study = optuna.load_study(study_name=args.study, storage=storage, sampler=sampler, pruner=pruner)

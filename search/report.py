@@ -113,6 +113,14 @@ def dataset_phrase(name: str | None) -> str:
     return f"an image-folder copy of CIFAR-10 ({name})"
 
 
+def dataset_short(name: str | None) -> str:
+    if not name:
+        return "an unrecorded dataset"
+    if name == "CIFAR-10":
+        return "true CIFAR-10"
+    return "the JPEG copy" if "JPEG" in name else "the image-folder copy"
+
+
 def pareto_front(points: list[tuple[int, float, int]]) -> list[tuple[int, float, int]]:
     """(params, acc, trial) points that no other point beats: fewer or equal params and higher
     or equal accuracy, one of them strictly. Sorted by params."""
@@ -158,12 +166,18 @@ def param_importances(study: optuna.Study) -> tuple[dict[str, float] | None, str
                       f"{len(complete)}")
     if len({t.value for t in complete}) < 2:
         return None, "parameter importances cannot be computed: every complete trial has the same accuracy"
+    # Only dimensions every such trial has and that could take more than one value (a fixed
+    # single-choice dimension is not a search dimension: it would show as a zero bar).
+    shared = set.intersection(*(set(t.distributions) for t in complete))
+    params = sorted(k for k in shared if not any(t.distributions[k].single() for t in complete))
+    if not params:
+        return None, "parameter importances cannot be computed: the complete trials share no searched parameter"
     evaluator, name = importance_evaluator()
     with _quiet_optuna():
         sub = optuna.create_study(direction="maximize")
         sub.add_trials(complete)
         try:
-            importances = optuna.importance.get_param_importances(sub, evaluator=evaluator)
+            importances = optuna.importance.get_param_importances(sub, evaluator=evaluator, params=params)
         except Exception as e:  # noqa: BLE001 - optuna raises several kinds for degenerate studies
             return None, f"parameter importances cannot be computed ({name}): {type(e).__name__}: {e}"
     importances = {k: float(v) for k, v in importances.items() if math.isfinite(v)}
@@ -201,20 +215,62 @@ def _millions(x: float, _pos=None) -> str:
     return f"{m:.3g}"
 
 
+def _fit_legend(fig: Figure, handles: list, fontsize: float = 7.5) -> None:
+    """A legend under the axes: two columns when they fit the figure's width, else one."""
+    for ncols in ((2, 1) if len(handles) > 2 else (1,)):
+        legend = fig.legend(handles=handles, loc="outside lower center", ncols=ncols, fontsize=fontsize,
+                            handlelength=1.8, columnspacing=1.5)
+        fig.canvas.draw()
+        if legend.get_window_extent().width <= fig.bbox.width - 8 or ncols == 1:
+            return
+        legend.remove()
+
+
 def _place_labels(fig: Figure, ax, labels: list[dict]) -> None:
     """Labels beside their points with no two overlapping: anchors close in x share a column to
-    their right (to their left where the right has no room), spread vertically in the order of
-    their points, with a thin leader line where a label had to move. Call after the limits are
-    final; it freezes the layout so the pixel positions stay true."""
+    their right, spread vertically in the order of their points, with thin leader lines. Where
+    the labels run off the figure, the x axis is widened on the right until they fit (then, as a
+    last resort, the column goes left of its points). Call after the data and limits are set: it
+    freezes the layout so the pixel positions stay true."""
     if not labels:
         return
     fig.canvas.draw()
     fig.set_layout_engine("none")
     renderer = fig.canvas.get_renderer()
+    for _ in range(4):
+        texts = _label_columns(fig, ax, labels, renderer)
+        fig.canvas.draw()
+        limit = fig.bbox.x1 - 6
+        box = ax.get_window_extent(renderer)
+        # Shrink the axis scale so every label's right end lands inside the figure.
+        ratio = 1.0
+        for t, item in texts:
+            end = t.get_window_extent(renderer).x1
+            if end > limit:
+                anchor = item["column_x"] - box.x0  # the column's pixel offset from the axes' left
+                width = end - item["column_x"]
+                ratio = min(ratio, (limit - width - box.x0) / max(anchor, 1))
+        if ratio >= 1.0:
+            return
+        if ratio <= 0.3:
+            break
+        for t, _ in texts:
+            t.remove()
+        scale = ax.xaxis.get_transform()
+        lo, hi = scale.transform([ax.get_xlim()[0], ax.get_xlim()[1]])
+        ax.set_xlim(ax.get_xlim()[0], scale.inverted().transform([lo + (hi - lo) / (ratio * 0.98)])[0])
+    for t, item in texts:  # no room on the right: put that column left of its points
+        if t.get_window_extent(renderer).x1 > fig.bbox.x1 - 2:
+            t.set_position((item["column_left"], t.get_position()[1]))
+            t.set_ha("right")
+
+
+def _label_columns(fig: Figure, ax, labels: list[dict], renderer) -> list:
     box = ax.get_window_extent(renderer)
     px = DPI / 72
     size = 7.5
-    step = size * 1.45 * px
+    step = size * 1.35 * px
+    texts = []
     for item in labels:
         item["xd"], item["yd"] = ax.transData.transform((item["x"], item["y"]))
     columns: list[list[dict]] = []
@@ -225,10 +281,13 @@ def _place_labels(fig: Figure, ax, labels: list[dict]) -> None:
             columns.append([item])
     for column in columns:
         column.sort(key=lambda i: i["yd"])
-        # Spread: each label at least `step` above the one below, then keep the group in the axes.
+        # Spread: each label at least `step` above the one below, the group centred on its points,
+        # then kept inside the axes.
         ys = [i["yd"] for i in column]
         for k in range(1, len(ys)):
             ys[k] = max(ys[k], ys[k - 1] + step)
+        shift = (sum(i["yd"] for i in column) - sum(ys)) / len(ys)
+        ys = [y + min(0.0, shift) for y in ys]
         overflow = ys[-1] - (box.y1 - step / 2)
         if overflow > 0:
             ys = [y - overflow for y in ys]
@@ -237,22 +296,18 @@ def _place_labels(fig: Figure, ax, labels: list[dict]) -> None:
         lift = (box.y0 + step / 2) - ys[0]
         if lift > 0:
             ys = [y + lift for y in ys]
-        right = max(i["xd"] for i in column) + 9 * px
-        texts = []
+        right = max(i["xd"] for i in column) + (14 if len(column) > 1 else 5) * px
+        left = min(i["xd"] for i in column) - (14 if len(column) > 1 else 5) * px
         for item, y in zip(column, ys):
+            item["column_x"], item["column_left"] = right, left
             moved = abs(y - item["yd"]) > 1.5 * px or len(column) > 1
-            texts.append(ax.annotate(
+            texts.append((ax.annotate(
                 item["text"], xy=(item["x"], item["y"]), xycoords="data", xytext=(right, y),
                 textcoords="figure pixels", ha="left", va="center", fontsize=size, color=item.get("color", "0.15"),
                 annotation_clip=False,
-                arrowprops=dict(arrowstyle="-", lw=0.5, color="0.55", shrinkA=1, shrinkB=3) if moved else None,
-            ))
-        fig.canvas.draw()
-        if any(t.get_window_extent(renderer).x1 > fig.bbox.x1 - 2 for t in texts):
-            left = min(i["xd"] for i in column) - 9 * px
-            for t in texts:
-                t.set_position((left, t.get_position()[1]))
-                t.set_ha("right")
+                arrowprops=dict(arrowstyle="-", lw=0.5, color="0.6", shrinkA=1, shrinkB=3) if moved else None,
+            ), item))
+    return texts
 
 
 def plot_accuracy_vs_params(study: optuna.Study, infos: list[TrialInfo], path: Path) -> dict:
@@ -278,19 +333,19 @@ def plot_accuracy_vs_params(study: optuna.Study, infos: list[TrialInfo], path: P
             ax.scatter([i.params for i in others], [100 * i.best_acc for i in others], s=22, facecolors="none",
                        edgecolors=GREY, linewidths=0.9, zorder=2)
             handles.append(Line2D([], [], ls="", marker="o", mfc="none", mec=GREY,
-                                  label="trial stopped early (pruned/failed): best val acc before it stopped"))
+                                  label="trial stopped early (pruned or failed): best val acc"))
         plain = [i for i in complete if not i.baseline]
         if plain:
             ax.scatter([i.params for i in plain], [100 * i.value for i in plain], s=22, color=BLUE, alpha=0.85,
                        linewidths=0, zorder=3)
-            handles.append(Line2D([], [], ls="", marker="o", color=BLUE, label="trial (best validation acc)"))
+            handles.append(Line2D([], [], ls="", marker="o", color=BLUE, label="trial, complete: best validation acc"))
         if front:
             fx = [p[0] for p in front]
             fy = [100 * p[1] for p in front]
             ax.step(fx, fy, where="post", color=ORANGE, lw=1.4, zorder=4)
             ax.scatter(fx, fy, s=60, facecolors="none", edgecolors=ORANGE, linewidths=1.4, zorder=4)
             handles.append(Line2D([], [], color=ORANGE, marker="o", mfc="none", lw=1.4,
-                                  label="Pareto front (complete trials)"))
+                                  label="Pareto front of the complete trials"))
         if table_1:
             for r in table_1:
                 exact = r.get("params") is not None
@@ -298,7 +353,7 @@ def plot_accuracy_vs_params(study: optuna.Study, infos: list[TrialInfo], path: P
                            facecolors="white", edgecolors="0.1", linewidths=1.0, zorder=5,
                            linestyles="solid" if exact else "dashed")
             handles.append(Line2D([], [], ls="", marker="D", mfc="white", mec="0.1",
-                                  label=f"seed report Table 1 ({REPORTED})"))
+                                  label=f"seed report's Table 1, {REPORTED}"))
         if baseline is not None:
             if baseline.trained:
                 ax.scatter([baseline.params], [100 * baseline.best_acc], marker="*", s=170, color=VERMILLION,
@@ -315,7 +370,7 @@ def plot_accuracy_vs_params(study: optuna.Study, infos: list[TrialInfo], path: P
         if budget:
             ax.axvline(budget, color=VERMILLION, ls="--", lw=1.1, zorder=1)
             handles.append(Line2D([], [], color=VERMILLION, ls="--", lw=1.1,
-                                  label=f"parameter budget ({budget:,}; trials must stay below)"))
+                                  label=f"budget: {budget:,} parameters"))
 
         ys = [100 * i.best_acc for i in trained] + [r["reported_test_acc"] for r in table_1]
         if baseline is not None and baseline.trained:
@@ -329,7 +384,7 @@ def plot_accuracy_vs_params(study: optuna.Study, infos: list[TrialInfo], path: P
         if log_x:
             ax.set_xscale("log")
             lo, hi = min(xs), max(xs)
-            ax.set_xlim(lo / 1.6, hi * (3.2 if table_1 else 1.6))
+            ax.set_xlim(lo / 1.6, hi * 1.6)
             ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel("parameters (millions, log scale)")
@@ -337,15 +392,14 @@ def plot_accuracy_vs_params(study: optuna.Study, infos: list[TrialInfo], path: P
             if xs:
                 lo, hi = min(xs), max(xs)
                 span = max(hi - lo, 0.1 * hi, 1)
-                ax.set_xlim(max(0, lo - 0.08 * span), hi + (0.35 if table_1 else 0.08) * span)
+                ax.set_xlim(max(0, lo - 0.08 * span), hi + 0.08 * span)
             ax.set_xlabel("parameters (millions)")
         ax.xaxis.set_major_formatter(FuncFormatter(_millions))
         ax.set_ylabel("accuracy (%)")
         if not trained:
             ax.text(0.03, 0.5, "no trained trials yet", transform=ax.transAxes, fontsize=10, color="0.4",
                     ha="left", va="center")
-        fig.legend(handles=handles, loc="outside lower center", ncols=2 if len(handles) > 3 else 1, fontsize=7.5,
-                   handlelength=1.6, columnspacing=1.5)
+        _fit_legend(fig, handles)
 
         labels = [{"x": r.get("params") or r["reported_params"], "y": r["reported_test_acc"],
                    "text": r["model"] + ("" if r.get("params") is not None else " (reported count)")}
@@ -392,11 +446,13 @@ def plot_learning_curves(infos: list[TrialInfo], path: Path, top: int = CURVES_K
                                   label=f"stopped early: pruned or failed ({len(stopped)} trials)"))
         most = max([len(i.curve) for i in shown + stopped] or [1])
         ax.set_xlim(0.7, most + 0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=min(most, 10)))
+        if most <= 12:
+            ax.set_xticks(range(1, most + 1))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation accuracy (%)")
-        fig.legend(handles=handles, loc="outside lower center", ncols=1 if len(handles) <= 5 else 2, fontsize=7,
-                   handlelength=2.0)
+        _fit_legend(fig, handles, fontsize=7)
         fig.savefig(path, dpi=DPI, facecolor="white")
     return {"shown": [i.number for i in shown], "stopped": [i.number for i in stopped]}
 
@@ -462,17 +518,16 @@ def _fmt_int(x) -> str:
 def _sections(study, infos, counts, rows, imp, imp_note, acc_info, curves_info, top) -> list[Section]:
     attrs = study.user_attrs
     dataset = dataset_phrase(attrs.get("dataset"))
+    short = dataset_short(attrs.get("dataset"))
     budget = attrs.get("budget")
     val_size, limit = attrs.get("val_size"), attrs.get("limit_train")
-    split = (f"validation accuracy on {val_size:,} images held out of the training split of {dataset}"
-             if val_size else f"validation accuracy on {dataset}")
-    if limit:
-        split += f", training on {limit:,} images"
+    held_out = f"{val_size:,} images held out of its training split" if val_size else "a split held out of training"
+    split = f"validation accuracy on {held_out}" + (f", training on {limit:,} images" if limit else "")
     sections = []
 
     overview = Section("Overview", [
-        f"Study {study.study_name!r}: {counts['trials']} trials under a budget of "
-        f"{_fmt_int(budget)} parameters. Trials were trained and compared on {dataset}; the objective is {split}.",
+        f"Study {study.study_name!r}: {counts['trials']} trials under a budget of {_fmt_int(budget)} parameters, "
+        f"trained and compared on {dataset}. The objective is {split}.",
         "Accuracies of trials are validation accuracies on that data; the seed report's Table 1 gives test "
         "accuracies on true CIFAR-10 after 200 epochs. The two are not the same measurement.",
     ])
@@ -503,7 +558,8 @@ def _sections(study, infos, counts, rows, imp, imp_note, acc_info, curves_info, 
         body = [[str(r["rank"]), str(r["trial"]), r["summary"] + (" (Model 1)" if r["baseline"] else ""),
                  _fmt_int(r["params"]), _fmt_int(r["macs"]), _pct(r["val_acc"]), str(r["epochs"]),
                  f"{r['seconds']:.1f}", _pct(r["test_acc"])] for r in rows]
-        notes = [f"val acc: {split}. test acc: only for the exported winner, on the test split of {dataset}."]
+        notes = [f"val acc: best {split} ({short}). epochs: epochs trained. train s: training seconds in all. "
+                 f"test acc: only for the exported winner, on the test split of {short}."]
         sections.append(Section(f"Top {len(rows)} trials", table=(header, body), notes=notes))
     else:
         sections.append(Section("Top trials", ["No trial has completed yet: nothing to rank."]))
@@ -553,7 +609,7 @@ def _sections(study, infos, counts, rows, imp, imp_note, acc_info, curves_info, 
         header = ["model", "description", "reported test acc", "reported params", "exact params"]
         body = [[r["model"], r["description"], f"{r['reported_test_acc']:.2f}%", f"{r['reported_params']:,}",
                  _fmt_int(r.get("params"))] for r in table_1]
-        sections.append(Section("The seed report's Table 1", [f"{REPORTED.capitalize()}."], table=(header, body)))
+        sections.append(Section("The seed report's Table 1", [f"{REPORTED[0].upper()}{REPORTED[1:]}."], table=(header, body)))
     return sections
 
 
@@ -569,6 +625,7 @@ table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.88em; }
 th, td { padding: 0.3em 0.7em; border-bottom: 1px solid #e4e4e4; text-align: right; vertical-align: top; }
 th { border-bottom: 2px solid #bbb; background: #fafafa; }
 td.text, th.text { text-align: left; }
+td.spec, th.spec { text-align: left; }
 td.spec { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 0.95em; text-align: left; }
 p.note { color: #555; font-size: 0.85em; }
 """

@@ -33,11 +33,23 @@ DEFAULT_STUDY = "resnet-search"
 DEFAULT_STORAGE = "sqlite:///studies/resnet-search.db"
 DEFAULT_ARTIFACTS = "studies/artifacts"
 HEARTBEAT_S = 30  # a worker silent for 3 heartbeats is dead: its trial is failed and retried
-STORAGE_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
+STORAGE_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+                  optuna.exceptions.StorageInternalError)
 
 
 class StudyError(Exception):
     """A study or storage problem a user can fix; one line."""
+
+
+class RDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage whose heartbeats outlive a brief outage. Optuna's heartbeat thread
+    dies on its first failed write, after which a live trial would look dead to every worker."""
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except STORAGE_ERRORS:
+            pass  # the next beat tries again; the grace period spans three of them
 
 
 def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, retry_s: float = 0) -> optuna.storages.BaseStorage:
@@ -53,7 +65,7 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, retry_s: float = 0) -
         raise StudyError(f"storage {url!r} is not an Optuna RDB URL (sqlite:///FILE or postgresql://USER@HOST/DB)")
     for wait in backoff(retry_s):
         try:
-            return optuna.storages.RDBStorage(
+            return RDBStorage(
                 url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=heartbeat_s,
                 grace_period=3 * heartbeat_s,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
@@ -68,6 +80,18 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, retry_s: float = 0) -
                              "pip install 'resnet-search[postgres]'") from None
         except Exception as e:  # noqa: BLE001 - SQLAlchemy and drivers raise many kinds
             raise StudyError(f"cannot open storage {redact(url)}: {str(e).splitlines()[0][:200]}") from None
+
+
+def storage_outage(error: BaseException) -> BaseException | None:
+    """The storage error behind `error`, if the storage being unreachable caused it. Optuna can
+    surface an outage as another error raised while handling it, so the chain is walked."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, STORAGE_ERRORS):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def backoff(limit_s: float):

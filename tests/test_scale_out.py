@@ -2,8 +2,10 @@
 
 import itertools
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 import optuna
@@ -104,3 +106,40 @@ def test_ctrl_c_records_the_trial_and_the_next_run_resumes_it(tmp_path):
     [resumed] = [t for t in study.trials if t.state in FINISHED]
     assert resumed.params == dead.params and resumed.user_attrs["resumed_from_trial"] == victim.number
     assert resumed.user_attrs["resumed_from_epoch"] >= 1
+
+
+def test_worker_rides_out_a_storage_outage(tmp_path):
+    """The server stops mid-trial and comes back: the worker reconnects, the trial in flight is
+    retried from its checkpoint, and nothing recorded before the outage is lost."""
+    root = tempfile.mkdtemp(prefix="resnet-search-outage-")
+    os.chmod(root, 0o755)
+    script = ["bash", str(REPO / "scripts" / "postgres.sh")]
+    started = subprocess.run([*script, "start", f"{root}/pg", "55439"], capture_output=True, text=True)
+    if started.returncode != 0:
+        pytest.skip(f"PostgreSQL could not be started: {started.stderr.strip()[:300]}")
+    url = started.stdout.strip()
+    try:
+        w = worker(tmp_path, url, "outage", "--no-baseline", "--heartbeat", "1", "--storage-retry", "60",
+                   trials=2, epochs=3, limit=400)
+        victim = wait_for_epoch(url, "outage", 1)
+        subprocess.run([*script, "stop", f"{root}/pg"], check=True, capture_output=True)
+        time.sleep(5)
+        subprocess.run([*script, "restart", f"{root}/pg", "55439"], check=True, capture_output=True)
+        out, err = w.communicate(timeout=600)
+        assert w.returncode == 0, err
+        assert "storage unreachable" in err and "Traceback" not in err
+        study = optuna.load_study(study_name="outage", storage=url)
+        assert study.trials[victim.number].user_attrs["val_acc_per_epoch"][:1] == \
+            victim.user_attrs["val_acc_per_epoch"][:1]
+        assert len([t for t in study.trials if t.state in FINISHED]) == 2
+    finally:
+        subprocess.run([*script, "stop", f"{root}/pg"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_unreachable_storage_gives_up_after_the_bound(tmp_path):
+    started = time.time()
+    w = worker(tmp_path, "postgresql://postgres@127.0.0.1:9/none", "x", "--storage-retry", "3")
+    out, err = w.communicate(timeout=120)
+    assert w.returncode == 2 and "cannot reach storage" in err and "tried for 3 s" in err
+    assert len(err.strip().splitlines()) == 1 and time.time() - started < 60

@@ -1,0 +1,397 @@
+"""The study report (issue 6): files, self-containment, plots and numbers, on synthetic studies
+(fast, no data) and on a small real study built through the CLI on CPU."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState, create_trial
+from PIL import Image
+
+from search import report
+from search.study import table_1_records
+
+from .conftest import DATA, REPO, needs_data, run_cli
+
+JPEG = "cifar10-jpeg (image folder, JPEG)"
+CHROMIUM = shutil.which("chromium") or (
+    "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get install -y chromium); "
+                             "the rendered-page check did not run")
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+class Refs(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.refs, self.tags = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        for name, value in attrs:
+            if name in ("src", "href", "srcset", "poster", "data", "action") and value:
+                self.refs.append(value)
+
+
+def check_self_contained(out: Path) -> list[str]:
+    """Every reference in index.html is a relative path to a file inside the folder."""
+    text = (out / "index.html").read_text()
+    parser = Refs()
+    parser.feed(text)
+    assert "script" not in parser.tags and "link" not in parser.tags and "iframe" not in parser.tags
+    refs = parser.refs + re.findall(r"url\(\s*['\"]?([^'\")]+)", text) + re.findall(r"@import\s+['\"]([^'\"]+)", text)
+    for ref in refs:
+        parsed = urlparse(ref)
+        assert not parsed.scheme and not parsed.netloc and not ref.startswith(("/", "//")), ref
+        target = (out / unquote(parsed.path)).resolve()
+        assert target.is_relative_to(out.resolve()) and target.is_file(), ref
+    return refs
+
+
+def check_pngs(out: Path, names) -> None:
+    for name in names:
+        with Image.open(out / name) as im:
+            im.verify()
+        with Image.open(out / name) as im:
+            assert im.format == "PNG" and im.width >= 600 and im.height >= 250, (name, im.size)
+            extrema = im.convert("L").getextrema()
+            assert extrema[0] < 100 and extrema[1] > 200, (name, extrema)  # not blank
+
+
+def md_table(md: str, first_cell: str) -> list[str]:
+    """The cells of the markdown table row starting with first_cell."""
+    for line in md.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0] == first_cell:
+            return cells
+    raise AssertionError(f"no row {first_cell!r} in report.md")
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+# ---------------------------------------------------------------- synthetic studies
+
+DISTS = {
+    "stages": CategoricalDistribution([3, 4]),
+    "blocks_1": IntDistribution(1, 8),
+    "blocks_2": IntDistribution(1, 8),
+    "conv_kernel_1": CategoricalDistribution([3]),  # fixed: must not show as a dimension
+    "fill": FloatDistribution(0.5, 1.0),
+    "lr": FloatDistribution(0.01, 0.5, log=True),
+}
+
+
+def add(study, number_hint, state, params=None, acc=None, curve=None, secs=None, device="cuda", **attrs):
+    params_sampled = {"stages": 3 + number_hint % 2, "blocks_1": 1 + number_hint % 8, "blocks_2": 2 + number_hint % 5,
+                      "conv_kernel_1": 3, "fill": 0.5 + 0.05 * (number_hint % 10),
+                      "lr": 0.01 * (1 + number_hint % 7)}
+    user_attrs = {"summary": f"N4 B{number_hint}-2-2-2 C32-64-128-256 F3 k1 P4", "params": params,
+                  "macs": None if params is None else params * 40, "device": device, "dataset": JPEG, **attrs}
+    if curve:
+        user_attrs["val_acc_per_epoch"] = curve
+        user_attrs["seconds_per_epoch"] = secs or [60.0] * len(curve)
+    study.add_trial(create_trial(
+        state=state, value=acc if state == TrialState.COMPLETE else None, params=params_sampled,
+        distributions=DISTS, user_attrs=user_attrs,
+        intermediate_values={k + 1: v for k, v in enumerate(curve or [])}))
+
+
+def curve_to(acc, n):
+    return [round(acc * (0.6 + 0.4 * k / max(n - 1, 1)), 4) for k in range(n)]
+
+
+def synthetic_study(artifact_dir: Path, name="synthetic", storage=None) -> optuna.Study:
+    """A study like a GPU search under 5M: the baseline trained, complete trials near the budget,
+    pruned, over-budget, diverged and failed trials, one trial on CPU."""
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    for key, value in {"budget": 5_000_000, "table_1": table_1_records(), "dataset": JPEG, "val_size": 5000,
+                       "artifact_dir": str(artifact_dir)}.items():
+        study.set_user_attr(key, value)
+    # trial 0: the seeded baseline, trained.
+    add(study, 0, TrialState.COMPLETE, 4_976_426, 0.9312, curve_to(0.9312, 30), baseline="Model 1")
+    accs = [0.9351, 0.9205, 0.9402, 0.9011, 0.9288, 0.9370, 0.8825]
+    sizes = [4_950_000, 3_100_000, 4_990_001, 1_200_000, 4_700_000, 4_998_500, 600_000]
+    for k, (acc, params) in enumerate(zip(accs, sizes), 1):
+        add(study, k, TrialState.COMPLETE, params, acc, curve_to(acc, 30))
+    add(study, 8, TrialState.PRUNED, 2_500_000, None, [0.41, 0.52, 0.55], prune_reason="pruned by the pruner")
+    add(study, 9, TrialState.PRUNED, 4_100_000, None, [0.38], prune_reason="pruned by the pruner after epoch 1")
+    add(study, 10, TrialState.PRUNED, 5_200_000, over_budget=True, prune_reason="over budget: 5,200,000 params")
+    add(study, 11, TrialState.PRUNED, 3_300_000, None, [0.1, 0.1], prune_reason="diverged: loss is nan")
+    add(study, 12, TrialState.FAIL, 2_000_000, None, [0.30, 0.45], secs=[30.0, 30.0])
+    add(study, 13, TrialState.COMPLETE, 150_000, 0.61, curve_to(0.61, 2), secs=[7.0, 11.0], device="cpu")
+    return study
+
+
+EXPECTED = {"trials": 14, "complete": 9, "pruned": 3, "over_budget": 1, "failed": 1, "running": 0,
+            "pruned_by_pruner": 2, "diverged": 1, "trained": 13,
+            "gpu_hours": (8 * 30 * 60 + 3 * 60 + 60 + 2 * 60 + 60) / 3600, "cpu_hours": 18 / 3600}
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    base = tmp_path_factory.mktemp("synthetic")
+    study = synthetic_study(base / "artifacts")
+    out = base / "report"
+    return study, out, report.write_report(study, out)
+
+
+def test_synthetic_report_writes_every_file(synthetic):
+    study, out, result = synthetic
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["index.html", "report.md", report.ACC_PLOT, report.CURVES_PLOT, report.IMPORTANCE_PLOT])
+    assert result["files"] == sorted(p.name for p in out.iterdir())
+    refs = check_self_contained(out)
+    assert sorted(refs) == sorted([report.ACC_PLOT, report.CURVES_PLOT, report.IMPORTANCE_PLOT])
+    check_pngs(out, refs)
+    md = (out / "report.md").read_text()
+    for name in refs:
+        assert f"]({name})" in md
+
+
+def test_synthetic_counts_and_hours(synthetic):
+    study, out, result = synthetic
+    counts = result["counts"]
+    for key, value in EXPECTED.items():
+        assert counts[key] == pytest.approx(value), key
+    md = (out / "report.md").read_text()
+    assert md_table(md, "trials run")[1] == "14"
+    assert md_table(md, "pruned by the pruner")[1] == "2"
+    assert md_table(md, "rejected by the budget (over budget, not trained)")[1] == "1"
+    assert md_table(md, "failed")[1] == "1"
+    assert md_table(md, "GPU-hours used")[1] == f"{EXPECTED['gpu_hours']:.3f}"
+    assert md_table(md, "CPU-hours used")[1] == f"{EXPECTED['cpu_hours']:.3f}"
+
+
+def test_synthetic_top_table_matches_the_study(synthetic):
+    study, out, result = synthetic
+    assert [r["trial"] for r in result["top"]] == [3, 6, 1, 0, 5, 2, 4, 7, 13]
+    best = result["best"]
+    assert best["trial"] == study.best_trial.number == 3 and best["val_acc"] == study.best_trial.value
+    assert best["params"] == 4_990_001 and best["epochs"] == 30 and best["seconds"] == pytest.approx(1800)
+    md = (out / "report.md").read_text()
+    row = md_table(md, "1")
+    assert row[1] == "3" and row[3] == "4,990,001" and row[5] == pct(0.9402) and row[6] == "30"
+    assert md_table(md, "4")[2].endswith("(Model 1)")
+    assert "the JPEG copy of CIFAR-10" in md and "true CIFAR-10" in md
+    assert "as reported: test acc, true CIFAR-10, 200 epochs" in md
+
+
+def test_synthetic_pareto_front_and_plots_info(synthetic):
+    _, _, result = synthetic
+    # complete trials by params: 13 (0.15M, 61%), 7 (0.6M), 4 (1.2M), 2 (3.1M), 5 (4.7M), 1 (4.95M), 0, 3, 6
+    assert result["pareto_front"] == [13, 7, 4, 2, 5, 1, 3]
+    assert result["curves"]["shown"] == [3, 6, 1, 0, 5, 2, 4, 7]
+    assert sorted(result["curves"]["stopped"]) == [8, 9, 11, 12]
+
+
+def test_synthetic_importances_skip_fixed_dimensions(synthetic):
+    _, out, result = synthetic
+    imp = result["importances"]
+    assert imp and set(imp) <= set(DISTS) - {"conv_kernel_1"} and "conv_kernel_1" not in imp
+    assert sum(imp.values()) == pytest.approx(1.0, abs=1e-6)
+    assert "Model 1 left out" in result["importance_note"]
+    md = (out / "report.md").read_text()
+    assert md_table(md, "parameter")[1] == "importance"
+
+
+def test_exported_winner_test_accuracy_is_shown(tmp_path):
+    study = synthetic_study(tmp_path / "artifacts")
+    study.set_user_attr("exported", {"trial": 3, "test_acc": 0.9377, "dir": str(tmp_path / "winner")})
+    result = report.write_report(study, tmp_path / "report")
+    assert result["top"][0]["test_acc"] == 0.9377 and all(r["test_acc"] is None for r in result["top"][1:])
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert md_table(md, "1")[8] == "93.77%" and md_table(md, "2")[8] == "—"
+    assert "Exported winner: trial 3, test accuracy 93.77%" in md
+    check_self_contained(tmp_path / "report")  # the export folder is named, not linked
+
+
+def test_zero_trained_trials_still_writes_a_report(tmp_path):
+    study = optuna.create_study(direction="maximize", study_name="untrained")
+    study.set_user_attr("budget", 200_000)
+    study.set_user_attr("table_1", table_1_records())
+    study.set_user_attr("dataset", "CIFAR-10")
+    add(study, 0, TrialState.PRUNED, 4_976_426, baseline="Model 1", over_budget=True, prune_reason="over budget")
+    add(study, 1, TrialState.FAIL, 50_000)
+    out = tmp_path / "report"
+    result = report.write_report(study, out)
+    assert sorted(p.name for p in out.iterdir()) == ["accuracy_vs_params.png", "index.html", "report.md"]
+    assert result["counts"]["trained"] == 0 and result["top"] == [] and result["best"] is None
+    assert result["importances"] is None and "at least 2 complete" in result["importance_note"]
+    check_self_contained(out)
+    check_pngs(out, ["accuracy_vs_params.png"])
+    md = (out / "report.md").read_text()
+    assert "No trial has trained yet" in md and "No trial has completed yet" in md
+    assert "not trained here: over the budget (4,976,426 parameters)" in md
+    assert "trained and compared on true CIFAR-10" in md
+    html = (out / "index.html").read_text()
+    assert "No trial has trained yet" in html and "parameter importances need at least 2 complete" in html
+
+
+def test_bare_study_without_attrs(tmp_path):
+    study = optuna.create_study(direction="maximize")
+    result = report.write_report(study, tmp_path / "r")
+    assert result["counts"]["trials"] == 0 and (tmp_path / "r" / "index.html").exists()
+    check_pngs(tmp_path / "r", ["accuracy_vs_params.png"])
+
+
+def test_importances_that_cannot_be_computed_are_explained(tmp_path):
+    study = optuna.create_study(direction="maximize")
+    add(study, 1, TrialState.COMPLETE, 100_000, 0.5, [0.5])
+    add(study, 2, TrialState.COMPLETE, 120_000, 0.5, [0.5])  # same accuracy
+    result = report.write_report(study, tmp_path / "r")
+    assert result["importances"] is None and "same accuracy" in result["importance_note"]
+    assert "same accuracy" in (tmp_path / "r" / "index.html").read_text()
+
+
+def test_a_plot_not_drawn_this_time_does_not_survive_from_last_time(tmp_path, synthetic):
+    study, _, _ = synthetic
+    out = tmp_path / "report"
+    report.write_report(study, out)
+    assert (out / report.IMPORTANCE_PLOT).exists()
+    bare = optuna.create_study(direction="maximize")
+    report.write_report(bare, out)
+    assert not (out / report.IMPORTANCE_PLOT).exists() and not (out / report.CURVES_PLOT).exists()
+    check_self_contained(out)
+
+
+def test_attach_replaces_instead_of_piling_up(tmp_path):
+    storage = f"sqlite:///{tmp_path}/s.db"
+    study = synthetic_study(tmp_path / "artifacts", storage=storage)
+    out = tmp_path / "report"
+    report.write_report(study, out)
+    first = report.attach_to_study(study, out)
+    assert sorted(first) == sorted(report.PLOTS)
+    again = report.attach_to_study(optuna.load_study(study_name="synthetic", storage=storage), out)
+    assert again == first
+    metas = optuna.artifacts.get_all_artifact_meta(study)
+    assert sorted(m.filename for m in metas) == sorted(report.PLOTS)
+    assert all(m.mimetype == "image/png" for m in metas)
+    assert optuna.load_study(study_name="synthetic", storage=storage).user_attrs["report_artifacts"] == first
+    for name, artifact_id in first.items():
+        assert (tmp_path / "artifacts" / artifact_id).read_bytes() == (out / name).read_bytes()
+
+    # A refresh where importances cannot be drawn: the old artifact is overwritten with a note.
+    (out / report.IMPORTANCE_PLOT).unlink()
+    third = report.attach_to_study(study, out)
+    assert third == first
+    with Image.open(tmp_path / "artifacts" / first[report.IMPORTANCE_PLOT]) as im:
+        assert im.format == "PNG"
+
+    # One deleted in optuna-dashboard (its attr set to null) is uploaded anew, the null tolerated.
+    from optuna.artifacts._upload import ARTIFACTS_ATTR_PREFIX
+
+    study._storage.set_study_system_attr(study._study_id, ARTIFACTS_ATTR_PREFIX + first[report.ACC_PLOT], "null")
+    fourth = report.attach_to_study(study, out)
+    assert fourth[report.ACC_PLOT] != first[report.ACC_PLOT]
+    assert fourth[report.CURVES_PLOT] == first[report.CURVES_PLOT]
+
+
+def test_attach_needs_an_artifact_dir(tmp_path):
+    study = optuna.create_study(direction="maximize")
+    report.write_report(study, tmp_path / "r")
+    with pytest.raises(ValueError, match="artifact_dir"):
+        report.attach_to_study(study, tmp_path / "r")
+
+
+def test_dataset_phrases():
+    assert report.dataset_phrase("CIFAR-10") == "true CIFAR-10"
+    assert report.dataset_phrase(JPEG) == f"the JPEG copy of CIFAR-10 ({JPEG})"
+    assert report.dataset_phrase("mine (image folder)").startswith("an image-folder copy")
+
+
+def test_pareto_front():
+    points = [(10, 0.5, 0), (20, 0.4, 1), (20, 0.6, 2), (30, 0.6, 3), (40, 0.7, 4), (5, 0.1, 5)]
+    assert [p[2] for p in report.pareto_front(points)] == [5, 0, 2, 4]
+
+
+# ---------------------------------------------------------------- headless Chromium
+
+
+def render(out: Path, png: Path) -> dict:
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "render_report.py"), str(out), "--out", str(png),
+                             "--height", "4200"], capture_output=True, text=True, timeout=180)
+    assert result.returncode in (0, 1), result.stderr
+    stats = json.loads(result.stdout.strip().splitlines()[-1])
+    return {**stats, "rc": result.returncode}
+
+
+@needs_chromium
+def test_chromium_renders_the_page_with_its_plots(synthetic, tmp_path):
+    _, out, _ = synthetic
+    stats = render(out, tmp_path / "page.png")
+    assert stats["rc"] == 0 and stats["ok"] and stats["width"] == 1200
+    # The check can fail: the same page without its PNGs has text but no plot colour.
+    broken = tmp_path / "no-images"
+    shutil.copytree(out, broken)
+    for name in report.PLOTS:
+        (broken / name).unlink()
+    stats = render(broken, tmp_path / "broken.png")
+    assert stats["rc"] == 1 and stats["ink"] > 0.01 and stats["colour"] < 0.002
+
+
+# ---------------------------------------------------------------- a real study on CPU
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("real-study")
+    result = run_cli("run", "--budget", "2e5", "--trials", "4", "--study", "rep", "--device", "cpu", "--epochs", "1",
+                     "--limit-train", "200", "--val-size", "200", "--data", DATA, "--space",
+                     REPO / "tests" / "spaces" / "tiny.toml", "--quiet", cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="rep", storage=f"sqlite:///{cwd}/studies/resnet-search.db")
+    out = cwd / "report"
+    return study, out, report.write_report(study, out)
+
+
+@needs_data
+def test_real_study_report(real):
+    study, out, result = real
+    refs = check_self_contained(out)
+    assert report.ACC_PLOT in refs and report.CURVES_PLOT in refs
+    check_pngs(out, refs)
+    trials = study.trials
+    md = (out / "report.md").read_text()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    over = [t for t in trials if t.user_attrs.get("over_budget")]
+    assert len(trials) == 4 and len(over) >= 1  # the seeded Model 1 is over 2e5
+    assert md_table(md, "trials run")[1] == str(len(trials))
+    assert md_table(md, "complete")[1] == str(len(complete))
+    assert md_table(md, "rejected by the budget (over budget, not trained)")[1] == str(len(over))
+    assert md_table(md, "failed")[1] == str(sum(t.state == TrialState.FAIL for t in trials))
+    assert md_table(md, "GPU-hours used")[1] == "0.000"
+    cpu = sum(sum(t.user_attrs.get("seconds_per_epoch", [])) for t in trials) / 3600
+    assert result["counts"]["cpu_hours"] == pytest.approx(cpu)
+    best = study.best_trial
+    row = md_table(md, "1")
+    assert row[1] == str(best.number) and row[5] == pct(best.value)
+    assert row[3] == f"{best.user_attrs['params']:,}" and row[4] == f"{best.user_attrs['macs']:,}"
+    assert row[2] == best.user_attrs["summary"] and row[6] == "1"
+    assert len([line for line in md.splitlines() if re.match(r"\| \d+ \| \d+ \|", line)]) == len(complete)
+    assert "the JPEG copy of CIFAR-10" in md and "200 images held out" in md
+    assert "Model 1 was seeded as trial 0 but not trained here: over the budget" in md
+
+
+@needs_data
+@needs_chromium
+def test_real_study_report_renders(real, tmp_path):
+    _, out, _ = real
+    stats = render(out, tmp_path / "real.png")
+    assert stats["rc"] == 0 and stats["ok"]
