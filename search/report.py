@@ -46,7 +46,7 @@ ARTIFACTS_ATTR = "report_artifacts"  # study user attr: {png filename: artifact 
 # Colour-blind-safe (Okabe-Ito) colours; grey for what is not the main story.
 BLUE, ORANGE, VERMILLION, GREEN, PURPLE, SKY, YELLOW = ("#0072B2", "#E69F00", "#D55E00", "#009E73", "#CC79A7",
                                                         "#56B4E9", "#F0E442")
-CURVE_COLOURS = (BLUE, ORANGE, GREEN, PURPLE, SKY, VERMILLION, "#8C564B", "#000000")
+CURVE_COLOURS = (BLUE, ORANGE, GREEN, PURPLE, SKY, "#882255", "#8C564B", "#000000")
 GREY = "0.6"
 RC = {
     "font.size": 9, "axes.labelsize": 9.5, "axes.titlesize": 10, "legend.fontsize": 8,
@@ -215,9 +215,9 @@ def _millions(x: float, _pos=None) -> str:
     return f"{m:.3g}"
 
 
-def _fit_legend(fig: Figure, handles: list, fontsize: float = 7.5) -> None:
-    """A legend under the axes: two columns when they fit the figure's width, else one."""
-    for ncols in ((2, 1) if len(handles) > 2 else (1,)):
+def _fit_legend(fig: Figure, handles: list, fontsize: float = 7.5, ncols=(2, 1)) -> None:
+    """A legend under the axes, in as many of `ncols` columns as fit the figure's width."""
+    for ncols in [n for n in ncols if n <= max(1, len(handles) - 1)] or [1]:
         legend = fig.legend(handles=handles, loc="outside lower center", ncols=ncols, fontsize=fontsize,
                             handlelength=1.8, columnspacing=1.5)
         fig.canvas.draw()
@@ -310,71 +310,46 @@ def _label_columns(fig: Figure, ax, labels: list[dict], renderer) -> list:
     return texts
 
 
+def _t1_x(r: dict) -> int:
+    return r.get("params") or r["reported_params"]
+
+
 def plot_accuracy_vs_params(study: optuna.Study, infos: list[TrialInfo], path: Path) -> dict:
+    """Every trained trial by parameters and best validation accuracy, the Pareto front, the
+    budget, Table 1 as reported and Model 1 as measured. When the Table 1 models sit among trials
+    near the budget while other trials are much smaller (a search under about 5M), a second panel
+    zooms on that corner, where the comparison is, and carries the labels."""
     attrs = study.user_attrs
     budget = attrs.get("budget")
     table_1 = attrs.get("table_1") or []
     trained = [i for i in infos if i.trained and i.params is not None]
     complete = [i for i in trained if i.state == "COMPLETE"]
-    others = [i for i in trained if i.state != "COMPLETE"]
     baseline = next((i for i in infos if i.baseline), None)
     front = pareto_front([(i.params, i.best_acc, i.number) for i in complete])
+    best = max(complete, key=lambda i: (i.value, -i.number)) if complete else None
+
+    zoom = None
+    if table_1 and complete:
+        t1x = [_t1_x(r) for r in table_1]
+        xlo, xhi = 0.92 * min(t1x), 1.015 * max(t1x + ([budget] if budget else []))
+        near = [i for i in complete if xlo <= i.params <= xhi]
+        if near and min(i.params for i in trained) < xlo / 3:
+            ys = [r["reported_test_acc"] for r in table_1] + [100 * i.value for i in near]
+            pad = max(0.4, 0.08 * (max(ys) - min(ys)))
+            zoom = (xlo, xhi, max(0.0, min(ys) - pad), min(100.0, max(ys) + pad))
 
     with _rc():
         fig = _new_figure()
-        ax = fig.add_subplot()
-        xs = [i.params for i in trained] + [r.get("params") or r["reported_params"] for r in table_1]
-        xs += [budget] if budget else []
+        if zoom:
+            ax, zax = fig.subplots(1, 2, width_ratios=(1.45, 1))
+        else:
+            ax, zax = fig.add_subplot(), None
+        handles = _draw_accuracy_points(ax, trained, front, table_1, baseline, budget)
+        xs = [i.params for i in trained] + [_t1_x(r) for r in table_1] + ([budget] if budget else [])
         if baseline is not None and baseline.params:
             xs.append(baseline.params)
         log_x = bool(xs) and max(xs) / max(min(xs), 1) > 20
-        handles = []
-        if others:
-            ax.scatter([i.params for i in others], [100 * i.best_acc for i in others], s=22, facecolors="none",
-                       edgecolors=GREY, linewidths=0.9, zorder=2)
-            handles.append(Line2D([], [], ls="", marker="o", mfc="none", mec=GREY,
-                                  label="trial stopped early (pruned or failed): best val acc"))
-        plain = [i for i in complete if not i.baseline]
-        if plain:
-            ax.scatter([i.params for i in plain], [100 * i.value for i in plain], s=22, color=BLUE, alpha=0.85,
-                       linewidths=0, zorder=3)
-            handles.append(Line2D([], [], ls="", marker="o", color=BLUE, label="trial, complete: best validation acc"))
-        if front:
-            fx = [p[0] for p in front]
-            fy = [100 * p[1] for p in front]
-            ax.step(fx, fy, where="post", color=ORANGE, lw=1.4, zorder=4)
-            ax.scatter(fx, fy, s=60, facecolors="none", edgecolors=ORANGE, linewidths=1.4, zorder=4)
-            handles.append(Line2D([], [], color=ORANGE, marker="o", mfc="none", lw=1.4,
-                                  label="Pareto front of the complete trials"))
-        if table_1:
-            for r in table_1:
-                exact = r.get("params") is not None
-                ax.scatter([r.get("params") or r["reported_params"]], [r["reported_test_acc"]], marker="D", s=26,
-                           facecolors="white", edgecolors="0.1", linewidths=1.0, zorder=5,
-                           linestyles="solid" if exact else "dashed")
-            handles.append(Line2D([], [], ls="", marker="D", mfc="white", mec="0.1",
-                                  label=f"seed report's Table 1, {REPORTED}"))
-        if baseline is not None:
-            if baseline.trained:
-                ax.scatter([baseline.params], [100 * baseline.best_acc], marker="*", s=170, color=VERMILLION,
-                           edgecolors="white", linewidths=0.6, zorder=6)
-                handles.append(Line2D([], [], ls="", marker="*", ms=11, color=VERMILLION,
-                                      label=f"Model 1 as measured here (val acc, {len(baseline.curve)} epoch"
-                                            f"{'s' if len(baseline.curve) != 1 else ''})"))
-            elif baseline.params:
-                ax.scatter([baseline.params], [0], marker="x", s=40, color=VERMILLION, zorder=6, clip_on=False,
-                           transform=ax.get_xaxis_transform())
-                why = "over budget, not trained" if baseline.over_budget else f"{baseline.state.lower()}, not trained"
-                handles.append(Line2D([], [], ls="", marker="x", color=VERMILLION,
-                                      label=f"Model 1 in this study: {why}"))
-        if budget:
-            ax.axvline(budget, color=VERMILLION, ls="--", lw=1.1, zorder=1)
-            handles.append(Line2D([], [], color=VERMILLION, ls="--", lw=1.1,
-                                  label=f"budget: {budget:,} parameters"))
-
         ys = [100 * i.best_acc for i in trained] + [r["reported_test_acc"] for r in table_1]
-        if baseline is not None and baseline.trained:
-            ys.append(100 * baseline.best_acc)
         if ys:
             low, high = min(ys), max(ys)
             pad = max(2.0, 0.06 * (high - low))
@@ -383,8 +358,7 @@ def plot_accuracy_vs_params(study: optuna.Study, infos: list[TrialInfo], path: P
             ax.set_ylim(0, 100)
         if log_x:
             ax.set_xscale("log")
-            lo, hi = min(xs), max(xs)
-            ax.set_xlim(lo / 1.6, hi * 1.6)
+            ax.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
             ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel("parameters (millions, log scale)")
@@ -394,57 +368,130 @@ def plot_accuracy_vs_params(study: optuna.Study, infos: list[TrialInfo], path: P
                 span = max(hi - lo, 0.1 * hi, 1)
                 ax.set_xlim(max(0, lo - 0.08 * span), hi + 0.08 * span)
             ax.set_xlabel("parameters (millions)")
-        ax.xaxis.set_major_formatter(FuncFormatter(_millions))
         ax.set_ylabel("accuracy (%)")
+        ax.xaxis.set_major_formatter(FuncFormatter(_millions))
         if not trained:
             ax.text(0.03, 0.5, "no trained trials yet", transform=ax.transAxes, fontsize=10, color="0.4",
                     ha="left", va="center")
-        _fit_legend(fig, handles)
 
-        labels = [{"x": r.get("params") or r["reported_params"], "y": r["reported_test_acc"],
+        labels = [{"x": _t1_x(r), "y": r["reported_test_acc"],
                    "text": r["model"] + ("" if r.get("params") is not None else " (reported count)")}
                   for r in table_1]
-        if complete:
-            best = max(complete, key=lambda i: (i.value, -i.number))
-            labels.append({"x": best.params, "y": 100 * best.value, "text": f"best: trial {best.number}",
-                           "color": BLUE})
+        best_label = None if best is None else {"x": best.params, "y": 100 * best.value,
+                                                 "text": f"best: trial {best.number}", "color": BLUE}
+        model_1 = None
         if baseline is not None and baseline.trained:
-            labels.append({"x": baseline.params, "y": 100 * baseline.best_acc, "text": "Model 1 (here)",
-                           "color": VERMILLION})
-        _place_labels(fig, ax, labels)
+            model_1 = {"x": baseline.params, "y": 100 * baseline.best_acc, "text": "Model 1 (here)",
+                       "color": VERMILLION}
+        if zax is not None:
+            xlo, xhi, ylo, yhi = zoom
+            _draw_accuracy_points(zax, trained, front, table_1, baseline, budget)
+            zax.set_xlim(xlo, xhi)
+            zax.xaxis.set_major_formatter(FuncFormatter(_millions))
+            zax.set_ylim(ylo, yhi)
+            zax.set_xlabel("parameters (millions)")
+            zax.set_title("near the budget (zoom)", fontsize=8.5, color="0.3")
+            ax.set_title("all trained trials", fontsize=8.5, color="0.3")
+            from matplotlib.patches import Rectangle
+
+            ax.add_patch(Rectangle((xlo, ylo), xhi - xlo, yhi - ylo, fill=False, ec="0.35", lw=0.7, ls=":",
+                                   zorder=7))
+            inside = [lab for lab in (best_label, model_1) if lab and xlo <= lab["x"] <= xhi and ylo <= lab["y"] <= yhi]
+            outside = [lab for lab in (best_label, model_1) if lab and lab not in inside]
+            _fit_legend(fig, handles)
+            _place_labels(fig, ax, outside)
+            _place_labels(fig, zax, labels + inside)
+        else:
+            _fit_legend(fig, handles)
+            _place_labels(fig, ax, labels + [lab for lab in (best_label, model_1) if lab])
         fig.savefig(path, dpi=DPI, facecolor="white")
-    return {"front": [p[2] for p in front], "log_x": log_x}
+    return {"front": [p[2] for p in front], "log_x": log_x, "zoom": zoom is not None}
+
+
+def _draw_accuracy_points(ax, trained, front, table_1, baseline, budget) -> list:
+    """The layers of the accuracy plot on one axes; returns the legend handles."""
+    complete = [i for i in trained if i.state == "COMPLETE"]
+    others = [i for i in trained if i.state != "COMPLETE"]
+    handles = []
+    if others:
+        ax.scatter([i.params for i in others], [100 * i.best_acc for i in others], s=22, facecolors="none",
+                   edgecolors=GREY, linewidths=0.9, zorder=2)
+        handles.append(Line2D([], [], ls="", marker="o", mfc="none", mec=GREY,
+                              label="trial stopped early (pruned or failed): best val acc"))
+    plain = [i for i in complete if not i.baseline]
+    if plain:
+        ax.scatter([i.params for i in plain], [100 * i.value for i in plain], s=22, color=BLUE, alpha=0.85,
+                   linewidths=0, zorder=3)
+        handles.append(Line2D([], [], ls="", marker="o", color=BLUE, label="trial, complete: best validation acc"))
+    if front:
+        fx = [p[0] for p in front]
+        fy = [100 * p[1] for p in front]
+        ax.step(fx, fy, where="post", color=ORANGE, lw=1.4, zorder=4)
+        ax.scatter(fx, fy, s=60, facecolors="none", edgecolors=ORANGE, linewidths=1.4, zorder=4)
+        handles.append(Line2D([], [], color=ORANGE, marker="o", mfc="none", lw=1.4,
+                              label="Pareto front of the complete trials"))
+    if table_1:
+        for r in table_1:
+            exact = r.get("params") is not None
+            ax.scatter([_t1_x(r)], [r["reported_test_acc"]], marker="D", s=26, facecolors="white", edgecolors="0.1",
+                       linewidths=1.0, zorder=5, linestyles="solid" if exact else "dashed")
+        handles.append(Line2D([], [], ls="", marker="D", mfc="white", mec="0.1",
+                              label=f"seed report's Table 1, {REPORTED}"))
+    if baseline is not None:
+        if baseline.trained:
+            ax.scatter([baseline.params], [100 * baseline.best_acc], marker="*", s=170, color=VERMILLION,
+                       edgecolors="white", linewidths=0.6, zorder=6)
+            n = len(baseline.curve)
+            handles.append(Line2D([], [], ls="", marker="*", ms=11, color=VERMILLION,
+                                  label=f"Model 1 as measured here (val acc, {n} epoch{'s' if n != 1 else ''})"))
+        elif baseline.params:
+            ax.scatter([baseline.params], [0], marker="x", s=40, color=VERMILLION, zorder=6, clip_on=False,
+                       transform=ax.get_xaxis_transform())
+            why = "over budget, not trained" if baseline.over_budget else f"{baseline.state.lower()}, not trained"
+            handles.append(Line2D([], [], ls="", marker="x", color=VERMILLION, label=f"Model 1 in this study: {why}"))
+    if budget:
+        ax.axvline(budget, color=VERMILLION, ls="--", lw=1.1, zorder=1)
+        handles.append(Line2D([], [], color=VERMILLION, ls="--", lw=1.1, label=f"budget: {budget:,} parameters"))
+    return handles
 
 
 def plot_learning_curves(infos: list[TrialInfo], path: Path, top: int = CURVES_K) -> dict:
+    """Validation accuracy per epoch: the top complete trials in colour, labelled by rank as in
+    the top-K table, trials stopped early in grey, Model 1 as measured dashed."""
     complete = sorted((i for i in infos if i.state == "COMPLETE" and i.trained), key=lambda i: (-i.value, i.number))
     shown = complete[:top]
     stopped = [i for i in infos if i.trained and i.state != "COMPLETE"]
     baseline = next((i for i in infos if i.baseline and i.trained and i not in shown), None)
+    most = max([len(i.curve) for i in shown + stopped] or [1])
+    dots = most <= 15  # markers on every epoch only while they stay apart
     with _rc():
         fig = _new_figure()
         ax = fig.add_subplot()
         for i in stopped:
             epochs = range(1, len(i.curve) + 1)
-            ax.plot(epochs, [100 * v for v in i.curve], color=GREY, lw=0.9, alpha=0.7, marker="o", ms=2.5, zorder=2)
+            ax.plot(epochs, [100 * v for v in i.curve], color=GREY, lw=0.9, alpha=0.7, marker="o",
+                    ms=2.5 if dots or len(i.curve) == 1 else 0, zorder=2)
         handles = []
+        colours = iter(CURVE_COLOURS * (1 + top // len(CURVE_COLOURS)))
         for k, i in enumerate(shown):
             epochs = range(1, len(i.curve) + 1)
-            colour = VERMILLION if i.baseline else CURVE_COLOURS[k % len(CURVE_COLOURS)]
-            ax.plot(epochs, [100 * v for v in i.curve], color=colour, lw=1.5, marker="o", ms=3.5, zorder=3)
-            handles.append(Line2D([], [], color=colour, marker="o", ms=3.5, lw=1.5,
-                                  label=f"#{k + 1}  trial {i.number}: {i.summary}"
-                                        f"{' (Model 1)' if i.baseline else ''}  {100 * i.value:.2f}%"))
+            style = dict(color=VERMILLION, ls="--", marker="*", ms=7) if i.baseline else \
+                dict(color=next(colours), ls="-", marker="o", ms=3.5)
+            if not dots and len(i.curve) > 1:
+                style["ms"] = 0
+            ax.plot(epochs, [100 * v for v in i.curve], lw=1.5, zorder=3 if not i.baseline else 4, **style)
+            handles.append(Line2D([], [], lw=1.5, **{**style, "ms": 7 if i.baseline else 3.5},
+                                  label=f"#{k + 1} trial {i.number}{' = Model 1' if i.baseline else ''} "
+                                        f"({100 * i.value:.2f}%)"))
         if baseline is not None:
             epochs = range(1, len(baseline.curve) + 1)
-            ax.plot(epochs, [100 * v for v in baseline.curve], color=VERMILLION, lw=1.5, ls="--", marker="*", ms=7,
-                    zorder=3)
+            ax.plot(epochs, [100 * v for v in baseline.curve], color=VERMILLION, lw=1.5, ls="--", marker="*",
+                    ms=7 if dots or len(baseline.curve) == 1 else 0, zorder=4)
             handles.append(Line2D([], [], color=VERMILLION, ls="--", marker="*", ms=7,
-                                  label=f"Model 1 as measured here (trial {baseline.number}, {baseline.state.lower()})"))
+                                  label=f"Model 1 here: trial {baseline.number}, {baseline.state.lower()}"))
         if stopped:
             handles.append(Line2D([], [], color=GREY, lw=0.9, marker="o", ms=2.5,
-                                  label=f"stopped early: pruned or failed ({len(stopped)} trials)"))
-        most = max([len(i.curve) for i in shown + stopped] or [1])
+                                  label=f"stopped early: pruned or failed ({len(stopped)})"))
         ax.set_xlim(0.7, most + 0.3)
         if most <= 12:
             ax.set_xticks(range(1, most + 1))
@@ -452,7 +499,7 @@ def plot_learning_curves(infos: list[TrialInfo], path: Path, top: int = CURVES_K
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation accuracy (%)")
-        _fit_legend(fig, handles, fontsize=7)
+        _fit_legend(fig, handles, fontsize=7.5, ncols=(4, 3, 2, 1))
         fig.savefig(path, dpi=DPI, facecolor="white")
     return {"shown": [i.number for i in shown], "stopped": [i.number for i in stopped]}
 

@@ -63,18 +63,26 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, retry_s: float = 0) -
             path.parent.mkdir(parents=True, exist_ok=True)
     elif not url.startswith(("postgresql", "mysql")):
         raise StudyError(f"storage {url!r} is not an Optuna RDB URL (sqlite:///FILE or postgresql://USER@HOST/DB)")
-    for wait in backoff(retry_s):
+    deadline, wait, schema_races = time.monotonic() + retry_s, 1.0, 0
+    while True:
         try:
             return RDBStorage(
                 url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=heartbeat_s,
                 grace_period=3 * heartbeat_s,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
             )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as e:
+            # Workers starting together on a fresh database race to create Optuna's tables.
+            schema_races += 1
+            if schema_races > 5:
+                raise StudyError(f"cannot open storage {redact(url)}: {str(e).splitlines()[0][:200]}") from None
+            time.sleep(0.2 * schema_races)
         except STORAGE_ERRORS as e:
-            if wait is None:
+            if time.monotonic() + wait > deadline:
                 raise StudyError(f"cannot reach storage {redact(url)} (tried for {retry_s:g} s): "
                                  f"{str(e).splitlines()[0][:200]}") from None
-            time.sleep(wait)
+            time.sleep(wait)  # backoff: 1, 2, 4, ... 15 s
+            wait = min(2 * wait, 15.0)
         except ImportError:
             raise StudyError(f"no database driver for {redact(url)}; for PostgreSQL: "
                              "pip install 'resnet-search[postgres]'") from None
@@ -92,16 +100,6 @@ def storage_outage(error: BaseException) -> BaseException | None:
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None
-
-
-def backoff(limit_s: float):
-    """Seconds to sleep between attempts (1, 2, 4, ... capped at 15) until limit_s has passed;
-    None marks the last attempt."""
-    deadline, wait = time.monotonic() + limit_s, 1.0
-    while time.monotonic() + wait < deadline:
-        yield wait
-        wait = min(2 * wait, 15.0)
-    yield None
 
 
 def redact(url: str) -> str:
