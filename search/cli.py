@@ -49,6 +49,12 @@ def positive_float(text: str) -> float:
     return value
 
 
+def study_name(text: str) -> str:
+    if not text.strip() or len(text) > 512 or not text.isprintable():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a study name (1 to 512 printable characters)")
+    return text
+
+
 def spec_from_flags(args) -> ResNetSpec:
     blocks = parse_int_list("--blocks", args.blocks)
     channels = parse_int_list("--channels", args.channels)
@@ -83,6 +89,10 @@ def cmd_count(args) -> int:
 
 
 REPO_STUDIES = Path(__file__).resolve().parent.parent / "studies"
+# Defaults live here, not in study.py, so that parsing flags imports neither torch nor optuna.
+DEFAULT_STUDY = "resnet-search"
+DEFAULT_STORAGE = "sqlite:///studies/resnet-search.db"
+DEFAULT_ARTIFACTS = "studies/artifacts"
 
 
 def cmd_run(args) -> int:
@@ -185,10 +195,10 @@ def cpu_refusal(space, args) -> str:
 
 
 def open_storage_or_fail(url: str, heartbeat_s: int | None = None, retry_s: float = 0):
-    from .study import HEARTBEAT_S, StudyError, open_storage
+    from .study import StudyError, open_storage
 
     try:
-        return open_storage(url, heartbeat_s or HEARTBEAT_S, retry_s)
+        return open_storage(url, *([heartbeat_s] if heartbeat_s else []), retry_s=retry_s)
     except StudyError as e:
         raise UserError(str(e)) from None
 
@@ -289,7 +299,7 @@ def cmd_best(args) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = Path(args.export) if args.export else None
     if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"export directory {out} exists and is not empty; choose a new one")
+        raise UserError(f"export path {out} exists and is not an empty directory; choose a new one")
     storage = open_storage_or_fail(args.storage)
     try:
         study = st.load_study(storage, args.study)
@@ -330,9 +340,7 @@ def cmd_dashboard(args) -> int:
 
 
 def add_study_args(p) -> None:
-    from .study import DEFAULT_STORAGE, DEFAULT_STUDY
-
-    p.add_argument("--study", default=DEFAULT_STUDY, help=f"study name (default {DEFAULT_STUDY})")
+    p.add_argument("--study", type=study_name, default=DEFAULT_STUDY, help=f"study name (default {DEFAULT_STUDY})")
     p.add_argument("--storage", default=DEFAULT_STORAGE,
                    help=f"Optuna storage URL (default {DEFAULT_STORAGE}; postgresql://... to share among workers)")
 
@@ -352,8 +360,6 @@ def build_parser() -> Parser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_count)
 
-    from .study import DEFAULT_ARTIFACTS
-
     p = sub.add_parser("run", help="search: train sampled ResNets under the budget, prune the weak ones")
     p.add_argument("--budget", type=budget_arg, help="parameter budget, e.g. 5e6 or 5M (default: the space file's)")
     add_study_args(p)
@@ -369,7 +375,7 @@ def build_parser() -> Parser:
     p.add_argument("--seed", type=int, default=0, help="seed of the split, sampler and training")
     p.add_argument("--artifacts", default=DEFAULT_ARTIFACTS, help="artifact store directory for checkpoints")
     p.add_argument("--no-baseline", action="store_true", help="do not seed the study with the report's Model 1")
-    p.add_argument("--heartbeat", type=positive_int, default=30,
+    p.add_argument("--heartbeat", type=positive_int, default=30,  # study.HEARTBEAT_S
                    help="seconds between worker heartbeats; a worker silent for 3 is dead and its trial retried")
     p.add_argument("--storage-retry", type=positive_float, default=60,
                    help="seconds to keep retrying an unreachable storage before giving up (default 60)")

@@ -226,7 +226,7 @@ def _fit_legend(fig: Figure, handles: list, fontsize: float = 7.5, ncols=(2, 1))
         legend.remove()
 
 
-def _place_labels(fig: Figure, ax, labels: list[dict]) -> None:
+def _place_labels(fig: Figure, ax, labels: list[dict], right_edge: float | None = None) -> None:
     """Labels beside their points with no two overlapping: anchors close in x share a column to
     their right, spread vertically in the order of their points, with thin leader lines. Where
     the labels run off the figure, the x axis is widened on the right until they fit (then, as a
@@ -240,7 +240,7 @@ def _place_labels(fig: Figure, ax, labels: list[dict]) -> None:
     for _ in range(4):
         texts = _label_columns(fig, ax, labels, renderer)
         fig.canvas.draw()
-        limit = fig.bbox.x1 - 6
+        limit = (fig.bbox.x1 if right_edge is None else right_edge) - 6
         box = ax.get_window_extent(renderer)
         # Shrink the axis scale so every label's right end lands inside the figure.
         ratio = 1.0
@@ -260,7 +260,7 @@ def _place_labels(fig: Figure, ax, labels: list[dict]) -> None:
         lo, hi = scale.transform([ax.get_xlim()[0], ax.get_xlim()[1]])
         ax.set_xlim(ax.get_xlim()[0], scale.inverted().transform([lo + (hi - lo) / (ratio * 0.98)])[0])
     for t, item in texts:  # no room on the right: put that column left of its points
-        if t.get_window_extent(renderer).x1 > fig.bbox.x1 - 2:
+        if t.get_window_extent(renderer).x1 > (fig.bbox.x1 if right_edge is None else right_edge) - 2:
             t.set_position((item["column_left"], t.get_position()[1]))
             t.set_ha("right")
 
@@ -288,19 +288,20 @@ def _label_columns(fig: Figure, ax, labels: list[dict], renderer) -> list:
             ys[k] = max(ys[k], ys[k - 1] + step)
         shift = (sum(i["yd"] for i in column) - sum(ys)) / len(ys)
         ys = [y + min(0.0, shift) for y in ys]
-        overflow = ys[-1] - (box.y1 - step / 2)
-        if overflow > 0:
-            ys = [y - overflow for y in ys]
-            for k in range(len(ys) - 2, -1, -1):
-                ys[k] = min(ys[k], ys[k + 1] - step)
-        lift = (box.y0 + step / 2) - ys[0]
-        if lift > 0:
-            ys = [y + lift for y in ys]
+        top, bottom = box.y1 - step / 2, box.y0 + step / 2
+        ys[-1] = min(ys[-1], top)  # pushed down from the top only as far as needed...
+        for k in range(len(ys) - 2, -1, -1):
+            ys[k] = min(ys[k], ys[k + 1] - step)
+        ys[0] = max(ys[0], bottom)  # ...and up from the bottom (too many labels for the height: overlap at the top)
+        for k in range(1, len(ys)):
+            ys[k] = max(ys[k], ys[k - 1] + step)
         right = max(i["xd"] for i in column) + (14 if len(column) > 1 else 5) * px
         left = min(i["xd"] for i in column) - (14 if len(column) > 1 else 5) * px
+        if len(column) == 1:  # a lone label sits above and right of its point, off the points beside it
+            ys = [min(ys[0] + 7 * px, box.y1 - step / 2)]
         for item, y in zip(column, ys):
             item["column_x"], item["column_left"] = right, left
-            moved = abs(y - item["yd"]) > 1.5 * px or len(column) > 1
+            moved = len(column) > 1
             texts.append((ax.annotate(
                 item["text"], xy=(item["x"], item["y"]), xycoords="data", xytext=(right, y),
                 textcoords="figure pixels", ha="left", va="center", fontsize=size, color=item.get("color", "0.15"),
@@ -328,15 +329,42 @@ def plot_accuracy_vs_params(study: optuna.Study, infos: list[TrialInfo], path: P
     front = pareto_front([(i.params, i.best_acc, i.number) for i in complete])
     best = max(complete, key=lambda i: (i.value, -i.number)) if complete else None
 
+    # The main panel's limits.
+    xs = [i.params for i in trained] + [_t1_x(r) for r in table_1] + ([budget] if budget else [])
+    if baseline is not None and baseline.params:
+        xs.append(baseline.params)
+    log_x = bool(xs) and max(xs) / max(min(xs), 1) > 20
+    if not xs:
+        xlim = None
+    elif log_x:
+        xlim = (min(xs) / 1.6, max(xs) * 1.6)
+    else:
+        lo, hi = min(xs), max(xs)
+        span = max(hi - lo, 0.1 * hi, 1)
+        xlim = (max(0, lo - 0.08 * span), hi + 0.08 * span)
+    ys = [100 * i.best_acc for i in trained] + [r["reported_test_acc"] for r in table_1]
+    if ys:
+        pad = max(2.0, 0.06 * (max(ys) - min(ys)))
+        ylim = (max(0.0, min(ys) - pad), min(100.0, max(ys) + pad))
+    else:
+        ylim = (0.0, 100.0)
+
+    # A zoom on the Table 1 corner when complete trials are there and that corner is a small part
+    # of the main panel.
     zoom = None
-    if table_1 and complete:
+    if table_1 and complete and xlim:
         t1x = [_t1_x(r) for r in table_1]
         xlo, xhi = 0.92 * min(t1x), 1.015 * max(t1x + ([budget] if budget else []))
         near = [i for i in complete if xlo <= i.params <= xhi]
-        if near and min(i.params for i in trained) < xlo / 3:
-            ys = [r["reported_test_acc"] for r in table_1] + [100 * i.value for i in near]
-            pad = max(0.4, 0.08 * (max(ys) - min(ys)))
-            zoom = (xlo, xhi, max(0.0, min(ys) - pad), min(100.0, max(ys) + pad))
+        if near:
+            zys = [r["reported_test_acc"] for r in table_1] + [100 * i.value for i in near]
+            pad = max(0.4, 0.08 * (max(zys) - min(zys)))
+            zoom = (xlo, xhi, max(0.0, min(zys) - pad), min(100.0, max(zys) + pad))
+            t = math.log10 if log_x else float
+            x_share = (t(xhi) - t(max(xlo, xlim[0]))) / (t(xlim[1]) - t(xlim[0]))
+            y_share = (zoom[3] - zoom[2]) / (ylim[1] - ylim[0])
+            if x_share * y_share > 0.12:
+                zoom = None
 
     with _rc():
         fig = _new_figure()
@@ -345,29 +373,16 @@ def plot_accuracy_vs_params(study: optuna.Study, infos: list[TrialInfo], path: P
         else:
             ax, zax = fig.add_subplot(), None
         handles = _draw_accuracy_points(ax, trained, front, table_1, baseline, budget)
-        xs = [i.params for i in trained] + [_t1_x(r) for r in table_1] + ([budget] if budget else [])
-        if baseline is not None and baseline.params:
-            xs.append(baseline.params)
-        log_x = bool(xs) and max(xs) / max(min(xs), 1) > 20
-        ys = [100 * i.best_acc for i in trained] + [r["reported_test_acc"] for r in table_1]
-        if ys:
-            low, high = min(ys), max(ys)
-            pad = max(2.0, 0.06 * (high - low))
-            ax.set_ylim(max(0.0, low - pad), min(100.0, high + pad))
-        else:
-            ax.set_ylim(0, 100)
+        ax.set_ylim(*ylim)
         if log_x:
             ax.set_xscale("log")
-            ax.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
             ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel("parameters (millions, log scale)")
         else:
-            if xs:
-                lo, hi = min(xs), max(xs)
-                span = max(hi - lo, 0.1 * hi, 1)
-                ax.set_xlim(max(0, lo - 0.08 * span), hi + 0.08 * span)
             ax.set_xlabel("parameters (millions)")
+        if xlim:
+            ax.set_xlim(*xlim)
         ax.set_ylabel("accuracy (%)")
         ax.xaxis.set_major_formatter(FuncFormatter(_millions))
         if not trained:
@@ -390,7 +405,7 @@ def plot_accuracy_vs_params(study: optuna.Study, infos: list[TrialInfo], path: P
             zax.xaxis.set_major_formatter(FuncFormatter(_millions))
             zax.set_ylim(ylo, yhi)
             zax.set_xlabel("parameters (millions)")
-            zax.set_title("near the budget (zoom)", fontsize=8.5, color="0.3")
+            zax.set_title("zoom: beside Table 1", fontsize=8.5, color="0.3")
             ax.set_title("all trained trials", fontsize=8.5, color="0.3")
             from matplotlib.patches import Rectangle
 
@@ -399,8 +414,8 @@ def plot_accuracy_vs_params(study: optuna.Study, infos: list[TrialInfo], path: P
             inside = [lab for lab in (best_label, model_1) if lab and xlo <= lab["x"] <= xhi and ylo <= lab["y"] <= yhi]
             outside = [lab for lab in (best_label, model_1) if lab and lab not in inside]
             _fit_legend(fig, handles)
-            _place_labels(fig, ax, outside)
             _place_labels(fig, zax, labels + inside)
+            _place_labels(fig, ax, outside, right_edge=zax.get_window_extent().x0 - 30)
         else:
             _fit_legend(fig, handles)
             _place_labels(fig, ax, labels + [lab for lab in (best_label, model_1) if lab])
@@ -417,7 +432,7 @@ def _draw_accuracy_points(ax, trained, front, table_1, baseline, budget) -> list
         ax.scatter([i.params for i in others], [100 * i.best_acc for i in others], s=22, facecolors="none",
                    edgecolors=GREY, linewidths=0.9, zorder=2)
         handles.append(Line2D([], [], ls="", marker="o", mfc="none", mec=GREY,
-                              label="trial stopped early (pruned or failed): best val acc"))
+                              label=f"trial {_not_complete(others)}: best val acc so far"))
     plain = [i for i in complete if not i.baseline]
     if plain:
         ax.scatter([i.params for i in plain], [100 * i.value for i in plain], s=22, color=BLUE, alpha=0.85,
@@ -453,6 +468,14 @@ def _draw_accuracy_points(ax, trained, front, table_1, baseline, budget) -> list
         ax.axvline(budget, color=VERMILLION, ls="--", lw=1.1, zorder=1)
         handles.append(Line2D([], [], color=VERMILLION, ls="--", lw=1.1, label=f"budget: {budget:,} parameters"))
     return handles
+
+
+def _not_complete(infos: list[TrialInfo]) -> str:
+    """What the grey trials are, in words: pruned, failed and (while a search runs) running."""
+    kinds = [k for k, states in (("pruned", ("PRUNED",)), ("failed", ("FAIL",)), ("running", ("RUNNING", "WAITING")))
+             if any(i.state in states for i in infos)]
+    return "stopped early or running" if "running" in kinds else "stopped early" + (
+        f" ({' or '.join(kinds)})" if kinds else "")
 
 
 def plot_learning_curves(infos: list[TrialInfo], path: Path, top: int = CURVES_K) -> dict:
@@ -491,7 +514,7 @@ def plot_learning_curves(infos: list[TrialInfo], path: Path, top: int = CURVES_K
                                   label=f"Model 1 here: trial {baseline.number}, {baseline.state.lower()}"))
         if stopped:
             handles.append(Line2D([], [], color=GREY, lw=0.9, marker="o", ms=2.5,
-                                  label=f"stopped early: pruned or failed ({len(stopped)})"))
+                                  label=f"{_not_complete(stopped)}: {len(stopped)} trials"))
         ax.set_xlim(0.7, most + 0.3)
         if most <= 12:
             ax.set_xticks(range(1, most + 1))
@@ -638,9 +661,9 @@ def _sections(study, infos, counts, rows, imp, imp_note, acc_info, curves_info, 
         sections.append(Section("Learning curves", ["No trial has trained yet: no learning curves."]))
     else:
         sections.append(Section("Learning curves", [
-            f"Validation accuracy after each epoch of the top {len(curves_info['shown'])} complete trials "
-            f"(coloured, ranked); trials stopped early by the pruner, divergence or failure in grey "
-            f"({len(curves_info['stopped'])})."], image=CURVES_PLOT, image_alt="validation accuracy per epoch"))
+            f"Validation accuracy after each epoch of the top {len(curves_info['shown'])} complete trials, "
+            f"coloured and numbered by their rank in the table above; trials stopped early by the pruner, "
+            f"by divergence or by failure in grey ({len(curves_info['stopped'])})."], image=CURVES_PLOT, image_alt="validation accuracy per epoch"))
 
     if imp is None:
         sections.append(Section("Which dimensions matter", [imp_note + "."]))
@@ -768,6 +791,7 @@ def write_report(study: optuna.Study, out_dir: Path, top: int = TOP_K) -> dict:
         "importances": imp,
         "importance_note": imp_note,
         "pareto_front": acc_info["front"],
+        "zoomed": acc_info["zoom"],  # the accuracy plot has a second panel on the Table 1 corner
         "curves": curves_info,
         "files": sorted(p.name for p in out_dir.iterdir() if p.name in (*PLOTS, "index.html", "report.md")),
         "out_dir": str(out_dir),

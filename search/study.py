@@ -29,9 +29,6 @@ from .train import Diverged, resumable_state, train
 # Heartbeats, grouped multivariate TPE and the stale-trial retry are marked experimental.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-DEFAULT_STUDY = "resnet-search"
-DEFAULT_STORAGE = "sqlite:///studies/resnet-search.db"
-DEFAULT_ARTIFACTS = "studies/artifacts"
 HEARTBEAT_S = 30  # a worker silent for 3 heartbeats is dead: its trial is failed and retried
 STORAGE_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
                   optuna.exceptions.StorageInternalError)
@@ -84,8 +81,8 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, retry_s: float = 0) -
             time.sleep(wait)  # backoff: 1, 2, 4, ... 15 s
             wait = min(2 * wait, 15.0)
         except ImportError:
-            raise StudyError(f"no database driver for {redact(url)}; for PostgreSQL: "
-                             "pip install 'resnet-search[postgres]'") from None
+            raise StudyError(f"no database driver installed for {redact(url)} "
+                             "(for PostgreSQL: pip install 'resnet-search[postgres]')") from None
         except Exception as e:  # noqa: BLE001 - SQLAlchemy and drivers raise many kinds
             raise StudyError(f"cannot open storage {redact(url)}: {str(e).splitlines()[0][:200]}") from None
 

@@ -156,32 +156,3 @@ def test_plain_run_without_cuda_refuses_and_explains(tmp_path):
     line = assert_user_error(run_cli("run", "--budget", "5e6", cwd=tmp_path))
     assert "no CUDA device" in line and " h on this CPU" in line and "--device cpu" in line
     assert not (tmp_path / "studies").exists()  # nothing was created
-
-
-@pytest.mark.parametrize(
-    "args, expect",
-    [
-        (["best", "--study", "nope"], "no study named 'nope'"),
-        (["best", "--study", "empty"], "no completed trial"),
-        (["best", "--study", "e2e", "--export", "{cwd}/studies"], "not empty"),
-        (["best", "--storage", "redis://localhost/0"], "not an Optuna RDB URL"),
-        (["best", "--storage", "sqlite:///{cwd}/studies"], "is a directory"),
-        (["run", "--study", "e2e", "--budget", "3e5", *QUICK], "budget of 200,000"),
-        (["run", "--study", "e2e", "--space", "{cwd}/bad.toml", "--device", "cpu"], "not valid TOML"),
-        (["run", "--study", "e2e", "--space", "{cwd}/missing.toml", "--device", "cpu"], "does not exist"),
-        (["run", "--study", "e2e", "--device", "cpu", "--data", "{cwd}/nothing-here"], "no CIFAR-10 found"),
-        (["run", "--study", "e2e", "--device", "cuda:0"], "CUDA"),
-        (["run", "--study", "e2e", "--budget", "0"], "budget"),
-        (["run", "--study", "e2e", "--trials", "0"], "at least 1"),
-        (["run", "--study", "e2e", "--epochs", "two"], "not an integer"),
-    ],
-)
-def test_bad_input_is_one_line_and_loses_nothing(workdir, args, expect):
-    (workdir / "bad.toml").write_text("[space\nstages = 3\n")
-    optuna.create_study(study_name="empty", storage=storage_url(workdir), load_if_exists=True)
-    before = len(load(workdir).trials)
-    if torch.cuda.is_available() and "cuda:0" in args:
-        pytest.skip("this machine has CUDA")
-    line = assert_user_error(run_cli(*[a.format(cwd=workdir) for a in args], cwd=workdir))
-    assert expect in line
-    assert len(load(workdir).trials) == before

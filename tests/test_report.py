@@ -197,6 +197,7 @@ def test_synthetic_pareto_front_and_plots_info(synthetic):
     _, _, result = synthetic
     # complete trials by params: 13 (0.15M, 61%), 7 (0.6M), 4 (1.2M), 2 (3.1M), 5 (4.7M), 1 (4.95M), 0, 3, 6
     assert result["pareto_front"] == [13, 7, 4, 2, 5, 1, 3]
+    assert result["zoomed"]  # Table 1 and the trials near 5M are a small corner of the whole
     assert result["curves"]["shown"] == [3, 6, 1, 0, 5, 2, 4, 7]
     assert sorted(result["curves"]["stopped"]) == [8, 9, 11, 12]
 
@@ -387,6 +388,7 @@ def test_real_study_report(real):
     assert len([line for line in md.splitlines() if re.match(r"\| \d+ \| \d+ \|", line)]) == len(complete)
     assert "the JPEG copy of CIFAR-10" in md and "200 images held out" in md
     assert "Model 1 was seeded as trial 0 but not trained here: over the budget" in md
+    assert not result["zoomed"]  # no trial near Table 1's 5M
 
 
 @needs_data

@@ -1,0 +1,117 @@
+"""Bad input through the command line: one clear line on stderr, exit code 2, no traceback, and
+the study already recorded is unchanged (issues: space and counter, search and CLI, scale-out)."""
+
+import optuna
+import pytest
+import torch
+from PIL import Image
+
+from .conftest import DATA, REPO, assert_user_error, needs_data, run_cli
+
+TINY_SPACE = str(REPO / "tests" / "spaces" / "tiny.toml")
+QUICK = ["--device", "cpu", "--epochs", "1", "--limit-train", "100", "--val-size", "100", "--data", str(DATA),
+         "--space", TINY_SPACE, "--quiet"]
+M1 = ["--blocks", "8,6,4,3", "--channels", "32,64,128,256"]
+pytestmark = needs_data
+
+
+@pytest.fixture(scope="module")
+def cwd(tmp_path_factory):
+    """A real study with two trials, plus the bad files the cases point at."""
+    cwd = tmp_path_factory.mktemp("bad")
+    result = run_cli("run", "--budget", "2e5", "--trials", "2", "--study", "base", *QUICK, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    optuna.create_study(study_name="empty", storage=f"sqlite:///{cwd}/studies/resnet-search.db")
+    (cwd / "bad.toml").write_text("[space\nstages = 3\n")
+    (cwd / "unknown-key.toml").write_text("[space]\nstages = [3]\nblocks = 1\nwidth = 3\n")
+    (cwd / "even.toml").write_text("[space]\nstages = [3]\nblocks = 1\nconv_kernel = [4]\n")
+    (cwd / "adagrad.toml").write_text("[space]\nstages = [3]\nblocks = 1\n[recipe]\noptimizer = 'adagrad'\n")
+    (cwd / "a-file").write_text("not a folder")
+    (cwd / "export-here").mkdir()
+    (cwd / "export-here" / "keep.txt").write_text("mine")
+    for name, classes, corrupt in (("corrupt", ("cat", "dog"), True), ("one-class", ("cat",), False)):
+        for split in ("train", "test"):
+            for c in classes:
+                (cwd / name / split / c).mkdir(parents=True)
+                for i in range(6):
+                    Image.new("RGB", (32, 32), (40 * i, 9, 9)).save(cwd / name / split / c / f"{i}.png")
+        if corrupt:
+            (cwd / name / "train" / "dog" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    return cwd
+
+
+def snapshot(cwd):
+    storage = f"sqlite:///{cwd}/studies/resnet-search.db"
+    names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
+    study = optuna.load_study(study_name="base", storage=storage)
+    return names, study.user_attrs, [(t.number, t.state, t.params, t.user_attrs, t.values) for t in study.trials]
+
+
+CASES = [
+    # budget
+    (["run", "--budget", "0", *QUICK], "positive number"),
+    (["run", "--budget=-5e6", *QUICK], "not a number"),
+    (["run", "--budget", "NaN", *QUICK], "not a number"),
+    (["run", "--budget", "lots", *QUICK], "not a number"),
+    (["run", "--budget", "5e6", "--study", "base", *QUICK], "budget of 200,000"),
+    (["count", *M1, "--budget", "inf"], "not a number"),
+    # spec flags
+    (["count", "--blocks", "0,6,4,3", "--channels", "32,64,128,256"], "at least 1"),
+    (["count", "--blocks", "8,6,4", "--channels", "32,64,128,256"], "3 stages"),
+    (["count", *M1, "--conv-kernel", "4"], "odd"),
+    (["count", *M1, "--conv-kernel", "3,3"], "2 values given for 4 stages"),
+    (["count", *M1, "--skip-kernel", "0"], "at least 1"),
+    (["count", *M1, "--pool", "0"], "pool"),
+    (["count", *M1, "--pool", "four"], "invalid int"),
+    (["count", "--blocks", "8,six,4,3", "--channels", "32,64,128,256"], "not a comma-separated list"),
+    (["count", "--blocks", "1,1,1,1,1,1,1", "--channels", "8,8,8,8,8,8,8"], "at most 6"),
+    (["count", "--channels", "32,64"], "--blocks"),
+    # space files
+    (["run", "--space", "{cwd}/bad.toml", "--device", "cpu"], "not valid TOML"),
+    (["run", "--space", "{cwd}/missing.toml", "--device", "cpu"], "does not exist"),
+    (["run", "--space", "{cwd}/unknown-key.toml", "--device", "cpu"], "unknown keys width"),
+    (["run", "--space", "{cwd}/even.toml", "--device", "cpu"], "odd"),
+    (["run", "--space", "{cwd}/adagrad.toml", "--device", "cpu"], "optimizer must be one of"),
+    (["run", "--space", "{cwd}", "--device", "cpu"], "cannot be read"),
+    # storage URLs
+    (["best", "--storage", "redis://localhost/0"], "not an Optuna RDB URL"),
+    (["best", "--storage", "sqlite:///{cwd}/studies"], "is a directory"),
+    (["best", "--storage", "postgresql://postgres@127.0.0.1:9/none"], "cannot reach storage"),
+    (["run", "--storage", "nonsense", *QUICK], "not an Optuna RDB URL"),
+    # study names
+    (["best", "--study", "nope"], "no study named 'nope'"),
+    (["best", "--study", "empty"], "no completed trial"),
+    (["dashboard", "--study", "nope"], "no study named 'nope'"),
+    (["run", "--study", "", *QUICK], "not a study name"),
+    # data paths and images
+    (["run", "--study", "base", *QUICK, "--data", "{cwd}/a-file"], "not a directory"),
+    (["run", "--study", "base", *QUICK, "--data", "{cwd}/corrupt", "--val-size", "2"], "broken.jpg"),
+    (["run", "--study", "base", *QUICK, "--data", "{cwd}/one-class"], "one folder per class"),
+    (["run", "--study", "base", *QUICK, "--limit-train", "0"], "at least 1"),
+    (["run", "--study", "base", *QUICK, "--limit-train", "1000000"], "training limit"),
+    (["run", "--study", "base", *QUICK, "--val-size", "60000"], "validation size"),
+    # devices
+    (["run", "--study", "base", *QUICK, "--device", "cuda:0"], "CUDA device"),
+    (["run", "--study", "base", *QUICK, "--device", "tpu"], "is not auto, cpu, cuda"),
+    (["run", "--study", "base", *QUICK, "--device", "cuda:x"], "is not auto, cpu, cuda"),
+    # export paths
+    (["best", "--study", "base", "--export", "{cwd}/export-here"], "not an empty directory"),
+    (["best", "--study", "base", "--export", "{cwd}/a-file"], "not an empty directory"),
+    # numbers and commands
+    (["run", "--study", "base", *QUICK, "--trials", "0"], "at least 1"),
+    (["run", "--study", "base", *QUICK, "--epochs", "two"], "not an integer"),
+    (["run", "--study", "base", *QUICK, "--timeout=-1"], "positive number"),
+    (["train"], "invalid choice"),
+]
+
+
+@pytest.mark.parametrize("args, expect", CASES, ids=[f"{i:02d}-{c[0][0]}" for i, c in enumerate(CASES)])
+def test_bad_input(cwd, args, expect):
+    if torch.cuda.is_available() and "cuda:0" in args:
+        pytest.skip("this machine has CUDA")
+    before = snapshot(cwd)
+    line = assert_user_error(run_cli(*[a.format(cwd=cwd) for a in args], cwd=cwd,
+                                     env={"RESNET_SEARCH_CACHE": str(cwd / "cache")}))
+    assert expect in line, line
+    assert snapshot(cwd) == before
+    assert sorted(p.name for p in (cwd / "export-here").iterdir()) == ["keep.txt"]
