@@ -197,12 +197,16 @@ def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     return torch.where(flip[:, None, None, None], images.flip(-1), images)
 
 
-def random_grayscale(images: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
-    """ITU-R 601 luma replicated to 3 channels (torchvision's Grayscale) for a fraction p of the batch."""
-    weights = torch.tensor([0.299, 0.587, 0.114], device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    gray = (images * weights).sum(1, keepdim=True).expand_as(images)
-    pick = torch.rand(len(images), generator=generator, device=images.device) < p
-    return torch.where(pick[:, None, None, None], gray, images)
+def random_grayscale(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """For a fraction p of a normalised batch: ITU-R 601 luma of the raw pixels (torchvision's
+    Grayscale), normalised again per channel."""
+    shape = (1, 3, 1, 1)
+    mean = torch.tensor(CIFAR10_MEAN, device=x.device, dtype=x.dtype).view(shape)
+    std = torch.tensor(CIFAR10_STD, device=x.device, dtype=x.dtype).view(shape)
+    luma = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(shape)
+    gray = ((x * std + mean) * luma).sum(1, keepdim=True)
+    pick = torch.rand(len(x), generator=generator, device=x.device) < p
+    return torch.where(pick[:, None, None, None], (gray - mean) / std, x)
 
 
 def random_cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
@@ -217,15 +221,18 @@ def random_cutout(images: torch.Tensor, size: int, generator: torch.Generator) -
     return images.masked_fill(inside[:, None], 0)
 
 
-def augment_batch(images: torch.Tensor, recipe, generator: torch.Generator, dtype=torch.float32) -> torch.Tensor:
-    """uint8 (N, 3, 32, 32) on any device -> normalised, augmented float batch on that device."""
+def augment_batch(x: torch.Tensor, recipe, generator: torch.Generator) -> torch.Tensor:
+    """A normalised float batch (N, 3, 32, 32) on any device -> its augmented copy.
+
+    The engine normalises the training set once and augments normalised floats, which on CPU
+    is cheaper per batch than cropping, flipping and normalising uint8 at every step (torch's
+    uint8 kernels vectorise poorly). Crop padding and cutout fill with 0, the mean colour."""
     if recipe.crop_padding:
-        images = random_crop(images, recipe.crop_padding, generator)
+        x = random_crop(x, recipe.crop_padding, generator)
     if recipe.flip:
-        images = random_flip(images, generator)
-    if recipe.grayscale:  # on raw pixels, as torchvision's Grayscale
-        images = random_grayscale(images.to(dtype), recipe.grayscale, generator)
-    x = normalize(images, dtype)
+        x = random_flip(x, generator)
+    if recipe.grayscale:
+        x = random_grayscale(x, recipe.grayscale, generator)
     if recipe.cutout:
         x = random_cutout(x, recipe.cutout, generator)
     return x

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import html
+import importlib.util
 import json
 import math
 import shutil
@@ -44,8 +45,7 @@ REPORTED = "as reported: test acc, true CIFAR-10, 200 epochs"
 ARTIFACTS_ATTR = "report_artifacts"  # study user attr: {png filename: artifact id}
 
 # Colour-blind-safe (Okabe-Ito) colours; grey for what is not the main story.
-BLUE, ORANGE, VERMILLION, GREEN, PURPLE, SKY, YELLOW = ("#0072B2", "#E69F00", "#D55E00", "#009E73", "#CC79A7",
-                                                        "#56B4E9", "#F0E442")
+BLUE, ORANGE, VERMILLION, GREEN, PURPLE, SKY = "#0072B2", "#E69F00", "#D55E00", "#009E73", "#CC79A7", "#56B4E9"
 CURVE_COLOURS = (BLUE, ORANGE, GREEN, PURPLE, SKY, "#882255", "#8C564B", "#000000")
 GREY = "0.6"
 RC = {
@@ -72,11 +72,17 @@ class TrialInfo:
     baseline: bool
     device: str
     prune_reason: str = ""
+    fail_reason: str = ""
     over_budget: bool = False
+    first_trial: int | None = None  # a retried or re-queued trial: the number of its first run
+    resumed_from_epoch: int = 0  # epochs replayed from an earlier run's checkpoint
+    own_seconds: float = 0.0  # seconds this trial itself trained (set by _own_seconds)
 
     @property
     def trained(self) -> bool:
-        return bool(self.curve)
+        """Has validation accuracies of its own: a waiting trial (re-queued, retried) carries
+        copies of its first run's, which it has not trained yet."""
+        return bool(self.curve) and self.state != "WAITING"
 
     @property
     def best_acc(self) -> float | None:
@@ -98,8 +104,30 @@ def _info(t: optuna.trial.FrozenTrial) -> TrialInfo:
         seconds=[float(s) for s in a.get("seconds_per_epoch") or []],
         value=t.value if t.state == TrialState.COMPLETE else None, baseline=a.get("baseline") == "Model 1",
         device=str(a.get("device", "")), prune_reason=str(a.get("prune_reason", "")),
-        over_budget=bool(a.get("over_budget")),
+        fail_reason=str(a.get("fail_reason", "")),
+        over_budget=bool(a.get("over_budget")), first_trial=a.get("first_trial"),
+        resumed_from_epoch=int(a.get("resumed_from_epoch") or 0),
     )
+
+
+def _own_seconds(infos: list[TrialInfo]) -> None:
+    """The training seconds each trial spent itself. A trial retried after its worker died, or
+    re-queued after Ctrl-C, starts with copies of its first run's user attrs and, resuming from
+    the checkpoint, replays that run's epochs into its own lists: those are counted once, in
+    the run that trained them."""
+    earlier: dict[int, list[list[float]]] = {}
+    for i in sorted(infos, key=lambda i: i.number):
+        chain = i.first_trial if i.first_trial is not None and i.first_trial != i.number else None
+        if i.state == "WAITING":
+            i.own_seconds = 0.0
+        elif i.resumed_from_epoch:
+            i.own_seconds = sum(i.seconds[i.resumed_from_epoch:])
+        elif chain is not None and any(i.seconds == s for s in earlier.get(chain, [])):
+            i.own_seconds = 0.0  # copies, before its first epoch of its own
+        else:
+            i.own_seconds = sum(i.seconds)
+        if i.seconds:
+            earlier.setdefault(i.first_trial if chain is not None else i.number, []).append(i.seconds)
 
 
 def dataset_phrase(name: str | None) -> str:
@@ -135,12 +163,15 @@ def pareto_front(points: list[tuple[int, float, int]]) -> list[tuple[int, float,
 def study_counts(study: optuna.Study, infos: list[TrialInfo]) -> dict:
     counts = trial_counts(study)  # the same numbers `resnet-search best` prints
     diverged = sum(i.diverged for i in infos)
+    duplicate = sum(i.state == "PRUNED" and i.prune_reason.startswith("duplicate") for i in infos)
+    _own_seconds(infos)
     hours = {"gpu_hours": 0.0, "cpu_hours": 0.0}
     for i in infos:
         key = "gpu_hours" if i.device.startswith("cuda") else "cpu_hours" if i.device.startswith("cpu") else None
         if key:
-            hours[key] += sum(i.seconds) / 3600
-    return {**counts, "pruned_by_pruner": counts["pruned"] - diverged, "diverged": diverged,
+            hours[key] += i.own_seconds / 3600
+    return {**counts, "pruned_by_pruner": counts["pruned"] - diverged - duplicate, "diverged": diverged,
+            "duplicate": duplicate, "waiting": sum(i.state == "WAITING" for i in infos),
             "trained": sum(i.trained for i in infos), **hours}
 
 
@@ -190,9 +221,7 @@ def param_importances(study: optuna.Study) -> tuple[dict[str, float] | None, str
 def importance_evaluator():
     """Optuna's default, fANOVA, when scikit-learn is installed (it needs it); else PED-ANOVA,
     which needs nothing beyond numpy. Returns (evaluator, name for the page)."""
-    try:
-        import sklearn  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("sklearn") is None:
         return optuna.importance.PedAnovaImportanceEvaluator(), "PED-ANOVA"
     return optuna.importance.FanovaImportanceEvaluator(seed=0), "fANOVA"
 
@@ -585,7 +614,7 @@ def _fmt_int(x) -> str:
     return "—" if x is None else f"{x:,}"
 
 
-def _sections(study, infos, counts, rows, imp, imp_note, acc_info, curves_info, top) -> list[Section]:
+def _sections(study, infos, counts, rows, imp, imp_note, acc_info, curves_info) -> list[Section]:
     attrs = study.user_attrs
     dataset = dataset_phrase(attrs.get("dataset"))
     short = dataset_short(attrs.get("dataset"))
@@ -614,14 +643,23 @@ def _sections(study, infos, counts, rows, imp, imp_note, acc_info, curves_info, 
         ["complete", str(counts["complete"])],
         ["pruned by the pruner", str(counts["pruned_by_pruner"])],
         ["stopped as diverged", str(counts["diverged"])],
+        ["skipped as duplicates of a running trial", str(counts["duplicate"])],
         ["rejected by the budget (over budget, not trained)", str(counts["over_budget"])],
         ["failed", str(counts["failed"])],
         ["running", str(counts["running"])],
+        ["waiting (queued or to retry)", str(counts["waiting"])],
         ["GPU-hours used", f"{counts['gpu_hours']:.3f}"],
         ["CPU-hours used", f"{counts['cpu_hours']:.3f}"],
     ]
-    sections.append(Section("Counts", table=(["", "count"], counts_rows), notes=[
-        "Hours are the sum of the recorded training seconds per epoch of every trial, by the device it ran on."]))
+    failures: dict[str, int] = {}
+    for i in infos:
+        if i.state == "FAIL":
+            why = i.fail_reason.split(":")[0].split(" (")[0].strip() or "no reason recorded"
+            failures[why] = failures.get(why, 0) + 1
+    notes = [f"Failed: {', '.join(f'{n} {why}' for why, n in sorted(failures.items()))}."] if failures else []
+    sections.append(Section("Counts", table=(["", "count"], counts_rows), notes=notes + [
+        "Hours are the sum of the recorded training seconds per epoch of every trial, by the device it ran on; "
+        "epochs a resumed trial replays from an earlier run's checkpoint count once."]))
 
     if rows:
         header = ["rank", "trial", "spec", "params", "MACs", "val acc", "epochs", "train s", "test acc"]
@@ -645,12 +683,15 @@ def _sections(study, infos, counts, rows, imp, imp_note, acc_info, curves_info, 
     if baseline is None:
         acc_text.append("This study was not seeded with Model 1.")
     elif baseline.trained:
+        n = len(baseline.curve)
         acc_text.append(f"The star is Model 1 as trained in this study (trial {baseline.number}, "
-                        f"{_pct(baseline.best_acc)} validation accuracy after {len(baseline.curve)} epochs).")
+                        f"{_pct(baseline.best_acc)} validation accuracy after {n} epoch{'s' if n != 1 else ''}).")
     else:
         why = (f"over the budget ({_fmt_int(baseline.params)} parameters)" if baseline.over_budget
                else baseline.state.lower())
         acc_text.append(f"Model 1 was seeded as trial {baseline.number} but not trained here: {why}.")
+    if acc_info.get("zoom"):
+        acc_text.append("The right panel zooms on the corner of the Table 1 models (the dotted box on the left).")
     if not trained:
         acc_text.append("No trial has trained yet.")
     sections.append(Section("Accuracy against parameters", acc_text, image=ACC_PLOT,
@@ -663,7 +704,8 @@ def _sections(study, infos, counts, rows, imp, imp_note, acc_info, curves_info, 
         sections.append(Section("Learning curves", [
             f"Validation accuracy after each epoch of the top {len(curves_info['shown'])} complete trials, "
             f"coloured and numbered by their rank in the table above; trials stopped early by the pruner, "
-            f"by divergence or by failure in grey ({len(curves_info['stopped'])})."], image=CURVES_PLOT, image_alt="validation accuracy per epoch"))
+            f"by divergence or by failure in grey ({len(curves_info['stopped'])})."],
+            image=CURVES_PLOT, image_alt="validation accuracy per epoch"))
 
     if imp is None:
         sections.append(Section("Which dimensions matter", [imp_note + "."]))
@@ -679,7 +721,8 @@ def _sections(study, infos, counts, rows, imp, imp_note, acc_info, curves_info, 
         header = ["model", "description", "reported test acc", "reported params", "exact params"]
         body = [[r["model"], r["description"], f"{r['reported_test_acc']:.2f}%", f"{r['reported_params']:,}",
                  _fmt_int(r.get("params"))] for r in table_1]
-        sections.append(Section("The seed report's Table 1", [f"{REPORTED[0].upper()}{REPORTED[1:]}."], table=(header, body)))
+        sections.append(Section("The seed report's Table 1", [f"{REPORTED[0].upper()}{REPORTED[1:]}."],
+                                table=(header, body)))
     return sections
 
 
@@ -777,7 +820,7 @@ def write_report(study: optuna.Study, out_dir: Path, top: int = TOP_K) -> dict:
         plot_importances(imp, out_dir / IMPORTANCE_PLOT, imp_note.split(" over ")[0])
 
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    sections = _sections(study, infos, counts, rows, imp, imp_note, acc_info, curves_info, top)
+    sections = _sections(study, infos, counts, rows, imp, imp_note, acc_info, curves_info)
     (out_dir / "index.html").write_text(_html(study, sections, generated), encoding="utf-8")
     (out_dir / "report.md").write_text(_markdown(study, sections, generated), encoding="utf-8")
     best = rows[0] if rows else None

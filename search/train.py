@@ -176,7 +176,8 @@ def train(spec: ResNetSpec, data: Cifar10, recipe: Recipe, *, device: str | torc
             result.best_val_acc, result.best_epoch = state["best_val_acc"], state["best_epoch"]
             result.resumed_from = result.epochs_done
 
-    train_images = data.train.images.to(device)
+    # Normalised once, resident on the device (bf16 on CUDA: half the memory traffic per step).
+    train_images = normalize(data.train.images.to(device), torch.bfloat16 if cuda else torch.float32)
     train_labels = data.train.labels.to(device)
     n = len(train_labels)
     batch = min(recipe.batch_size, n)

@@ -212,6 +212,26 @@ def test_synthetic_importances_skip_fixed_dimensions(synthetic):
     assert md_table(md, "parameter")[1] == "importance"
 
 
+def test_resumed_and_retried_trials_count_their_epochs_once(tmp_path):
+    study = optuna.create_study(direction="maximize")
+    # Trial 0 is interrupted after 2 epochs; trial 1 is its re-queued copy, still waiting (same attrs);
+    # trial 2 is a retry that resumed from epoch 2 and trained 2 more; trial 3 ran out of GPU memory.
+    add(study, 0, TrialState.FAIL, 1_000_000, None, [0.3, 0.4], secs=[60.0, 60.0], first_trial=0,
+        fail_reason="interrupted (Ctrl-C); its checkpoint is kept to resume from")
+    add(study, 1, TrialState.WAITING, 1_000_000, None, [0.3, 0.4], secs=[60.0, 60.0], first_trial=0)
+    add(study, 2, TrialState.COMPLETE, 1_000_000, 0.6, [0.3, 0.4, 0.5, 0.6], secs=[60.0] * 4, first_trial=0,
+        resumed_from_trial=0, resumed_from_epoch=2)
+    add(study, 3, TrialState.FAIL, 2_000_000, None, [0.2], secs=[90.0], fail_reason="CUDA out of memory: ...")
+    result = report.write_report(study, tmp_path / "r")
+    counts = result["counts"]
+    assert counts["gpu_hours"] == pytest.approx((120 + 120 + 90) / 3600)
+    assert counts["waiting"] == 1 and counts["failed"] == 2 and counts["trained"] == 3
+    assert sorted(result["curves"]["stopped"]) == [0, 3]  # the waiting copy is not drawn
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "Failed: 1 CUDA out of memory, 1 interrupted." in md
+    assert md_table(md, "waiting (queued or to retry)")[1] == "1"
+
+
 def test_exported_winner_test_accuracy_is_shown(tmp_path):
     study = synthetic_study(tmp_path / "artifacts")
     study.set_user_attr("exported", {"trial": 3, "test_acc": 0.9377, "dir": str(tmp_path / "winner")})
@@ -302,6 +322,37 @@ def test_attach_replaces_instead_of_piling_up(tmp_path):
     fourth = report.attach_to_study(study, out)
     assert fourth[report.ACC_PLOT] != first[report.ACC_PLOT]
     assert fourth[report.CURVES_PLOT] == first[report.CURVES_PLOT]
+
+
+def test_dashboard_lists_and_serves_the_attached_plots(tmp_path):
+    """optuna-dashboard's own app, called in-process: the study lists the PNGs and serves them."""
+    import optuna_dashboard
+    from optuna.artifacts import FileSystemArtifactStore
+    from wsgiref.util import setup_testing_defaults
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/s.db")
+    study = synthetic_study(tmp_path / "artifacts", storage=storage)
+    report.write_report(study, tmp_path / "report")
+    ids = report.attach_to_study(study, tmp_path / "report")
+    app = optuna_dashboard.wsgi(storage, artifact_store=FileSystemArtifactStore(tmp_path / "artifacts"))
+
+    def get(path):
+        environ, answer = {}, {}
+        setup_testing_defaults(environ)
+        environ.update(PATH_INFO=path, REQUEST_METHOD="GET")
+
+        def start_response(status, headers, exc_info=None):
+            answer.update(status=status, headers=dict(headers))
+
+        body = b"".join(app(environ, start_response))
+        assert answer["status"].startswith("200"), (path, answer["status"])
+        return answer["headers"], body
+
+    _, body = get(f"/api/studies/{study._study_id}")
+    listed = {a["filename"]: a["artifact_id"] for a in json.loads(body)["artifacts"]}
+    assert listed == ids
+    headers, body = get(f"/artifacts/{study._study_id}/{ids[report.ACC_PLOT]}")
+    assert headers["Content-Type"] == "image/png" and body == (tmp_path / "report" / report.ACC_PLOT).read_bytes()
 
 
 def test_attach_needs_an_artifact_dir(tmp_path):
