@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torchvision import transforms
 
 from resnet_space import Recipe
-from search.data import CIFAR10_MEAN, CIFAR10_STD, DATA_ENV, augment_batch, load_cifar10, normalize
+from common import default_data
+from search.data import CIFAR10_MEAN, CIFAR10_STD, augment_batch, load_cifar10, normalize
 from search.train import resolve_device
 
 BATCH = 512
@@ -99,7 +100,7 @@ def torchvision_batches_per_s(images, labels, workers: int, batches: int) -> flo
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=os.environ.get(DATA_ENV) or "/work/shared/datasets/cifar10-jpeg")
+    parser.add_argument("--data", default=default_data())
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--batches", type=int, default=20,
                         help="timed batches per torchvision loader; the engine is timed over 20 times as many")

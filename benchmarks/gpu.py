@@ -25,23 +25,22 @@ resume does not disturb; data loading, model building and the test evaluation ar
 import argparse
 import json
 import math
-import os
 import re
 import shlex
 import shutil
 import statistics
 import sys
 import time
-import tomllib
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from common import default_data
 from resnet_space import MODEL_1, Recipe
 from resnet_space.model import build_model
-from resnet_space.space import LIST_VALUED_RECIPE_KEYS
-from search.data import DATA_ENV, DataError, load_cifar10
+from resnet_space.space import StudyFile
+from search.data import DataError, load_cifar10
 from search.train import evaluate, load_checkpoint, train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,31 +51,8 @@ class TimeUp(Exception):
     """Raised from the epoch callback: train() writes that epoch's checkpoint, then stops."""
 
 
-def point(key: str, value):
-    """One value from a study file's [recipe] entry: a range's centre or a list's first choice."""
-    if key in LIST_VALUED_RECIPE_KEYS and isinstance(value, list):
-        return value  # milestones is a list by nature, not a list of choices
-    if isinstance(value, dict) and "choices" in value:
-        return value["choices"][0]
-    if isinstance(value, list):
-        return value[0]
-    if isinstance(value, dict) and "low" in value and "high" in value:
-        low, high = value["low"], value["high"]
-        centre = math.sqrt(low * high) if value.get("log") else (low + high) / 2
-        return round(centre) if isinstance(low, int) and isinstance(high, int) else centre
-    return value
-
-
 def study_recipe(name: str) -> Recipe:
-    table = tomllib.loads((REPO / "studies" / name).read_text()).get("recipe", {})
-    return Recipe.from_dict({k: point(k, v) for k, v in table.items()})
-
-
-def default_data() -> str:
-    if os.environ.get(DATA_ENV):
-        return os.environ[DATA_ENV]
-    candidates = [REPO.parent / "shared/datasets/cifar10-jpeg", REPO / "shared/datasets/cifar10-jpeg"]
-    return str(next((c for c in candidates if c.exists()), candidates[0]))
+    return StudyFile.load(REPO / "studies" / name).center_recipe()[0]
 
 
 def sanitise(text: str) -> str:
@@ -198,7 +174,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.splitlines()[2:]))
-    parser.add_argument("--data", default=default_data(), help=f"CIFAR-10 image folder (default: ${DATA_ENV} "
+    parser.add_argument("--data", default=default_data(), help="CIFAR-10 image folder (default: $RESNET_SEARCH_DATA "
                         "or ../shared/datasets/cifar10-jpeg from the repo root)")
     parser.add_argument("--out", help="results JSON (default: results/<gpu-name>-torch<version>.json)")
     parser.add_argument("--only", choices=SECTIONS, action="append", help="run only this section (repeatable)")

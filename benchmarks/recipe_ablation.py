@@ -10,7 +10,6 @@ what they are worth on Model 1 at full length (benchmarks/gpu.py measures that o
 
 import argparse
 import json
-import os
 import statistics
 import time
 from dataclasses import replace
@@ -20,11 +19,11 @@ import torch
 
 from resnet_space import ResNetSpec
 from resnet_space.space import StudyFile
-from search.data import DATA_ENV, load_cifar10
+from common import default_data
+from search.data import load_cifar10
 from search.train import train
 
 STUDIES = Path(__file__).resolve().parent.parent / "studies"
-SHARED_COPY = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "cifar10-jpeg"
 
 
 def variants(fast, paper):
@@ -41,7 +40,7 @@ def variants(fast, paper):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=os.environ.get(DATA_ENV) or str(SHARED_COPY))
+    parser.add_argument("--data", default=default_data())
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--limit-train", type=int, default=10_000)
     parser.add_argument("--val-size", type=int, default=2_000)

@@ -222,8 +222,10 @@ def test_resumed_and_retried_trials_count_their_epochs_once(tmp_path):
     add(study, 2, TrialState.COMPLETE, 1_000_000, 0.6, [0.3, 0.4, 0.5, 0.6], secs=[60.0] * 4, first_trial=0,
         resumed_from_trial=0, resumed_from_epoch=2)
     add(study, 3, TrialState.FAIL, 2_000_000, None, [0.2], secs=[90.0], fail_reason="CUDA out of memory: ...")
+    add(study, 4, TrialState.PRUNED, 1_000_000, prune_reason="duplicate: trial 2 is training the same spec")
     result = report.write_report(study, tmp_path / "r")
     counts = result["counts"]
+    assert counts["duplicate"] == 1 and counts["pruned_by_pruner"] == 0 and counts["pruned"] == 1
     assert counts["gpu_hours"] == pytest.approx((120 + 120 + 90) / 3600)
     assert counts["waiting"] == 1 and counts["failed"] == 2 and counts["trained"] == 3
     assert sorted(result["curves"]["stopped"]) == [0, 3]  # the waiting copy is not drawn
