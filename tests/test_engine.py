@@ -1,6 +1,8 @@
 """The training engine on CPU with tiny specs (issue: training engine)."""
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -194,3 +196,10 @@ def test_checkpoint_of_another_spec_is_not_resumed(tmp_path):
     other = train(ResNetSpec((1,), (8,), 3, 1, 4), data, recipe, device="cpu", progress=False,
                   checkpoint_dir=tmp_path)
     assert other.resumed_from == 0 and math.isfinite(other.history[0].loss)
+
+
+def test_engine_imports_neither_optuna_nor_the_cli():
+    code = ("import sys, search.train, search.data, resnet_space.space; "
+            "bad = [m for m in sys.modules if m.split('.')[0] == 'optuna' or m in ('search.cli', 'search.study')]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
