@@ -176,6 +176,7 @@ def cmd_run(args) -> int:
             storage = open_storage_or_fail(args.storage, args.heartbeat, args.storage_retry)
             study = optuna.load_study(study_name=args.study, storage=storage, sampler=sampler, pruner=pruner)
             view.study = study
+    refresh_report(study, Path(args.artifacts).parent / "reports" / args.study, view.log)
     print_best(study, top=5)
     return 0
 
@@ -315,9 +316,48 @@ def cmd_best(args) -> int:
             metrics = export_trial(study, st.best_trials(study, 1)[0], out, data_root=args.data)
         except ExportError as e:
             raise UserError(str(e)) from None
+        study.set_user_attr("exported", {"trial": metrics["trial"], "test_acc": metrics["test_acc"],
+                                         "dir": str(out.resolve()), "dataset": metrics["dataset"]})
         print(f"exported trial {metrics['trial']} to {out}: validation {metrics['val_acc']:.2%}, "
               f"test {metrics['test_acc']:.2%} on {metrics['dataset']}")
     return 0
+
+
+def cmd_report(args) -> int:
+    import optuna
+
+    from . import study as st
+    from .report import attach_to_study, write_report
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    out = Path(args.out or Path("studies") / "reports" / args.study)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"report path {out} is a file, not a folder")
+    storage = open_storage_or_fail(args.storage)
+    try:
+        study = st.load_study(storage, args.study)
+    except st.StudyError as e:
+        raise UserError(str(e)) from None
+    numbers = write_report(study, out, top=args.top)
+    if not args.no_attach and study.user_attrs.get("artifact_dir"):
+        attach_to_study(study, out)
+    counts = numbers["counts"]
+    print(f"report for study {args.study!r}: {out / 'index.html'} ({counts['trials']} trials, "
+          f"{counts['trained']} trained)")
+    return 0
+
+
+def refresh_report(study, out: Path, log) -> None:
+    """The report and the plots the dashboard shows, redrawn after a search; a plotting
+    problem is logged in one line and never fails the search that produced the results."""
+    from .report import attach_to_study, write_report
+
+    try:
+        write_report(study, out)
+        attach_to_study(study, out)
+        log(f"report: {out / 'index.html'}")
+    except Exception as e:  # noqa: BLE001
+        log(f"report not refreshed: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
 
 
 def cmd_dashboard(args) -> int:
@@ -388,6 +428,13 @@ def build_parser() -> Parser:
     p.add_argument("--export", metavar="DIR", help="write spec.json, state_dict.pt, model.pt2, metrics.json")
     p.add_argument("--data", help="data root for the test evaluation (default: the one the study used)")
     p.set_defaults(func=cmd_best)
+
+    p = sub.add_parser("report", help="HTML and Markdown report with plots, attached to the study for the dashboard")
+    add_study_args(p)
+    p.add_argument("--out", metavar="DIR", help="report folder (default studies/reports/STUDY)")
+    p.add_argument("--top", type=positive_int, default=10, help="trials in the top table (default 10)")
+    p.add_argument("--no-attach", action="store_true", help="do not attach the plots to the study")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("dashboard", help="optuna-dashboard on the study's storage, artifacts wired in")
     add_study_args(p)

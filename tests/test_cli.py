@@ -156,3 +156,12 @@ def test_plain_run_without_cuda_refuses_and_explains(tmp_path):
     line = assert_user_error(run_cli("run", "--budget", "5e6", cwd=tmp_path))
     assert "no CUDA device" in line and " h on this CPU" in line and "--device cpu" in line
     assert not (tmp_path / "studies").exists()  # nothing was created
+
+
+def test_run_refreshes_the_report_and_report_writes_one(workdir):
+    assert (workdir / "studies" / "reports" / "e2e" / "index.html").exists()  # written at the end of run
+    assert load(workdir).user_attrs.get("report_artifacts")  # the plots, attached for the dashboard
+    result = run_cli("report", "--study", "e2e", "--out", workdir / "my-report", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert (workdir / "my-report" / "index.html").exists() and (workdir / "my-report" / "report.md").exists()
+    assert "e2e" in result.stdout
