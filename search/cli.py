@@ -195,6 +195,15 @@ def cpu_refusal(space, args) -> str:
             f"--budget 2e5 --epochs 1 --limit-train 500 --val-size 500 --trials 3")
 
 
+def load_study_or_fail(url: str, name: str):
+    from .study import StudyError, load_study
+
+    try:
+        return load_study(open_storage_or_fail(url), name)
+    except StudyError as e:
+        raise UserError(str(e)) from None
+
+
 def open_storage_or_fail(url: str, heartbeat_s: int | None = None, retry_s: float = 0):
     from .study import StudyError, open_storage
 
@@ -301,11 +310,7 @@ def cmd_best(args) -> int:
     out = Path(args.export) if args.export else None
     if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"export path {out} exists and is not an empty directory; choose a new one")
-    storage = open_storage_or_fail(args.storage)
-    try:
-        study = st.load_study(storage, args.study)
-    except st.StudyError as e:
-        raise UserError(str(e)) from None
+    study = load_study_or_fail(args.storage, args.study)
     if not st.best_trials(study, 1):
         raise UserError(f"study {args.study!r} has no completed trial yet; run `resnet-search run` first")
     print_best(study, args.top)
@@ -326,18 +331,13 @@ def cmd_best(args) -> int:
 def cmd_report(args) -> int:
     import optuna
 
-    from . import study as st
     from .report import attach_to_study, write_report
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     out = Path(args.out or Path("studies") / "reports" / args.study)
     if out.exists() and not out.is_dir():
         raise UserError(f"report path {out} is a file, not a folder")
-    storage = open_storage_or_fail(args.storage)
-    try:
-        study = st.load_study(storage, args.study)
-    except st.StudyError as e:
-        raise UserError(str(e)) from None
+    study = load_study_or_fail(args.storage, args.study)
     numbers = write_report(study, out, top=args.top)
     if not args.no_attach and study.user_attrs.get("artifact_dir"):
         attach_to_study(study, out)
@@ -365,17 +365,11 @@ def cmd_dashboard(args) -> int:
     import optuna_dashboard
     from optuna.artifacts import FileSystemArtifactStore
 
-    from . import study as st
-
-    storage = open_storage_or_fail(args.storage)
-    try:
-        study = st.load_study(storage, args.study)
-    except st.StudyError as e:
-        raise UserError(str(e)) from None
+    study = load_study_or_fail(args.storage, args.study)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store = FileSystemArtifactStore(study.user_attrs.get("artifact_dir", args.artifacts))
     print(f"optuna-dashboard for study {args.study!r}: http://{args.host}:{args.port}/dashboard", flush=True)
-    optuna_dashboard.run_server(storage, host=args.host, port=args.port, artifact_store=store)
+    optuna_dashboard.run_server(args.storage, host=args.host, port=args.port, artifact_store=store)
     return 0
 
 

@@ -6,11 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from .conftest import DATA, REPO, assert_user_error, needs_data, run_cli
+from .conftest import assert_user_error, cpu_run_flags, needs_data, run_cli
 
-TINY_SPACE = str(REPO / "tests" / "spaces" / "tiny.toml")
-QUICK = ["--device", "cpu", "--epochs", "1", "--limit-train", "100", "--val-size", "100", "--data", str(DATA),
-         "--space", TINY_SPACE, "--quiet"]
+QUICK = cpu_run_flags(limit_train=100, val_size=100)
 M1 = ["--blocks", "8,6,4,3", "--channels", "32,64,128,256"]
 pytestmark = needs_data
 

@@ -16,11 +16,9 @@ from resnet_space import ResNetSpec, count
 from resnet_space.model import build_model
 from search.data import load_cifar10, normalize
 
-from .conftest import DATA, REPO, assert_user_error, needs_data, run_cli
+from .conftest import CLI, DATA, assert_user_error, cpu_run_flags, needs_data, run_cli
 
-TINY_SPACE = REPO / "tests" / "spaces" / "tiny.toml"
-QUICK = ["--device", "cpu", "--epochs", "1", "--limit-train", "200", "--val-size", "200", "--data", str(DATA),
-         "--space", str(TINY_SPACE), "--quiet"]
+QUICK = cpu_run_flags()
 pytestmark = needs_data
 
 
@@ -117,7 +115,7 @@ def test_dashboard_answers_for_the_study(workdir):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    from .conftest import CLI
+
 
     server = subprocess.Popen([str(CLI), "dashboard", "--study", "e2e", "--port", str(port)], cwd=workdir,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -142,9 +140,8 @@ def test_dashboard_answers_for_the_study(workdir):
 
 
 def test_model_1_trains_at_5e6_when_asked(tmp_path):
-    result = run_cli("run", "--budget", "5e6", "--trials", "1", "--study", "m1", "--device", "cpu", "--epochs", "1",
-                     "--limit-train", "64", "--val-size", "50", "--data", DATA, "--space", TINY_SPACE, "--quiet",
-                     cwd=tmp_path)
+    result = run_cli("run", "--budget", "5e6", "--trials", "1", "--study", "m1",
+                     *cpu_run_flags(limit_train=64, val_size=50), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     [trial] = load(tmp_path, "m1").trials
     assert trial.user_attrs["baseline"] == "Model 1" and trial.state == TrialState.COMPLETE

@@ -21,7 +21,7 @@ from PIL import Image
 from search import report
 from search.study import table_1_records
 
-from .conftest import DATA, REPO, needs_data, run_cli
+from .conftest import REPO, cpu_run_flags, needs_data, run_cli
 
 JPEG = "cifar10-jpeg (image folder, JPEG)"
 CHROMIUM = shutil.which("chromium") or (
@@ -406,9 +406,7 @@ def test_chromium_renders_the_page_with_its_plots(synthetic, tmp_path):
 @pytest.fixture(scope="module")
 def real(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("real-study")
-    result = run_cli("run", "--budget", "2e5", "--trials", "4", "--study", "rep", "--device", "cpu", "--epochs", "1",
-                     "--limit-train", "200", "--val-size", "200", "--data", DATA, "--space",
-                     REPO / "tests" / "spaces" / "tiny.toml", "--quiet", cwd=cwd)
+    result = run_cli("run", "--budget", "2e5", "--trials", "4", "--study", "rep", *cpu_run_flags(), cwd=cwd)
     assert result.returncode == 0, result.stderr
     study = optuna.load_study(study_name="rep", storage=f"sqlite:///{cwd}/studies/resnet-search.db")
     out = cwd / "report"

@@ -13,17 +13,15 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-from .conftest import CLI, DATA, REPO, needs_data
+from .conftest import CLI, REPO, cpu_run_flags, needs_data
 
-TINY_SPACE = REPO / "tests" / "spaces" / "tiny.toml"
 pytestmark = needs_data
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def worker(cwd, storage, study, *extra, trials=12, epochs=1, limit=100):
     args = [str(CLI), "run", "--budget", "2e5", "--storage", storage, "--study", study, "--trials", str(trials),
-            "--device", "cpu", "--epochs", str(epochs), "--limit-train", str(limit), "--val-size", "100",
-            "--data", str(DATA), "--space", str(TINY_SPACE), "--quiet", *extra]
+            *cpu_run_flags(epochs, limit, 100), *extra]
     # One thread per worker: four workers share two cores.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
