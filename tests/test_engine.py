@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from resnet_space import Recipe, ResNetSpec
-from search.data import (CIFAR10_MEAN, CIFAR10_STD, DataError, ImageSet, augment_batch, load_cifar10, normalize,
-                         random_crop, random_cutout, random_flip, random_grayscale, stratified_order)
+from search.data import (CIFAR10_MEAN, CIFAR10_STD, DataError, ImageSet, TrainingSet, load_cifar10, normalize,
+                         random_cutout, random_grayscale, stratified_order)
 from search.train import DeviceError, Diverged, learning_rate, resolve_device, train
 
 from .conftest import DATA, needs_data
@@ -76,25 +76,31 @@ def test_augmentation_keeps_shapes_and_really_changes_images():
     g = torch.Generator().manual_seed(0)
     images = synthetic(64).images
     x = normalize(images)
-    out = augment_batch(x, Recipe(crop_padding=4, flip=True, grayscale=0.5, cutout=8), g)
-    assert out.shape == images.shape and out.dtype == torch.float32
-    assert torch.equal(augment_batch(x, Recipe(crop_padding=0, flip=False), g), x)
-    assert (out - x).abs().flatten(1).amax(1).gt(0.1).float().mean() > 0.9
+    index = torch.arange(64)
+    plain = TrainingSet(images, Recipe(crop_padding=0, flip=False)).batch(index, g)
+    assert plain.shape == images.shape and plain.dtype == torch.float32 and torch.equal(plain, x)
 
-    cropped = random_crop(images, 4, g)
-    assert cropped.shape == images.shape and cropped.dtype == torch.uint8
-    shifted = [not torch.equal(a, b) for a, b in zip(cropped, images)]
-    assert sum(shifted) > 40  # 1 in 81 shifts is the identity
-    flipped = random_flip(images, g)
-    same = [torch.equal(a, b) for a, b in zip(flipped, images)]
-    mirrored = [torch.equal(a, b.flip(-1)) for a, b in zip(flipped, images)]
-    assert all(s or m for s, m in zip(same, mirrored)) and 10 < sum(mirrored) < 54
+    out = TrainingSet(images, Recipe(crop_padding=4, flip=True)).batch(index, g)
+    assert out.shape == images.shape and out.dtype == torch.float32
+    # Every output is a 32x32 window of its zero-padded image, or of that image's mirror.
+    padded = torch.nn.functional.pad(x, (4,) * 4)
+    kinds = []
+    for o, p in zip(out, padded):
+        windows = {(dy, dx, m) for dy in range(9) for dx in range(9) for m in (0, 1)
+                   if torch.equal(o, (p.flip(-1) if m else p)[:, dy:dy + 32, dx:dx + 32])}
+        assert windows, "not a crop of the image or its mirror"
+        kinds.append(windows)
+    assert sum((4, 4, 0) not in k for k in kinds) > 40  # really changed: 1 in 162 draws is the identity
+    assert 10 < sum(all(m for _, _, m in k) for k in kinds) < 54  # about half mirrored
+
     gray = random_grayscale(x, 1.0, g)
     raw = gray * torch.tensor(CIFAR10_STD).view(1, 3, 1, 1) + torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
     assert torch.allclose(raw[:, 0], raw[:, 1], atol=1e-5) and torch.allclose(raw[:, 1], raw[:, 2], atol=1e-5)
     holes = random_cutout(torch.ones(64, 3, 32, 32), 8, g)
     zeros = (holes[:, 0] == 0).flatten(1).sum(1)
     assert zeros.max() == 64 and zeros.min() > 0
+    full = TrainingSet(images, Recipe(crop_padding=4, flip=True, grayscale=0.5, cutout=8)).batch(index, g)
+    assert full.shape == images.shape and (full - x).abs().flatten(1).amax(1).gt(0.1).float().mean() > 0.9
 
 
 def test_learning_rate_schedules():
