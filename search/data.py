@@ -209,8 +209,8 @@ class TrainingSet:
     """The training images prepared once on the training device, so that an augmented batch is
     one gather: normalised, zero-padded by the crop margin (0 is the mean colour after
     normalising), and with flips on, stored beside a mirrored copy. One index then picks an
-    image, its crop offset and its mirror at once: on this 2-core CPU, 531 batches of 512 per
-    second against 139 when each batch was gathered, then cropped and flipped apart
+    image, its crop offset and its mirror at once: 531 batches of 512 per second on a 2-core
+    CPU, where gathering each batch and then cropping and flipping it gave 139
     (benchmarks/data_path.py, same machine, same day)."""
 
     def __init__(self, images: torch.Tensor, recipe, dtype=torch.float32):
