@@ -106,7 +106,7 @@ def cmd_run(args) -> int:
     from .train import DeviceError, resolve_device
 
     try:
-        space = StudyFile.load(args.space)
+        space = StudyFile.load(resolve_space(args.space))
         budget = args.budget or space.budget
         device = resolve_device(args.device)
     except (SpaceError, DeviceError) as e:
@@ -181,6 +181,13 @@ def cmd_run(args) -> int:
     return 0
 
 
+def resolve_space(name: str) -> Path:
+    """A study file's path, or the name of one shipped in studies/ ('paper', 'cpu-small')."""
+    path = Path(name)
+    shipped = REPO_STUDIES / (name if name.endswith(".toml") else f"{name}.toml")
+    return shipped if not path.exists() and path.parent == Path(".") and shipped.exists() else path
+
+
 def cpu_refusal(space, args) -> str:
     from resnet_space import MODEL_1, count
 
@@ -191,8 +198,8 @@ def cpu_refusal(space, args) -> str:
     hours, rate = cpu_estimate_hours(count(MODEL_1).macs, images, epochs)
     return (f"no CUDA device here: one trial like the report's Model 1 ({count(MODEL_1).macs:,} MACs/image, "
             f"{images:,} images x {epochs} epochs) would take about {hours:,.0f} h on this CPU "
-            f"({rate / 1e9:.1f} GMAC/s measured); for a small CPU search run: resnet-search run --device cpu "
-            f"--budget 2e5 --epochs 1 --limit-train 500 --val-size 500 --trials 3")
+            f"({rate / 1e9:.1f} GMAC/s measured); for a small search on this CPU run: resnet-search run "
+            f"--device cpu --space cpu-small --study cpu-try --epochs 2 --limit-train 2000 --val-size 1000 --trials 5")
 
 
 def load_study_or_fail(url: str, name: str):
@@ -397,7 +404,9 @@ def build_parser() -> Parser:
     p = sub.add_parser("run", help="search: train sampled ResNets under the budget, prune the weak ones")
     p.add_argument("--budget", type=budget_arg, help="parameter budget, e.g. 5e6 or 5M (default: the space file's)")
     add_study_args(p)
-    p.add_argument("--space", default=str(REPO_STUDIES / "default.toml"), help="study file (TOML) with the space")
+    p.add_argument("--space", default=str(REPO_STUDIES / "default.toml"),
+                   help="study file (TOML) with the space and recipe, or a shipped one by name: default, paper, "
+                        "cpu-small")
     p.add_argument("--trials", type=positive_int, default=100, help="trials in the study in all (default 100)")
     p.add_argument("--timeout", type=positive_float, help="stop starting trials after this many seconds")
     p.add_argument("--epochs", type=positive_int, help="epochs per trial (default: the recipe's)")

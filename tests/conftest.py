@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parent.parent
 # The one setting for real images: the JPEG copy of CIFAR-10 beside the clone unless overridden.
 DATA = Path(os.environ.get("RESNET_SEARCH_DATA", REPO.parent / "shared" / "datasets" / "cifar10-jpeg"))
 CLI = Path(sys.executable).with_name("resnet-search")
-TINY_SPACE = REPO / "tests" / "spaces" / "tiny.toml"
+TINY_SPACE = REPO / "studies" / "cpu-small.toml"
 
 
 def cpu_run_flags(epochs=1, limit_train=200, val_size=200) -> list[str]:
