@@ -5,8 +5,9 @@
 
 Both sides make the same thing: a batch of 512 images, randomly cropped (padding 4), randomly
 flipped and normalised. The engine prepares the images once on the device (its one-off cost is
-reported apart) and draws each batch with search.data.TrainingSet.batch; the baseline is RandomCrop, RandomHorizontalFlip,
-ToTensor and Normalize over PIL images through a DataLoader (num_workers 0 and the core count).
+reported apart) and draws each batch with search.data.TrainingSet.batch; the baseline is
+RandomCrop, RandomHorizontalFlip, ToTensor and Normalize over PIL images through a DataLoader
+(num_workers 0 and the core count).
 The PIL images are built in memory from the same uint8 tensors, so disk reads are not measured.
 """
 

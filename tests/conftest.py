@@ -30,6 +30,20 @@ needs_data = pytest.mark.skipif(
 )
 
 
+def storage_url(cwd) -> str:
+    """The default SQLite storage of a `run` started in cwd."""
+    return f"sqlite:///{cwd}/studies/resnet-search.db"
+
+
+def run_small_study(cwd, study: str, trials: int, **flags):
+    """`resnet-search run` of a small real study in cwd, as a user would; returns the study."""
+    import optuna
+
+    result = run_cli("run", "--budget", "2e5", "--trials", trials, "--study", study, *cpu_run_flags(**flags), cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return optuna.load_study(study_name=study, storage=storage_url(cwd))
+
+
 def run_cli(*args, env=None, timeout=600, cwd=None):
     """Run the installed console script exactly as a user would."""
     return subprocess.run(

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from .conftest import assert_user_error, cpu_run_flags, needs_data, run_cli
+from .conftest import assert_user_error, cpu_run_flags, needs_data, run_cli, run_small_study, storage_url
 
 QUICK = cpu_run_flags(limit_train=100, val_size=100)
 M1 = ["--blocks", "8,6,4,3", "--channels", "32,64,128,256"]
@@ -17,9 +17,8 @@ pytestmark = needs_data
 def cwd(tmp_path_factory):
     """A real study with two trials, plus the bad files the cases point at."""
     cwd = tmp_path_factory.mktemp("bad")
-    result = run_cli("run", "--budget", "2e5", "--trials", "2", "--study", "base", *QUICK, cwd=cwd)
-    assert result.returncode == 0, result.stderr
-    optuna.create_study(study_name="empty", storage=f"sqlite:///{cwd}/studies/resnet-search.db")
+    run_small_study(cwd, "base", 2, limit_train=100, val_size=100)
+    optuna.create_study(study_name="empty", storage=storage_url(cwd))
     (cwd / "bad.toml").write_text("[space\nstages = 3\n")
     (cwd / "unknown-key.toml").write_text("[space]\nstages = [3]\nblocks = 1\nwidth = 3\n")
     (cwd / "even.toml").write_text("[space]\nstages = [3]\nblocks = 1\nconv_kernel = [4]\n")
@@ -39,7 +38,7 @@ def cwd(tmp_path_factory):
 
 
 def snapshot(cwd):
-    storage = f"sqlite:///{cwd}/studies/resnet-search.db"
+    storage = storage_url(cwd)
     names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
     study = optuna.load_study(study_name="base", storage=storage)
     return names, study.user_attrs, [(t.number, t.state, t.params, t.user_attrs, t.values) for t in study.trials]

@@ -16,7 +16,7 @@ from resnet_space import ResNetSpec, count
 from resnet_space.model import build_model
 from search.data import load_cifar10, normalize
 
-from .conftest import CLI, DATA, assert_user_error, cpu_run_flags, needs_data, run_cli
+from .conftest import CLI, DATA, assert_user_error, cpu_run_flags, needs_data, run_cli, run_small_study, storage_url
 
 QUICK = cpu_run_flags()
 pytestmark = needs_data
@@ -26,13 +26,8 @@ pytestmark = needs_data
 def workdir(tmp_path_factory):
     """A small study, run as a user would: 3 trials of 1 epoch, then resumed to 5."""
     cwd = tmp_path_factory.mktemp("study")
-    first = run_cli("run", "--budget", "2e5", "--trials", "3", "--study", "e2e", *QUICK, cwd=cwd)
-    assert first.returncode == 0, first.stderr
+    run_small_study(cwd, "e2e", 3)
     return cwd
-
-
-def storage_url(cwd):
-    return f"sqlite:///{cwd}/studies/resnet-search.db"
 
 
 def load(cwd, name="e2e"):

@@ -21,7 +21,7 @@ from PIL import Image
 from search import report
 from search.study import table_1_records
 
-from .conftest import REPO, cpu_run_flags, needs_data, run_cli
+from .conftest import REPO, needs_data, run_small_study
 
 JPEG = "cifar10-jpeg (image folder, JPEG)"
 CHROMIUM = shutil.which("chromium") or (
@@ -406,9 +406,7 @@ def test_chromium_renders_the_page_with_its_plots(synthetic, tmp_path):
 @pytest.fixture(scope="module")
 def real(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("real-study")
-    result = run_cli("run", "--budget", "2e5", "--trials", "4", "--study", "rep", *cpu_run_flags(), cwd=cwd)
-    assert result.returncode == 0, result.stderr
-    study = optuna.load_study(study_name="rep", storage=f"sqlite:///{cwd}/studies/resnet-search.db")
+    study = run_small_study(cwd, "rep", 4)
     out = cwd / "report"
     return study, out, report.write_report(study, out)
 

@@ -29,13 +29,14 @@ def worker(cwd, storage, study, *extra, trials=12, epochs=1, limit=100):
 
 def wait_for_epoch(storage, study_name, epoch, timeout=300):
     """The first running trial once it has reported `epoch` (its checkpoint is then on disk).
-    Tests give their trials 8 epochs, so that on a loaded machine the trial is still running
-    when the signal they send after epoch 1 arrives."""
+    Tests give their trials 8 epochs of 2,000 images, so that even on an idle machine the
+    trial is still running when the signal they send after epoch 1 arrives."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
             study = optuna.load_study(study_name=study_name, storage=storage)
-        except (KeyError, sqlalchemy.exc.OperationalError):  # not created yet
+        except (KeyError, sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError):
+            # not created yet, or the worker is creating Optuna's tables as we look
             time.sleep(0.5)
             continue
         for t in study.get_trials(states=(TrialState.RUNNING,)):
@@ -65,13 +66,13 @@ def test_four_workers_share_one_study(tmp_path, postgres_url):
 
 def test_killed_worker_trial_is_retried_from_its_checkpoint(tmp_path, postgres_url):
     first = worker(tmp_path, postgres_url, "killed", "--no-baseline", "--heartbeat", "1", trials=2, epochs=8,
-                   limit=400)
+                   limit=2000)
     victim = wait_for_epoch(postgres_url, "killed", 1)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
     time.sleep(4)  # past the grace period of 3 heartbeats
     second = worker(tmp_path, postgres_url, "killed", "--no-baseline", "--heartbeat", "1", trials=2, epochs=8,
-                    limit=400)
+                    limit=2000)
     out, err = second.communicate(timeout=600)
     assert second.returncode == 0, err
     study = optuna.load_study(study_name="killed", storage=postgres_url)
@@ -87,19 +88,19 @@ def test_killed_worker_trial_is_retried_from_its_checkpoint(tmp_path, postgres_u
 
 def test_ctrl_c_records_the_trial_and_the_next_run_resumes_it(tmp_path):
     storage = f"sqlite:///{tmp_path}/studies/resnet-search.db"
-    first = worker(tmp_path, storage, "sigint", "--no-baseline", trials=1, epochs=8, limit=400)
+    first = worker(tmp_path, storage, "sigint", "--no-baseline", trials=1, epochs=8, limit=2000)
     victim = wait_for_epoch(storage, "sigint", 1)
     first.send_signal(signal.SIGINT)
     started = time.time()
     out, err = first.communicate(timeout=60)
-    assert first.returncode == 130 and time.time() - started < 60
+    assert first.returncode == 130 and time.time() - started < 60, err
     assert "Traceback" not in err and "run the same command again" in err
     study = optuna.load_study(study_name="sigint", storage=storage)
     dead = study.trials[victim.number]
     assert dead.state == TrialState.FAIL and dead.user_attrs["fail_reason"].startswith("interrupted")
     assert (tmp_path / "studies" / "checkpoints" / "sigint" / f"trial-{victim.number}" / "last.pt").exists()
 
-    again = worker(tmp_path, storage, "sigint", "--no-baseline", trials=1, epochs=8, limit=400)
+    again = worker(tmp_path, storage, "sigint", "--no-baseline", trials=1, epochs=8, limit=2000)
     out, err = again.communicate(timeout=600)
     assert again.returncode == 0, err
     study = optuna.load_study(study_name="sigint", storage=storage)
@@ -120,7 +121,7 @@ def test_worker_rides_out_a_storage_outage(tmp_path):
     url = started.stdout.strip()
     try:
         w = worker(tmp_path, url, "outage", "--no-baseline", "--heartbeat", "1", "--storage-retry", "60",
-                   trials=2, epochs=8, limit=400)
+                   trials=2, epochs=8, limit=2000)
         victim = wait_for_epoch(url, "outage", 1)
         subprocess.run([*script, "stop", f"{root}/pg"], check=True, capture_output=True)
         time.sleep(5)
