@@ -274,9 +274,11 @@ class Objective:
 
     @staticmethod
     def _running_twin(trial: optuna.Trial, spec) -> int | None:
-        """A lower-numbered running trial on the same spec, if any (constant liar makes it rare)."""
+        """Another running trial on the same spec, if any (constant liar makes it rare). Each
+        trial records its spec before it looks, so of two that start together at least the
+        later one sees the other; both may step aside, neither trains the spec twice."""
         for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if t.number < trial.number and t.user_attrs.get("spec") == spec.to_dict():
+            if t.number != trial.number and t.user_attrs.get("spec") == spec.to_dict():
                 return t.number
         return None
 

@@ -24,7 +24,10 @@ def worker(cwd, storage, study, *extra, trials=12, epochs=1, limit=100):
             *cpu_run_flags(epochs, limit, 100), *extra]
     # One thread per worker: four workers share two cores.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell's background job inherits SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt: restore the default so Ctrl-C reaches the worker as it does a user's.
+    return subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for_epoch(storage, study_name, epoch, timeout=300):
