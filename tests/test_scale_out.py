@@ -127,7 +127,7 @@ def test_worker_rides_out_a_storage_outage(tmp_path):
                    trials=2, epochs=8, limit=2000)
         victim = wait_for_epoch(url, "outage", 1)
         subprocess.run([*script, "stop", f"{root}/pg"], check=True, capture_output=True)
-        time.sleep(5)
+        time.sleep(15)  # longer than an epoch, so the worker meets the outage, not only its heartbeats
         subprocess.run([*script, "restart", f"{root}/pg", "55439"], check=True, capture_output=True)
         out, err = w.communicate(timeout=600)
         assert w.returncode == 0, err
