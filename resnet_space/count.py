@@ -40,10 +40,6 @@ def count(spec: ResNetSpec) -> Counts:
     return Counts(params + features + spec.classes, macs + features)
 
 
-def count_params(spec: ResNetSpec) -> int:
-    return count(spec).params
-
-
 def fits(spec: ResNetSpec, budget: int) -> bool:
     """The budget is a hard ceiling: a spec at or above it does not fit."""
     return count(spec).params < budget

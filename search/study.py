@@ -8,7 +8,6 @@ validation accuracy each epoch to the pruner, and keep its best checkpoint as an
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -326,7 +325,3 @@ def cpu_estimate_hours(macs_per_image: int, images: int, epochs: int) -> tuple[f
             conv(x)
     rate = 3 * 32 * 64 * 64 * 9 * 32 * 32 / (time.perf_counter() - start)
     return 3 * macs_per_image * images * epochs / rate / 3600, rate
-
-
-def log_to_stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
