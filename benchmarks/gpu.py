@@ -41,7 +41,7 @@ from resnet_space import MODEL_1, Recipe
 from resnet_space.model import build_model
 from resnet_space.space import StudyFile
 from search.data import DataError, load_cifar10
-from search.train import evaluate, load_checkpoint, train
+from search.train import completed_epochs, evaluate, load_weights, train
 
 REPO = Path(__file__).resolve().parent.parent
 SECTIONS = ("epoch", "paper", "fast")
@@ -76,8 +76,8 @@ class Bench:
 
     def run(self, label: str, recipe: Recipe, *, compile: bool, checkpoint: Path | None = None):
         """Train Model 1; (history as dicts, whether it finished). Progress lines go to stderr."""
-        def on_epoch(epoch, val_acc, loss, seconds):
-            print(f"{label}: epoch {epoch}/{recipe.epochs}  val {val_acc:.4f}  loss {loss:.3f}  {seconds:.1f}s",
+        def on_epoch(e):
+            print(f"{label}: epoch {e.epoch}/{recipe.epochs}  val {e.val_acc:.4f}  loss {e.loss:.3f}  {e.seconds:.1f}s",
                   file=sys.stderr, flush=True)
             if checkpoint is not None and time.monotonic() > self.deadline:
                 raise TimeUp  # only a checkpointed run can stop early and resume
@@ -87,13 +87,13 @@ class Bench:
                            checkpoint_dir=checkpoint, on_epoch=on_epoch)
             history = [vars(e) for e in result.history]
         except TimeUp:
-            history = load_checkpoint(checkpoint / "last.pt")["history"]
+            history = [vars(e) for e in completed_epochs(checkpoint, MODEL_1, recipe, 0)]
         return history, len(history) == recipe.epochs
 
     def test_accuracy(self, checkpoint: Path, recipe: Recipe) -> float:
         """The final epoch's weights (last.pt), not the best validation epoch's, on the test split."""
         model = build_model(MODEL_1).to(self.device, memory_format=torch.channels_last)
-        model.load_state_dict(load_checkpoint(checkpoint / "last.pt")["model"])
+        model.load_state_dict(load_weights(checkpoint / "last.pt"))
         return evaluate(model, self.data.test.images, self.data.test.labels, self.device, recipe.flip_tta)
 
     def trained(self, name: str, recipe: Recipe) -> dict:

@@ -24,7 +24,7 @@ from resnet_space.model import build_model
 from resnet_space.space import StudyFile
 from common import default_data
 from search.data import load_cifar10
-from search.train import evaluate, load_checkpoint, train
+from search.train import evaluate, load_weights, train
 
 STUDIES = Path(__file__).resolve().parent.parent / "studies"
 
@@ -46,7 +46,7 @@ def final_accuracy(spec, data, recipe, seed, device, checkpoints: Path) -> dict:
     out = {"val_acc": result.history[-1].val_acc}
     if recipe.flip_tta:
         model = build_model(spec)
-        model.load_state_dict(load_checkpoint(checkpoints / "last.pt")["model"])
+        model.load_state_dict(load_weights(checkpoints / "last.pt"))
         out["val_acc_without_tta"] = evaluate(model, data.val.images, data.val.labels, torch.device("cpu"))
     shutil.rmtree(checkpoints, ignore_errors=True)
     return out

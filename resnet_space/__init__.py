@@ -2,6 +2,7 @@
 
 from .count import Counts, count, fits
 from .recipe import Recipe
-from .spec import MODEL_1, TABLE_1, ResNetSpec, SpecError, parse_budget
+from .spec import ResNetSpec, SpecError, parse_budget
+from .table1 import MODEL_1, TABLE_1
 
 __all__ = ["Counts", "MODEL_1", "Recipe", "ResNetSpec", "SpecError", "TABLE_1", "count", "fits", "parse_budget"]

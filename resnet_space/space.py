@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .count import count
+from .errors import UserError
 from .recipe import Recipe
 from .spec import MAX_STAGES, ResNetSpec, SpecError, parse_budget
 
@@ -34,7 +35,7 @@ SPACE_DEFAULTS = {"channel_step": 8, "min_channels": 8, "classes": 10, "growth":
 LIST_VALUED_RECIPE_KEYS = {"milestones"}
 
 
-class SpaceError(ValueError):
+class SpaceError(UserError, ValueError):
     """A study file that cannot be used; the message is one line naming the file and key."""
 
 

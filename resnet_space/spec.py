@@ -12,12 +12,14 @@ import math
 import re
 from dataclasses import asdict, dataclass
 
+from .errors import UserError
+
 IMAGE_SIDE = 32
 IN_CHANNELS = 3
 MAX_STAGES = 6  # 32 / 2**5 == 1
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """An invalid spec or spec-related input; its message is one line fit for a user."""
 
 
@@ -150,24 +152,3 @@ def parse_budget(text) -> int:
     if not math.isfinite(value) or value <= 0:
         raise SpecError(f"budget: {text!r} must be a positive number of parameters")
     return int(value)
-
-
-# The seed report's Table 1, as recovered in ../shared/reference/NOTES.md.
-MODEL_1 = ResNetSpec(blocks=(8, 6, 4, 3), channels=(32, 64, 128, 256), conv_kernels=3, skip_kernels=1, pool=4)
-
-TABLE_1 = [
-    # name, description, reported test accuracy (%), reported params, recoverable spec or None
-    ("Model 1", "4 layers (8,6,4,3), SGD, decaying LR", 94.40, 4_976_000, MODEL_1),
-    ("Model 2", "4 layers (1,1,5,3), SGD, decaying LR", 92.95, 4_772_000,
-     ResNetSpec((1, 1, 5, 3), (32, 64, 128, 256), 3, 1, 4)),
-    ("Model 3", "Model 1 with Adam", 93.17, 4_976_000, MODEL_1),
-    ("Model 4", "Model 1 with constant LR 0.1", 91.67, 4_976_000, MODEL_1),
-    ("Model 5", "5 layers (1,1,1,1,1), 32..512, SGD", 92.78, 4_905_000,
-     ResNetSpec((1, 1, 1, 1, 1), (32, 64, 128, 256, 512), 3, 1, 4)),
-    ("Model 6", "4 layers (1,1,1,1), 64..512, SGD", 93.87, 4_903_000,
-     ResNetSpec((1, 1, 1, 1), (64, 128, 256, 512), 3, 1, 4)),
-    # No spec of the family reproduces Model 7's reported count: kept as reported only.
-    ("Model 7", "4 layers (7,6,2,2), smaller k_i (spec not recoverable)", 94.21, 4_993_000, None),
-    ("Model 8", "Model 5 with Adam", 91.75, 4_905_000,
-     ResNetSpec((1, 1, 1, 1, 1), (32, 64, 128, 256, 512), 3, 1, 4)),
-]

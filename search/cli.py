@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import os
 import sys
-import time
 from pathlib import Path
 
 from resnet_space import ResNetSpec, SpecError, count, parse_budget
+from resnet_space.errors import UserError
 from resnet_space.spec import parse_int_list
 
-
-class UserError(Exception):
-    """Bad input or state a user can fix: printed as one line, exit code 2."""
+from .layout import (DEFAULT_ARTIFACTS, DEFAULT_SPACE, DEFAULT_STORAGE, DEFAULT_STUDY, HEARTBEAT_S, Outputs,
+                     shipped_spaces)
 
 
 class Parser(argparse.ArgumentParser):
@@ -88,145 +87,36 @@ def cmd_count(args) -> int:
     return 0 if fits is None or fits else 1
 
 
-REPO_STUDIES = Path(__file__).resolve().parent.parent / "studies"
-# Defaults live here, not in study.py, so that parsing flags imports neither torch nor optuna.
-DEFAULT_STUDY = "resnet-search"
-DEFAULT_STORAGE = "sqlite:///studies/resnet-search.db"
-DEFAULT_ARTIFACTS = "studies/artifacts"
-
-
 def cmd_run(args) -> int:
-    import optuna
-    import torch
+    from .study import SearchSettings, run_search
 
-    from resnet_space.space import SpaceError, StudyFile
-
-    from . import study as st
-    from .data import DataError, load_cifar10
-    from .train import DeviceError, resolve_device
-
-    try:
-        space = StudyFile.load(resolve_space(args.space))
-        budget = args.budget or space.budget
-        device = resolve_device(args.device)
-    except (SpaceError, DeviceError) as e:
-        raise UserError(str(e)) from None
-    if args.device == "auto" and device.type == "cpu":
-        raise UserError(cpu_refusal(space, args))
-    storage = open_storage_or_fail(args.storage, args.heartbeat, args.storage_retry)
-    try:
-        data = load_cifar10(args.data, val_size=args.val_size, limit_train=args.limit_train, seed=args.seed)
-    except DataError as e:
-        raise UserError(str(e)) from None
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial replaces Optuna's
-    settings = st.SearchSettings(
-        budget=budget, space=space, epochs=args.epochs, device=str(device), seed=args.seed,
-        checkpoints=Path(args.artifacts).parent / "checkpoints" / args.study, artifacts=Path(args.artifacts),
-        baseline=not args.no_baseline,
+    settings = SearchSettings(
+        budget=args.budget, space=args.space, study=args.study, storage=args.storage, trials=args.trials,
+        timeout=args.timeout, epochs=args.epochs, device=args.device, data=args.data,
+        limit_train=args.limit_train, val_size=args.val_size, seed=args.seed, artifacts=args.artifacts,
+        baseline=not args.no_baseline, heartbeat=args.heartbeat, storage_retry=args.storage_retry,
     )
-    max_epochs = space.center_recipe(args.epochs)[0].epochs
-    # Workers sharing a study must not share a sampler seed, or their random start-up trials coincide.
-    sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True,
-                                         seed=args.seed * 100_003 + os.getpid(), n_startup_trials=10)
-    # Hyperband on epochs: weak trials stop after 1, 3, 9, ... epochs instead of running to the end.
-    pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
     try:
-        study, created = st.create_or_load(storage, args.study, settings, sampler, pruner)
-    except st.StudyError as e:
-        raise UserError(str(e)) from None
-    if created:
-        for key, value in {"data_root": data.root, "dataset": data.name, "val_size": args.val_size,
-                           "limit_train": args.limit_train}.items():
-            study.set_user_attr(key, value)
-
-    view = LiveView(study, args.trials, quiet=args.quiet)
-    objective = st.Objective(settings, data, progress=view.progress or False, log=view.log, max_trials=args.trials)
-    # --trials counts the study's finished trials, so running the same command again resumes it.
-    # Failed trials do not count: the heartbeat retries those of dead workers, and trials stopped
-    # by Ctrl-C are queued again here to resume from their checkpoints.
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    taken = optuna.study.MaxTrialsCallback(args.trials, states=(*finished, optuna.trial.TrialState.RUNNING))
-    done = len(study.get_trials(deepcopy=False, states=finished))
-    requeued = st.requeue_interrupted(study) if done < args.trials else []
-    view.log(f"study {args.study!r} on {st.redact(args.storage)}: {done} of {args.trials} trials finished"
-             + (f", resuming interrupted trial(s) {', '.join(map(str, requeued))}" if requeued else "")
-             + f"; budget {budget:,} params; {data.name}: {len(data.train):,} train / {len(data.val):,} "
-             f"validation images; device {device}")
-    deadline = None if args.timeout is None else time.monotonic() + args.timeout
-    while done < args.trials:
-        try:
-            with view:
-                study.optimize(objective, callbacks=[taken, view.on_trial], gc_after_trial=True,
-                               timeout=None if deadline is None else max(0.0, deadline - time.monotonic()),
-                               catch=(torch.cuda.OutOfMemoryError, st.SurplusTrial))
-            break
-        except KeyboardInterrupt:
-            view.log("interrupted: the running trial is recorded as failed and its checkpoint kept; "
-                     "run the same command again to resume it and continue the study")
-            return 130
-        except Exception as e:
-            outage = st.storage_outage(e)
-            if outage is None:
-                raise
-            # The server went away: reconnect with backoff for a bounded time. What was recorded
-            # stays in the database; the trial in flight is failed by its heartbeat and retried.
-            view.log(f"storage unreachable ({str(outage).splitlines()[0][:120]}); "
-                     f"retrying for up to {args.storage_retry:g} s")
-            storage = open_storage_or_fail(args.storage, args.heartbeat, args.storage_retry)
-            study = optuna.load_study(study_name=args.study, storage=storage, sampler=sampler, pruner=pruner)
-            view.study = study
-    refresh_report(study, Path(args.artifacts).parent / "reports" / args.study, view.log)
+        study = run_search(settings, LiveView(args.trials, quiet=args.quiet))
+    except KeyboardInterrupt:
+        return 130  # the search logged what was kept and how to resume
     print_best(study, top=5)
     return 0
 
 
-def resolve_space(name: str) -> Path:
-    """A study file's path, or the name of one shipped in studies/ ('paper', 'cpu-small')."""
-    path = Path(name)
-    shipped = REPO_STUDIES / (name if name.endswith(".toml") else f"{name}.toml")
-    return shipped if not path.exists() and path.parent == Path(".") and shipped.exists() else path
+def open_study(url: str, name: str):
+    from .storage import load_study, open_storage
 
-
-def cpu_refusal(space, args) -> str:
-    from resnet_space import MODEL_1, count
-
-    from .study import cpu_estimate_hours
-
-    epochs = args.epochs or space.center_recipe()[0].epochs
-    images = args.limit_train or 45_000
-    hours, rate = cpu_estimate_hours(count(MODEL_1).macs, images, epochs)
-    return (f"no CUDA device here: one trial like the report's Model 1 ({count(MODEL_1).macs:,} MACs/image, "
-            f"{images:,} images x {epochs} epochs) would take about {hours:,.0f} h on this CPU "
-            f"({rate / 1e9:.1f} GMAC/s measured); for a small search on this CPU run: resnet-search run "
-            f"--device cpu --space cpu-small --study cpu-try --epochs 2 --limit-train 2000 --val-size 1000 --trials 5")
-
-
-def load_study_or_fail(url: str, name: str):
-    from .study import StudyError, load_study
-
-    try:
-        return load_study(open_storage_or_fail(url), name)
-    except StudyError as e:
-        raise UserError(str(e)) from None
-
-
-def open_storage_or_fail(url: str, heartbeat_s: int | None = None, retry_s: float = 0):
-    from .study import StudyError, open_storage
-
-    try:
-        return open_storage(url, *([heartbeat_s] if heartbeat_s else []), retry_s=retry_s)
-    except StudyError as e:
-        raise UserError(str(e)) from None
+    return load_study(open_storage(url), name)
 
 
 class LiveView:
     """A rich view of the study (trials, pruned, over budget, best) with the trainer's epoch bar
     beneath it; with --quiet, plain log lines on stderr instead."""
 
-    def __init__(self, study, total: int, quiet: bool):
-        self.study, self.total, self.quiet = study, total, quiet
-        self.progress = None
+    def __init__(self, total: int, quiet: bool):
+        self.study, self.total, self.quiet = None, total, quiet
+        self.progress = False
         if not quiet:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -235,72 +125,68 @@ class LiveView:
                                      TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
                                      console=Console(stderr=True, log_path=False))
             self.task = self.progress.add_task("trials", total=total, info="")
-            self._refresh()
 
     def _refresh(self):
-        from .study import trial_counts
+        from .record import TrialRecord, trial_counts
+        from .study import trained_trials
 
         counts = trial_counts(self.study)
-        best = self._best()
+        try:
+            best = TrialRecord.of(self.study.best_trial)
+            best = f"{best.value:.2%} (trial {best.number}, {best.summary})"
+        except ValueError:
+            best = "-"
         line = (f"complete {counts['complete']}  pruned {counts['pruned']}  over budget {counts['over_budget']}  "
                 f"failed {counts['failed']}  best {best}")
-        if self.progress is not None:
-            self.progress.update(self.task, completed=min(counts["trials"] - counts["running"], self.total),
-                                 info=line)
+        if self.progress:
+            self.progress.update(self.task, completed=min(trained_trials(self.study), self.total), info=line)
         return line
 
-    def _best(self) -> str:
-        try:
-            t = self.study.best_trial
-        except ValueError:
-            return "-"
-        return f"{t.value:.2%} (trial {t.number}, {t.user_attrs.get('summary', '')})"
-
     def log(self, message: str):
-        if self.progress is not None:
+        if self.progress:
             self.progress.console.log(message)
         else:
             print(message, file=sys.stderr, flush=True)
 
     def on_trial(self, study, trial):
-        reason = trial.user_attrs.get("prune_reason", "")
-        value = f"{trial.value:.2%}" if trial.value is not None else "-"
-        self.log(f"trial {trial.number} {trial.state.name.lower()}: {value} {reason}".rstrip())
+        from .study import Quiet
+
+        Quiet.on_trial(self, study, trial)
         line = self._refresh()
         if self.quiet:
             self.log(line)
 
-    def __enter__(self):
-        if self.progress is not None:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.progress is not None:
-            self.progress.stop()
+    @contextlib.contextmanager
+    def watch(self, study):
+        self.study = study
+        self._refresh()
+        if not self.progress:
+            yield
+            return
+        with self.progress:
+            yield
 
 
 def print_best(study, top: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .study import best_trials, trial_counts
+    from .record import StudyRecord, TrialRecord, best_trials, trial_counts
 
     console = Console()
     table = Table(title=f"best of study {study.study_name!r} (validation accuracy)")
     for column in ("rank", "trial", "spec", "params", "MACs", "val acc", "epochs", "s/epoch"):
         table.add_column(column, justify="left" if column == "spec" else "right")
     for rank, t in enumerate(best_trials(study, top), 1):
-        secs = t.user_attrs.get("seconds_per_epoch") or [0]
-        baseline = " (Model 1)" if t.user_attrs.get("baseline") else ""
-        table.add_row(str(rank), str(t.number), t.user_attrs.get("summary", "?") + baseline,
-                      f"{t.user_attrs.get('params', 0):,}", f"{t.user_attrs.get('macs', 0):,}", f"{t.value:.2%}",
-                      str(len(t.user_attrs.get("val_acc_per_epoch", []))), f"{sum(secs) / len(secs):.1f}")
+        r = TrialRecord.of(t)
+        secs = r.seconds or [0]
+        table.add_row(str(rank), str(r.number), r.label, f"{r.params or 0:,}", f"{r.macs or 0:,}", f"{r.value:.2%}",
+                      str(len(r.curve)), f"{sum(secs) / len(secs):.1f}")
     console.print(table)
     report = Table(title="the seed report's Table 1, as reported (test accuracy, 200 epochs, true CIFAR-10)")
     for column in ("model", "description", "reported test acc", "reported params", "exact params"):
         report.add_column(column)
-    for row in study.user_attrs.get("table_1", []):
+    for row in StudyRecord.of(study).table_1:
         report.add_row(row["model"], row["description"], f"{row['reported_test_acc']:.2f}%",
                        f"{row['reported_params'] / 1e6:.3f}M", f"{row['params']:,}" if row["params"] else "-")
     console.print(report)
@@ -311,25 +197,22 @@ def print_best(study, top: int) -> None:
 def cmd_best(args) -> int:
     import optuna
 
-    from . import study as st
+    from .record import best_trials, write_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = Path(args.export) if args.export else None
     if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"export path {out} exists and is not an empty directory; choose a new one")
-    study = load_study_or_fail(args.storage, args.study)
-    if not st.best_trials(study, 1):
+    study = open_study(args.storage, args.study)
+    if not best_trials(study, 1):
         raise UserError(f"study {args.study!r} has no completed trial yet; run `resnet-search run` first")
     print_best(study, args.top)
     if out is not None:
-        from .export import ExportError, export_trial
+        from .export import export_trial
 
-        try:
-            metrics = export_trial(study, st.best_trials(study, 1)[0], out, data_root=args.data)
-        except ExportError as e:
-            raise UserError(str(e)) from None
-        study.set_user_attr("exported", {"trial": metrics["trial"], "test_acc": metrics["test_acc"],
-                                         "dir": str(out.resolve()), "dataset": metrics["dataset"]})
+        metrics = export_trial(study, best_trials(study, 1)[0], out, data_root=args.data)
+        write_study(study, exported={"trial": metrics["trial"], "test_acc": metrics["test_acc"],
+                                     "dir": str(out.resolve()), "dataset": metrics["dataset"]})
         print(f"exported trial {metrics['trial']} to {out}: validation {metrics['val_acc']:.2%}, "
               f"test {metrics['test_acc']:.2%} on {metrics['dataset']}")
     return 0
@@ -338,15 +221,17 @@ def cmd_best(args) -> int:
 def cmd_report(args) -> int:
     import optuna
 
+    from .record import StudyRecord
     from .report import attach_to_study, write_report
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    out = Path(args.out or Path("studies") / "reports" / args.study)
+    study = open_study(args.storage, args.study)
+    recorded = StudyRecord.of(study)
+    out = Path(args.out) if args.out else Outputs(Path(recorded.artifact_dir or DEFAULT_ARTIFACTS), args.study).reports
     if out.exists() and not out.is_dir():
         raise UserError(f"report path {out} is a file, not a folder")
-    study = load_study_or_fail(args.storage, args.study)
     numbers = write_report(study, out, top=args.top)
-    if not args.no_attach and study.user_attrs.get("artifact_dir"):
+    if not args.no_attach and recorded.artifact_dir:
         attach_to_study(study, out)
     counts = numbers["counts"]
     print(f"report for study {args.study!r}: {out / 'index.html'} ({counts['trials']} trials, "
@@ -354,27 +239,16 @@ def cmd_report(args) -> int:
     return 0
 
 
-def refresh_report(study, out: Path, log) -> None:
-    """The report and the plots the dashboard shows, redrawn after a search; a plotting
-    problem is logged in one line and never fails the search that produced the results."""
-    from .report import attach_to_study, write_report
-
-    try:
-        write_report(study, out)
-        attach_to_study(study, out)
-        log(f"report: {out / 'index.html'}")
-    except Exception as e:  # noqa: BLE001
-        log(f"report not refreshed: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
-
-
 def cmd_dashboard(args) -> int:
     import optuna
     import optuna_dashboard
     from optuna.artifacts import FileSystemArtifactStore
 
-    study = load_study_or_fail(args.storage, args.study)
+    from .record import StudyRecord
+
+    study = open_study(args.storage, args.study)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    store = FileSystemArtifactStore(study.user_attrs.get("artifact_dir", args.artifacts))
+    store = FileSystemArtifactStore(StudyRecord.of(study).artifact_dir or args.artifacts)
     print(f"optuna-dashboard for study {args.study!r}: http://{args.host}:{args.port}/dashboard", flush=True)
     optuna_dashboard.run_server(args.storage, host=args.host, port=args.port, artifact_store=store)
     return 0
@@ -404,9 +278,9 @@ def build_parser() -> Parser:
     p = sub.add_parser("run", help="search: train sampled ResNets under the budget, prune the weak ones")
     p.add_argument("--budget", type=budget_arg, help="parameter budget, e.g. 5e6 or 5M (default: the space file's)")
     add_study_args(p)
-    p.add_argument("--space", default=str(REPO_STUDIES / "default.toml"),
-                   help="study file (TOML) with the space and recipe, or a shipped one by name: default, paper, "
-                        "cpu-small")
+    p.add_argument("--space", default=DEFAULT_SPACE,
+                   help="study file (TOML) with the space and recipe, or a shipped one by name: "
+                        + ", ".join(shipped_spaces()))
     p.add_argument("--trials", type=positive_int, default=100, help="trials in the study in all (default 100)")
     p.add_argument("--timeout", type=positive_float, help="stop starting trials after this many seconds")
     p.add_argument("--epochs", type=positive_int, help="epochs per trial (default: the recipe's)")
@@ -418,7 +292,7 @@ def build_parser() -> Parser:
     p.add_argument("--seed", type=int, default=0, help="seed of the split, sampler and training")
     p.add_argument("--artifacts", default=DEFAULT_ARTIFACTS, help="artifact store directory for checkpoints")
     p.add_argument("--no-baseline", action="store_true", help="do not seed the study with the report's Model 1")
-    p.add_argument("--heartbeat", type=positive_int, default=30,  # study.HEARTBEAT_S
+    p.add_argument("--heartbeat", type=positive_int, default=HEARTBEAT_S,
                    help="seconds between worker heartbeats; a worker silent for 3 is dead and its trial retried")
     p.add_argument("--storage-retry", type=positive_float, default=60,
                    help="seconds to keep retrying an unreachable storage before giving up (default 60)")
@@ -434,7 +308,8 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("report", help="HTML and Markdown report with plots, attached to the study for the dashboard")
     add_study_args(p)
-    p.add_argument("--out", metavar="DIR", help="report folder (default studies/reports/STUDY)")
+    p.add_argument("--out", metavar="DIR", help="report folder (default: reports/STUDY beside the study's artifacts, "
+                                                "studies/reports/STUDY for the default)")
     p.add_argument("--top", type=positive_int, default=10, help="trials in the top table (default 10)")
     p.add_argument("--no-attach", action="store_true", help="do not attach the plots to the study")
     p.set_defaults(func=cmd_report)
@@ -452,7 +327,7 @@ def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
-    except (UserError, SpecError) as e:
+    except UserError as e:
         print(f"resnet-search: error: {e}" if not str(e).startswith("resnet-search") else str(e), file=sys.stderr)
         return 2
     except KeyboardInterrupt:

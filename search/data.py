@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from resnet_space.errors import UserError
+
 DATA_ENV = "RESNET_SEARCH_DATA"
 CACHE_ENV = "RESNET_SEARCH_CACHE"
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -27,7 +29,7 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
 
 
-class DataError(Exception):
+class DataError(UserError):
     """Data that cannot be found or read; the message is one line that says what to do."""
 
 

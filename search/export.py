@@ -14,13 +14,15 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact
 from torch import nn
 
 from resnet_space import ResNetSpec, count
+from resnet_space.errors import UserError
 from resnet_space.model import build_model
 
 from .data import CIFAR10_MEAN, CIFAR10_STD, DataError, load_cifar10
-from .train import evaluate, load_checkpoint
+from .record import StudyRecord, TrialRecord
+from .train import evaluate, load_weights
 
 
-class ExportError(Exception):
+class ExportError(UserError):
     """The winner cannot be exported; one line."""
 
 
@@ -39,33 +41,32 @@ class Normalized(nn.Module):
 
 
 def load_trial_model(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> nn.Module:
-    artifact = trial.user_attrs.get("checkpoint_artifact")
-    if not artifact:
+    r, artifact_dir = TrialRecord.of(trial), StudyRecord.of(study).artifact_dir
+    if not r.checkpoint_artifact:
         raise ExportError(f"trial {trial.number} kept no checkpoint")
-    store = FileSystemArtifactStore(study.user_attrs["artifact_dir"])
+    store = FileSystemArtifactStore(artifact_dir)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "best.pt"
         try:
-            download_artifact(artifact_store=store, artifact_id=artifact, file_path=str(path))
+            download_artifact(artifact_store=store, artifact_id=r.checkpoint_artifact, file_path=str(path))
         except Exception as e:  # noqa: BLE001 - missing store, missing file, permissions
-            raise ExportError(f"checkpoint of trial {trial.number} not found in {study.user_attrs['artifact_dir']}: "
-                              f"{e}") from None
-        state = load_checkpoint(path)
-    model = build_model(ResNetSpec.from_dict(trial.user_attrs["spec"]))
-    model.load_state_dict(state["model"])
+            raise ExportError(f"checkpoint of trial {trial.number} not found in {artifact_dir}: {e}") from None
+        weights = load_weights(path)
+    model = build_model(ResNetSpec.from_dict(r.spec))
+    model.load_state_dict(weights)
     return model.eval()
 
 
 def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: Path, data_root=None) -> dict:
-    spec = ResNetSpec.from_dict(trial.user_attrs["spec"])
+    r, recorded = TrialRecord.of(trial), StudyRecord.of(study)
+    spec = ResNetSpec.from_dict(r.spec)
     model = load_trial_model(study, trial)
-    attrs = study.user_attrs
     try:
-        data = load_cifar10(data_root or attrs.get("data_root"), val_size=attrs.get("val_size", 5000),
-                            seed=attrs.get("split_seed", 0), download=False)
+        data = load_cifar10(data_root or recorded.data_root, val_size=recorded.val_size, seed=recorded.split_seed,
+                            download=False)
     except DataError as e:
         raise ExportError(f"test set unavailable ({e})") from None
-    tta = trial.user_attrs.get("recipe", {}).get("flip_tta", False)
+    tta = r.recipe.get("flip_tta", False)
     test_acc = evaluate(model, data.test.images, data.test.labels, torch.device("cpu"), flip_tta=tta)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -87,8 +88,8 @@ def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: Path
         "test_flip_tta": tta,
         "dataset": data.name,
         "test_images": len(data.test),
-        "seed": trial.user_attrs.get("seed"),
-        "recipe": trial.user_attrs.get("recipe"),
+        "seed": r.seed,
+        "recipe": r.recipe,
         "input": "float (N, 3, 32, 32) in [0, 1] for model.pt2; CIFAR-10-normalised for state_dict.pt",
         "normalisation": {"mean": CIFAR10_MEAN, "std": CIFAR10_STD},
         "versions": {name: _version(name) for name in ("resnet-search", "torch", "torchvision", "optuna")},

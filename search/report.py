@@ -31,7 +31,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from optuna.trial import TrialState
 
-from .study import best_trials, trial_counts
+from .record import best_trials, trial_counts
 
 DPI = 150
 SIZE = (7.0, 4.5)  # inches: 1050 x 675 pixels at 150 dpi

@@ -1,168 +1,177 @@
-"""The search on Optuna: storage, study creation with the seeded baseline, and the objective.
+"""The search: one call runs a study, from a notebook as from the command line.
+
+    from search.study import SearchSettings, run_search
+    study = run_search(SearchSettings(budget=5_000_000, device="cuda", trials=50))
+    print(study.best_trial.user_attrs["summary"], study.best_value)
 
 One trial = sample a spec (width last, so it nearly always fits), reject it by its exact count
-if it is at or above the budget (recorded as pruned, zero training), else train it, reporting
+if it does not fit under the budget (recorded as pruned, zero training), else train it, reporting
 validation accuracy each epoch to the pruner, and keep its best checkpoint as an artifact.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-import sqlalchemy
 import torch
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import TrialState
 
-from resnet_space import MODEL_1, TABLE_1, count
+from resnet_space import MODEL_1, ResNetSpec, count, fits
+from resnet_space.errors import UserError
 from resnet_space.space import StudyFile
+from resnet_space.table1 import table_1_rows
 
-from .data import Cifar10
-from .train import Diverged, resumable_state, train
-
-# Heartbeats, grouped multivariate TPE and the stale-trial retry are marked experimental.
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-HEARTBEAT_S = 30  # a worker silent for 3 heartbeats is dead: its trial is failed and retried
-STORAGE_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
-                  optuna.exceptions.StorageInternalError)
-
-
-class StudyError(Exception):
-    """A study or storage problem a user can fix; one line."""
-
-
-class RDBStorage(optuna.storages.RDBStorage):
-    """Optuna's RDB storage whose heartbeats outlive a brief outage. Optuna's heartbeat thread
-    dies on its first failed write, after which a live trial would look dead to every worker."""
-
-    def record_heartbeat(self, trial_id: int) -> None:
-        try:
-            super().record_heartbeat(trial_id)
-        except STORAGE_ERRORS:
-            pass  # the next beat tries again; the grace period spans three of them
-
-
-def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, retry_s: float = 0) -> optuna.storages.BaseStorage:
-    """An RDB storage with heartbeats, so a trial whose worker died is failed and retried.
-    An unreachable server is retried with backoff for retry_s seconds before giving up."""
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        if str(path) not in ("", ":memory:"):
-            if path.is_dir():
-                raise StudyError(f"storage {url}: {path} is a directory, not a database file")
-            path.parent.mkdir(parents=True, exist_ok=True)
-    elif not url.startswith(("postgresql", "mysql")):
-        raise StudyError(f"storage {url!r} is not an Optuna RDB URL (sqlite:///FILE or postgresql://USER@HOST/DB)")
-    deadline, wait, schema_races = time.monotonic() + retry_s, 1.0, 0
-    while True:
-        try:
-            return RDBStorage(
-                url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=heartbeat_s,
-                grace_period=3 * heartbeat_s,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
-            )
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as e:
-            # Workers starting together on a fresh database race to create Optuna's tables.
-            schema_races += 1
-            if schema_races > 5:
-                raise StudyError(f"cannot open storage {redact(url)}: {str(e).splitlines()[0][:200]}") from None
-            time.sleep(0.2 * schema_races)
-        except STORAGE_ERRORS as e:
-            if time.monotonic() + wait > deadline:
-                raise StudyError(f"cannot reach storage {redact(url)} (tried for {retry_s:g} s): "
-                                 f"{str(e).splitlines()[0][:200]}") from None
-            time.sleep(wait)  # backoff: 1, 2, 4, ... 15 s
-            wait = min(2 * wait, 15.0)
-        except ImportError:
-            raise StudyError(f"no database driver installed for {redact(url)} "
-                             "(for PostgreSQL: pip install 'resnet-search[postgres]')") from None
-        except Exception as e:  # noqa: BLE001 - SQLAlchemy and drivers raise many kinds
-            raise StudyError(f"cannot open storage {redact(url)}: {str(e).splitlines()[0][:200]}") from None
-
-
-def storage_outage(error: BaseException) -> BaseException | None:
-    """The storage error behind `error`, if the storage being unreachable caused it. Optuna can
-    surface an outage as another error raised while handling it, so the chain is walked."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, STORAGE_ERRORS):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001
-        return url
-
-
-def study_names(storage) -> list[str]:
-    return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
-
-
-def load_study(storage, name: str) -> optuna.Study:
-    try:
-        return optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        known = study_names(storage)
-        raise StudyError(f"no study named {name!r} in this storage"
-                         + (f" (it has: {', '.join(known)})" if known else " (it has none)")) from None
-
-
-def table_1_records() -> list[dict]:
-    return [{"model": name, "description": desc, "reported_test_acc": acc, "reported_params": params,
-             "params": count(spec).params if spec else None, "summary": spec.summary() if spec else None}
-            for name, desc, acc, params, spec in TABLE_1]
+from . import record
+from .data import Cifar10, load_cifar10
+from .layout import DEFAULT_ARTIFACTS, DEFAULT_SPACE, DEFAULT_STORAGE, DEFAULT_STUDY, HEARTBEAT_S, Outputs, resolve_space
+from .storage import StudyError, open_storage, redact, storage_outage
+from .train import Diverged, completed_epochs, cpu_estimate_hours, resolve_device, train
 
 
 @dataclass
 class SearchSettings:
-    budget: int
-    space: StudyFile
-    epochs: int | None  # overrides the recipe's
-    device: str
-    seed: int
-    checkpoints: Path
-    artifacts: Path
+    """Everything a search is run with. The CLI fills it from its flags; defaults are the CLI's."""
+
+    budget: int | None = None  # parameters; None takes the study file's
+    space: str | Path = DEFAULT_SPACE  # a study file, or the name of a shipped one
+    study: str = DEFAULT_STUDY
+    storage: str = DEFAULT_STORAGE
+    trials: int = 100  # trained trials in the study in all: running again resumes up to this
+    timeout: float | None = None  # seconds after which no new trial starts
+    epochs: int | None = None  # overrides the recipe's
+    device: str = "auto"  # auto refuses to search on a CPU; name "cpu" to mean it
+    data: str | Path | None = None
+    limit_train: int | None = None
+    val_size: int = 5000
+    seed: int = 0
+    artifacts: str | Path = DEFAULT_ARTIFACTS
     baseline: bool = True
+    heartbeat: int = HEARTBEAT_S
+    storage_retry: float = 60
 
 
-def create_or_load(storage, name: str, settings: SearchSettings, sampler, pruner) -> tuple[optuna.Study, bool]:
+class Quiet:
+    """How a search shows itself: log lines on stderr. The CLI's live view replaces it."""
+
+    progress = False  # or a rich Progress for the trainer's epoch bar
+
+    def log(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    def watch(self, study: optuna.Study):
+        """A context entered around each stretch of optimisation."""
+        return contextlib.nullcontext()
+
+    def on_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        r = record.TrialRecord.of(trial)
+        value = f"{r.value:.2%}" if r.value is not None else "-"
+        self.log(f"trial {r.number} {r.state.lower()}: {value} {r.prune_reason}".rstrip())
+
+
+def run_search(settings: SearchSettings, view: Quiet | None = None) -> optuna.Study:
+    """Run (or resume) the study named in settings until it holds settings.trials trained trials,
+    the timeout passes, or Ctrl-C (KeyboardInterrupt, raised after the trial is recorded). Bad
+    settings raise a UserError subclass with a one-line message before anything is recorded."""
+    view = view or Quiet()
+    space = StudyFile.load(resolve_space(str(settings.space)))
+    budget = settings.budget or space.budget
+    device = resolve_device(settings.device)
+    if settings.device == "auto" and device.type == "cpu":
+        raise UserError(cpu_refusal(space, settings))
+    storage = open_storage(settings.storage, settings.heartbeat, retry_s=settings.storage_retry)
+    data = load_cifar10(settings.data, val_size=settings.val_size, limit_train=settings.limit_train,
+                        seed=settings.seed)
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial replaces Optuna's
+    outputs = Outputs(Path(settings.artifacts), settings.study)
+    max_epochs = space.center_recipe(settings.epochs)[0].epochs
+    sampler, pruner = sampler_and_pruner(settings.seed, max_epochs)
+    study, _ = create_or_load(storage, settings, space, budget, data, outputs, sampler, pruner)
+
+    objective = Objective(study, space, budget, settings, data, device, outputs, view)
+    done = trained_trials(study)
+    requeued = requeue_interrupted(study) if done < settings.trials else []
+    view.log(f"study {settings.study!r} on {redact(settings.storage)}: {done} of {settings.trials} trials finished"
+             + (f", resuming interrupted trial(s) {', '.join(map(str, requeued))}" if requeued else "")
+             + f"; budget {budget:,} params; {data.name}: {len(data.train):,} train / {len(data.val):,} "
+             f"validation images; device {device}")
+    deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
+    while trained_trials(study) < settings.trials:
+        try:
+            with view.watch(study):
+                study.optimize(objective, callbacks=[objective.enough, view.on_trial], gc_after_trial=True,
+                               timeout=None if deadline is None else max(0.0, deadline - time.monotonic()),
+                               catch=(torch.cuda.OutOfMemoryError, SurplusTrial))
+            break
+        except KeyboardInterrupt:
+            view.log("interrupted: the running trial is recorded as failed and its checkpoint kept; "
+                     "run the same command again to resume it and continue the study")
+            raise
+        except Exception as e:
+            outage = storage_outage(e)
+            if outage is None:
+                raise
+            # The server went away: reconnect with backoff for a bounded time. What was recorded
+            # stays in the database; the trial in flight is failed by its heartbeat and retried.
+            view.log(f"storage unreachable ({str(outage).splitlines()[0][:120]}); "
+                     f"retrying for up to {settings.storage_retry:g} s")
+            storage = open_storage(settings.storage, settings.heartbeat, retry_s=settings.storage_retry)
+            study = optuna.load_study(study_name=settings.study, storage=storage, sampler=sampler, pruner=pruner)
+            objective.study = study
+    refresh_report(study, outputs.reports, view.log)
+    return study
+
+
+def sampler_and_pruner(seed: int, max_epochs: int):
+    # Workers sharing a study must not share a sampler seed, or their random start-up trials coincide.
+    import os
+
+    sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True,
+                                         seed=seed * 100_003 + os.getpid(), n_startup_trials=10)
+    # Hyperband on epochs: weak trials stop after 1, 3, 9, ... epochs instead of running to the end.
+    pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
+    return sampler, pruner
+
+
+def baseline_for(budget: int) -> tuple[ResNetSpec, str] | None:
+    return MODEL_1, "Model 1"
+
+
+def create_or_load(storage, settings: SearchSettings, space: StudyFile, budget: int, data: Cifar10,
+                   outputs: Outputs, sampler, pruner) -> tuple[optuna.Study, bool]:
     """Create the study, or load it to resume. Only the process that creates it enqueues the
     baseline, and creation is atomic in the database, so several workers enqueue it once."""
     try:
-        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+        study = optuna.create_study(study_name=settings.study, storage=storage, sampler=sampler, pruner=pruner,
                                     direction="maximize", load_if_exists=False)
     except optuna.exceptions.DuplicatedStudyError:
-        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
-        recorded = study.user_attrs.get("budget")
-        if recorded is not None and recorded != settings.budget:
-            raise StudyError(f"study {name!r} searches under a budget of {recorded:,}, not {settings.budget:,}; "
+        study = optuna.load_study(study_name=settings.study, storage=storage, sampler=sampler, pruner=pruner)
+        recorded = record.StudyRecord.of(study).budget
+        if recorded is not None and recorded != budget:
+            raise StudyError(f"study {settings.study!r} searches under a budget of {recorded:,}, not {budget:,}; "
                              "use that budget to resume it or a new --study name") from None
         return study, False
-    for key, value in {
-        "budget": settings.budget,
-        "space_file": str(settings.space.path),
-        "space": settings.space.space,
-        "recipe_space": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.space.recipe.items()},
-        "artifact_dir": str(settings.artifacts.resolve()),
-        "split_seed": settings.seed,
-        "table_1": table_1_records(),
-    }.items():
-        study.set_user_attr(key, value)
+    record.write_study(
+        study, budget=budget, space_file=str(space.path), space=space.space,
+        recipe_space={k: list(v) if isinstance(v, tuple) else v for k, v in space.recipe.items()},
+        artifact_dir=str(outputs.artifacts.resolve()), split_seed=settings.seed, table_1=table_1_rows(),
+        data_root=data.root, dataset=data.name, val_size=settings.val_size, limit_train=settings.limit_train,
+    )
     if settings.baseline:
-        study.enqueue_trial(settings.space.center_recipe()[1], user_attrs={"baseline": "Model 1"})
+        spec, label = baseline_for(budget)
+        study.enqueue_trial(space.center_recipe()[1], user_attrs=record.baseline_attrs(label, spec.to_dict()))
     return study, True
+
+
+def trained_trials(study: optuna.Study) -> int:
+    return sum(r.counts_as_trained for r in record.records(study, states=record.FINISHED))
 
 
 class SurplusTrial(Exception):
@@ -170,158 +179,144 @@ class SurplusTrial(Exception):
 
 
 class Objective:
-    def __init__(self, settings: SearchSettings, data: Cifar10, progress=False, log=None,
-                 max_trials: int | None = None):
-        self.settings = settings
-        self.data = data
-        self.progress = progress
-        self.log = log or (lambda message: None)
-        self.max_trials = max_trials
-        settings.artifacts.mkdir(parents=True, exist_ok=True)
-        self.store = FileSystemArtifactStore(str(settings.artifacts))
+    def __init__(self, study: optuna.Study, space: StudyFile, budget: int, settings: SearchSettings,
+                 data: Cifar10, device: torch.device, outputs: Outputs, view: Quiet):
+        self.study, self.space, self.budget, self.settings = study, space, budget, settings
+        self.data, self.device, self.outputs, self.view = data, device, outputs, view
+        outputs.artifacts.mkdir(parents=True, exist_ok=True)
+        self.store = FileSystemArtifactStore(str(outputs.artifacts))
 
     def __call__(self, trial: optuna.Trial) -> float:
         try:
             return self._run(trial)
         except KeyboardInterrupt:
-            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C); its checkpoint is kept to resume from")
+            record.write_failed(trial, "interrupted (Ctrl-C); its checkpoint is kept to resume from")
             raise
         except torch.cuda.OutOfMemoryError as e:
-            trial.set_user_attr("fail_reason", f"CUDA out of memory: {str(e).splitlines()[0][:200]}")
+            record.write_failed(trial, f"CUDA out of memory: {str(e).splitlines()[0][:200]}")
             raise
         finally:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()  # the next trial starts with the memory this one held
 
+    def enough(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """Stop once the study holds its trained trials; rejected proposals take no place."""
+        if trained_trials(study) >= self.settings.trials:
+            study.stop()
+
     def _run(self, trial: optuna.Trial) -> float:
         s = self.settings
         self._refuse_surplus(trial)
-        baseline = trial.user_attrs.get("baseline") == "Model 1"
-        spec = MODEL_1 if baseline else s.space.sample_spec(trial, s.budget)
-        recipe = s.space.sample_recipe(trial, s.epochs)
+        known = record.TrialRecord.of(trial)
+        spec = ResNetSpec.from_dict(known.spec) if known.baseline else self.space.sample_spec(trial, self.budget)
+        recipe = self.space.sample_recipe(trial, s.epochs)
         counts = count(spec)
         # A retried (worker died) or re-queued (Ctrl-C) trial inherits its first run's checkpoint dir.
-        first_run = trial.user_attrs.get("first_trial", trial.number)
-        checkpoint_dir = Path(trial.user_attrs.get("checkpoint_dir") or s.checkpoints / f"trial-{trial.number}")
-        for key, value in {"spec": spec.to_dict(), "summary": spec.summary(), "params": counts.params,
-                           "macs": counts.macs, "seed": s.seed, "device": s.device, "recipe": recipe.to_dict(),
-                           "dataset": self.data.name, "first_trial": first_run,
-                           "checkpoint_dir": str(checkpoint_dir.resolve())}.items():
-            trial.set_user_attr(key, value)
-        if counts.params >= s.budget:
-            reason = f"over budget: {counts.params:,} params >= {s.budget:,}"
-            trial.set_user_attr("over_budget", True)
-            trial.set_user_attr("prune_reason", reason)
+        first_run = known.first_trial if known.first_trial is not None else trial.number
+        checkpoint_dir = Path(known.checkpoint_dir or self.outputs.checkpoints / f"trial-{trial.number}")
+        record.write_identity(trial, spec=spec.to_dict(), summary=spec.summary(), params=counts.params,
+                              macs=counts.macs, recipe=recipe.to_dict(), seed=s.seed, device=str(self.device),
+                              dataset=self.data.name, first_trial=first_run,
+                              checkpoint_dir=str(checkpoint_dir.resolve()))
+        if not fits(spec, self.budget):
+            reason = f"over budget: {counts.params:,} params >= {self.budget:,}"
+            record.write_pruned(trial, reason, over_budget=True)
             raise optuna.TrialPruned(reason)
         twin = self._running_twin(trial, spec)
         if twin is not None:
-            trial.set_user_attr("prune_reason", f"duplicate: trial {twin} is training the same spec")
+            record.write_pruned(trial, f"duplicate: trial {twin} is training the same spec", duplicate=True)
             raise optuna.TrialPruned(f"same spec as running trial {twin}")
 
         curve, seconds = [], []
-        resumed = resumable_state(checkpoint_dir, spec, recipe, s.seed)
-        if resumed is not None:  # replay what the checkpoint holds, so the curve is whole
-            for e in resumed["history"]:
-                curve.append(e["val_acc"])
-                seconds.append(e["seconds"])
-                trial.report(e["val_acc"], e["epoch"])
-            trial.set_user_attr("resumed_from_trial", first_run)
-            trial.set_user_attr("resumed_from_epoch", len(curve))
+        resumed = completed_epochs(checkpoint_dir, spec, recipe, s.seed)
+        for e in resumed:  # replay what the checkpoint holds, so the curve is whole
+            curve.append(e.val_acc)
+            seconds.append(e.seconds)
+            trial.report(e.val_acc, e.epoch)
+        if resumed:
+            record.write_resumed(trial, first_run, len(resumed))
 
-        def report(epoch, val_acc, loss, secs):
-            curve.append(val_acc)
-            seconds.append(secs)
-            trial.set_user_attr("val_acc_per_epoch", curve)
-            trial.set_user_attr("seconds_per_epoch", seconds)
-            trial.set_user_attr("train_loss_last", loss)
-            trial.report(val_acc, epoch)
-            if epoch < recipe.epochs and trial.should_prune():  # after the last epoch there is nothing to save
-                trial.set_user_attr("prune_reason", f"pruned by the pruner after epoch {epoch} at {val_acc:.2%}")
-                raise optuna.TrialPruned(f"epoch {epoch}: {val_acc:.2%}")
+        def report(e):
+            curve.append(e.val_acc)
+            seconds.append(e.seconds)
+            record.write_curve(trial, curve, seconds, e.loss)
+            trial.report(e.val_acc, e.epoch)
+            if e.epoch < recipe.epochs and trial.should_prune():  # after the last epoch there is nothing to save
+                record.write_pruned(trial, f"pruned by the pruner after epoch {e.epoch} at {e.val_acc:.2%}")
+                raise optuna.TrialPruned(f"epoch {e.epoch}: {e.val_acc:.2%}")
 
-        self.log(f"trial {trial.number}: {spec.summary()} ({counts.params:,} params)"
-                 + (" [seeded baseline: the report's Model 1]" if baseline else "")
-                 + (f" [resuming trial {first_run} after epoch {len(curve)}]" if resumed else ""))
+        self.view.log(f"trial {trial.number}: {spec.summary()} ({counts.params:,} params)"
+                      + (f" [seeded baseline: {known.baseline_label}]" if known.baseline else "")
+                      + (f" [resuming trial {first_run} after epoch {len(curve)}]" if resumed else ""))
         try:
-            result = train(spec, self.data, recipe, device=s.device, seed=s.seed, on_epoch=report,
-                           checkpoint_dir=checkpoint_dir, progress=self.progress)
+            result = train(spec, self.data, recipe, device=self.device, seed=s.seed, on_epoch=report,
+                           checkpoint_dir=checkpoint_dir, progress=self.view.progress)
         except Diverged as e:
-            trial.set_user_attr("prune_reason", f"diverged: {e}")
+            record.write_pruned(trial, f"diverged: {e}")
             shutil.rmtree(checkpoint_dir, ignore_errors=True)
             raise optuna.TrialPruned(str(e)) from None
         except optuna.TrialPruned:
             shutil.rmtree(checkpoint_dir, ignore_errors=True)  # a pruned trial never resumes
             raise
-        trial.set_user_attr("best_epoch", result.best_epoch)
         artifact = upload_artifact(artifact_store=self.store, file_path=str(checkpoint_dir / "best.pt"),
                                    study_or_trial=trial)
-        trial.set_user_attr("checkpoint_artifact", artifact)
+        record.write_result(trial, result.best_epoch, artifact)
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the artifact store holds what is kept
         return result.best_val_acc
 
     def _refuse_surplus(self, trial: optuna.Trial) -> None:
         """With several workers, each may start a trial just as the study reaches its total.
         Trials numbered lower go first; one that finds the total already taken steps aside."""
-        if self.max_trials is None:
-            return
-        taken = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
-                                                               TrialState.RUNNING))
-        if sum(t.number < trial.number for t in taken) >= self.max_trials:
-            trial.set_user_attr("fail_reason", f"surplus: the study already had its {self.max_trials} trials")
+        taken = record.records(trial.study, states=(*record.FINISHED, TrialState.RUNNING))
+        if sum(r.number < trial.number and (r.state == "RUNNING" or r.counts_as_trained)
+               for r in taken) >= self.settings.trials:
+            record.write_failed(trial, f"surplus: the study already had its {self.settings.trials} trials")
             trial.study.stop()
-            raise SurplusTrial(f"the study already has its {self.max_trials} trials")
+            raise SurplusTrial(f"the study already has its {self.settings.trials} trials")
 
     @staticmethod
-    def _running_twin(trial: optuna.Trial, spec) -> int | None:
+    def _running_twin(trial: optuna.Trial, spec: ResNetSpec) -> int | None:
         """Another running trial on the same spec, if any (constant liar makes it rare). Each
         trial records its spec before it looks, so of two that start together at least the
         later one sees the other; both may step aside, neither trains the spec twice."""
-        for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if t.number != trial.number and t.user_attrs.get("spec") == spec.to_dict():
-                return t.number
+        for r in record.records(trial.study, states=(TrialState.RUNNING,)):
+            if r.number != trial.number and r.spec == spec.to_dict():
+                return r.number
         return None
 
 
 def requeue_interrupted(study: optuna.Study) -> list[int]:
     """Trials stopped by Ctrl-C go back in the queue once, to resume from their checkpoints."""
-    done = set(study.user_attrs.get("requeued", []))
+    done = set(record.StudyRecord.of(study).requeued)
     again = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-             if t.user_attrs.get("fail_reason", "").startswith("interrupted") and t.number not in done]
+             if record.TrialRecord.of(t).interrupted and t.number not in done]
     for t in again:
-        attrs = {k: v for k, v in t.user_attrs.items() if k != "fail_reason"}
-        study.enqueue_trial(t.params, user_attrs=attrs)
+        study.enqueue_trial(t.params, user_attrs=record.requeue_attrs(t))
         done.add(t.number)
     if again:
-        study.set_user_attr("requeued", sorted(done))
+        record.write_study(study, requeued=sorted(done))
     return [t.number for t in again]
 
 
-def trial_counts(study: optuna.Study) -> dict:
-    trials = study.get_trials(deepcopy=False)
-    over = sum(1 for t in trials if t.user_attrs.get("over_budget"))
-    return {
-        "trials": len(trials),
-        "complete": sum(t.state == TrialState.COMPLETE for t in trials),
-        "pruned": sum(t.state == TrialState.PRUNED for t in trials) - over,
-        "over_budget": over,
-        "failed": sum(t.state == TrialState.FAIL for t in trials),
-        "running": sum(t.state == TrialState.RUNNING for t in trials),
-    }
+def refresh_report(study: optuna.Study, out: Path, log) -> None:
+    """The report and the plots the dashboard shows, redrawn after a search; a plotting
+    problem is logged in one line and never fails the search that produced the results."""
+    from .report import attach_to_study, write_report
+
+    try:
+        write_report(study, out)
+        attach_to_study(study, out)
+        log(f"report: {out / 'index.html'}")
+    except Exception as e:  # noqa: BLE001
+        log(f"report not refreshed: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
 
 
-def best_trials(study: optuna.Study, top: int) -> list[optuna.trial.FrozenTrial]:
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-    return sorted(done, key=lambda t: (-t.value, t.number))[:top]
-
-
-def cpu_estimate_hours(macs_per_image: int, images: int, epochs: int) -> tuple[float, float]:
-    """(hours, measured MAC/s): training costs about 3x the forward MACs (forward + backward)."""
-    conv = torch.nn.Conv2d(64, 64, 3, padding=1)
-    x = torch.randn(32, 64, 32, 32)
-    with torch.no_grad():
-        conv(x)
-        start = time.perf_counter()
-        for _ in range(3):
-            conv(x)
-    rate = 3 * 32 * 64 * 64 * 9 * 32 * 32 / (time.perf_counter() - start)
-    return 3 * macs_per_image * images * epochs / rate / 3600, rate
+def cpu_refusal(space: StudyFile, settings: SearchSettings) -> str:
+    epochs = settings.epochs or space.center_recipe()[0].epochs
+    images = settings.limit_train or 45_000
+    macs = count(MODEL_1).macs
+    hours, rate = cpu_estimate_hours(macs, images, epochs)
+    return (f"no CUDA device here: one trial like the report's Model 1 ({macs:,} MACs/image, "
+            f"{images:,} images x {epochs} epochs) would take about {hours:,.0f} h on this CPU "
+            f"({rate / 1e9:.1f} GMAC/s measured); for a small search on this CPU run: resnet-search run "
+            f"--device cpu --space cpu-small --study cpu-try --epochs 2 --limit-train 2000 --val-size 1000 --trials 5")

@@ -21,12 +21,13 @@ import torch
 from torch import nn
 
 from resnet_space import Recipe, ResNetSpec
+from resnet_space.errors import UserError
 from resnet_space.model import build_model
 
 from .data import Cifar10, TrainingSet, normalize
 
 
-class DeviceError(Exception):
+class DeviceError(UserError):
     """A device that is not present; one line for the user."""
 
 
@@ -117,7 +118,7 @@ class TrainResult:
         return self.history[-1].epoch if self.history else 0
 
 
-EpochCallback = Callable[[int, float, float, float], None]
+EpochCallback = Callable[[Epoch], None]
 
 
 def _checkpoint_identity(spec: ResNetSpec, recipe: Recipe, seed: int) -> dict:
@@ -126,6 +127,17 @@ def _checkpoint_identity(spec: ResNetSpec, recipe: Recipe, seed: int) -> dict:
 
 def load_checkpoint(path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def load_weights(path) -> dict:
+    """The model's state dict from a checkpoint written by train() (best.pt or last.pt)."""
+    return load_checkpoint(path)["model"]
+
+
+def completed_epochs(checkpoint_dir, spec: ResNetSpec, recipe: Recipe, seed: int) -> list[Epoch]:
+    """The epochs a resumable checkpoint of this very run holds (none if there is none)."""
+    state = resumable_state(checkpoint_dir, spec, recipe, seed)
+    return [Epoch(**e) for e in state["history"]] if state else []
 
 
 def resumable_state(checkpoint_dir, spec: ResNetSpec, recipe: Recipe, seed: int) -> dict | None:
@@ -147,7 +159,7 @@ def train(spec: ResNetSpec, data: Cifar10, recipe: Recipe, *, device: str | torc
 
     checkpoint_dir: where `last.pt` (every epoch; a run resumes from it when spec, recipe and
     seed match) and `best.pt` (the best validation epoch's weights) are written.
-    on_epoch(epoch, val_acc, loss, seconds) runs after each epoch; whatever it raises (a
+    on_epoch(Epoch) runs after each epoch; whatever it raises (a
     pruning signal, say) ends the run after that epoch's checkpoint is written.
     progress: True for a rich bar, False for none, or a rich Progress to add the bar to.
     """
@@ -232,7 +244,7 @@ def train(spec: ResNetSpec, data: Cifar10, recipe: Recipe, *, device: str | torc
                 bar.update(task, completed=epoch, description=f"epoch {epoch}/{recipe.epochs}",
                            info=f"{record.images_per_s:,.0f} img/s  loss {mean_loss:.3f}  val {val_acc:.2%}")
             if on_epoch is not None:
-                on_epoch(epoch, val_acc, mean_loss, seconds)
+                on_epoch(record)
     finally:
         if own_bar:
             bar.stop()
@@ -261,3 +273,16 @@ def _progress(progress, epochs: int, done: int):
         bar.start()
     task = bar.add_task(f"epoch {done + 1}/{epochs}", total=epochs, completed=done, info="")
     return bar, own, task
+
+
+def cpu_estimate_hours(macs_per_image: int, images: int, epochs: int) -> tuple[float, float]:
+    """(hours, measured MAC/s) to train on this CPU: about 3x the forward MACs (forward + backward)."""
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1)
+    x = torch.randn(32, 64, 32, 32)
+    with torch.no_grad():
+        conv(x)
+        start = time.perf_counter()
+        for _ in range(3):
+            conv(x)
+    rate = 3 * 32 * 64 * 64 * 9 * 32 * 32 / (time.perf_counter() - start)
+    return 3 * macs_per_image * images * epochs / rate / 3600, rate

@@ -123,9 +123,9 @@ def test_training_on_synthetic_images_learns_and_resumes_exactly(tmp_path):
 
     seen = []
 
-    def stop_after_first(epoch, acc, loss, seconds):
-        seen.append((epoch, acc, loss, seconds))
-        if epoch == 1:
+    def stop_after_first(record):
+        seen.append((record.epoch, record.val_acc, record.loss, record.seconds))
+        if record.epoch == 1:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -151,7 +151,7 @@ def test_nan_loss_stops_with_a_reason():
 def test_a_few_epochs_on_real_images_lower_the_loss_and_beat_chance(real):
     losses = []
     result = train(TINY, real, QUICK, device="cpu", seed=0, progress=False,
-                   on_epoch=lambda e, acc, loss, s: losses.append(loss))
+                   on_epoch=lambda record: losses.append(record.loss))
     assert losses[1] < losses[0]
     assert result.best_val_acc > 0.28  # chance is 0.10; 0.386 measured on this recipe
 

@@ -19,7 +19,7 @@ from optuna.trial import TrialState, create_trial
 from PIL import Image
 
 from search import report
-from search.study import table_1_records
+from resnet_space.table1 import table_1_rows as table_1_records
 
 from .conftest import REPO, needs_data, run_small_study
 

@@ -1,0 +1,53 @@
+"""Where things live: the defaults, the shipped study files, and every output folder of a study.
+
+Light on purpose: parsing flags imports this and neither torch nor optuna.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+DEFAULT_STUDY = "resnet-search"
+DEFAULT_STORAGE = "sqlite:///studies/resnet-search.db"
+DEFAULT_ARTIFACTS = "studies/artifacts"
+DEFAULT_SPACE = "default"
+HEARTBEAT_S = 30  # a worker silent for 3 heartbeats is dead: its trial is failed and retried
+
+
+def shipped_spaces() -> list[str]:
+    return sorted(p.name.removesuffix(".toml") for p in resources.files("resnet_space.studies").iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def resolve_space(name: str) -> Path:
+    """A study file's path, or the name of one shipped with the package ('default', 'paper',
+    'cpu-small'). A file of that name in the current folder wins over a shipped one."""
+    path = Path(name)
+    if path.exists() or path.parent != Path("."):
+        return path
+    shipped = resources.files("resnet_space.studies") / (name if name.endswith(".toml") else f"{name}.toml")
+    return Path(str(shipped)) if shipped.is_file() else path
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """A study's folders beside its artifact store: artifacts/ (kept checkpoints and plots, shared
+    by the studies of one storage), checkpoints/STUDY/ (per-epoch, while trials run) and
+    reports/STUDY/."""
+
+    artifacts: Path
+    study: str
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.artifacts.parent / "checkpoints" / self.study
+
+    @property
+    def reports(self) -> Path:
+        return self.artifacts.parent / "reports" / self.study
+
+    @property
+    def retrain(self) -> Path:
+        return self.artifacts.parent / "retrain" / self.study

@@ -1,0 +1,209 @@
+"""What a trial and a study record: the one writer and the one reader of their user attrs.
+
+The search writes through the `write_*` functions; `best`, the export, the report and the live
+view read through `TrialRecord.of(trial)` and `StudyRecord.of(study)`. A change to what a trial
+records touches this file alone. It imports optuna but neither torch nor the training engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import optuna
+from optuna.trial import TrialState
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+# ---------------------------------------------------------------- trials
+
+
+@dataclass
+class TrialRecord:
+    number: int
+    state: str  # TrialState name: COMPLETE, PRUNED, FAIL, RUNNING, WAITING
+    value: float | None  # the objective, best validation accuracy (complete trials only)
+    spec: dict | None = None
+    summary: str = "?"
+    params: int | None = None
+    macs: int | None = None
+    recipe: dict = field(default_factory=dict)
+    seed: int | None = None
+    device: str = ""
+    dataset: str | None = None
+    baseline: bool = False  # the study's seeded baseline rather than a sampled spec
+    baseline_label: str = ""  # "Model 1", or how Model 1 was scaled to the budget
+    curve: list[float] = field(default_factory=list)  # validation accuracy per epoch, fractions
+    seconds: list[float] = field(default_factory=list)  # seconds per epoch
+    train_loss_last: float | None = None
+    best_epoch: int | None = None
+    checkpoint_artifact: str | None = None
+    checkpoint_dir: str | None = None
+    prune_reason: str = ""
+    fail_reason: str = ""
+    over_budget: bool = False
+    duplicate: bool = False
+    first_trial: int | None = None  # a retried or re-queued trial: the number of its first run
+    resumed_from_trial: int | None = None
+    resumed_from_epoch: int = 0  # epochs replayed from an earlier run's checkpoint
+
+    @classmethod
+    def of(cls, trial: optuna.trial.FrozenTrial | optuna.Trial) -> "TrialRecord":
+        """The record of a finished trial, or of the live one a worker is running."""
+        a = trial.user_attrs
+        known = {f.name for f in fields(cls)} - {"number", "state", "value", "curve", "seconds", "baseline"}
+        state = getattr(trial, "state", TrialState.RUNNING)
+        record = cls(number=trial.number, state=state.name,
+                     value=trial.value if state == TrialState.COMPLETE else None,
+                     **{k: a[k] for k in known if a.get(k) is not None})
+        record.curve = [float(v) for v in a.get("val_acc_per_epoch") or []]
+        record.seconds = [float(s) for s in a.get("seconds_per_epoch") or []]
+        # Studies made before the flag existed stored the label itself ("Model 1").
+        record.baseline = bool(a.get("baseline"))
+        if record.baseline and not record.baseline_label:
+            record.baseline_label = a["baseline"] if isinstance(a["baseline"], str) else "Model 1"
+        return record
+
+    @property
+    def trained(self) -> bool:
+        """Has validation accuracies of its own: a waiting trial (re-queued, retried) carries
+        copies of its first run's, which it has not trained yet."""
+        return bool(self.curve) and self.state != "WAITING"
+
+    @property
+    def best_acc(self) -> float | None:
+        """The objective if complete, else the best epoch before it stopped."""
+        if self.value is not None:
+            return self.value
+        return max(self.curve) if self.curve else None
+
+    @property
+    def counts_as_trained(self) -> bool:
+        """Took a place among the study's --trials: trained to the end or until the pruner (or a
+        diverging loss) stopped it. Over-budget and duplicate proposals trained nothing."""
+        return self.state in ("COMPLETE", "PRUNED") and not self.over_budget and not self.duplicate
+
+    @property
+    def rejected(self) -> bool:
+        return self.over_budget or self.duplicate
+
+    @property
+    def diverged(self) -> bool:
+        return self.state == "PRUNED" and self.prune_reason.startswith("diverged")
+
+    @property
+    def interrupted(self) -> bool:
+        return self.state == "FAIL" and self.fail_reason.startswith("interrupted")
+
+    @property
+    def label(self) -> str:
+        """The spec's one-line summary, with the baseline named."""
+        return self.summary + (f" ({self.baseline_label})" if self.baseline else "")
+
+
+def baseline_attrs(label: str, spec: dict) -> dict:
+    """User attrs of the enqueued baseline trial, so the trial knows what it is before it runs."""
+    return {"baseline": True, "baseline_label": label, "spec": spec}
+
+
+def write_identity(trial: optuna.Trial, *, spec: dict, summary: str, params: int, macs: int, recipe: dict,
+                   seed: int, device: str, dataset: str, first_trial: int, checkpoint_dir: str) -> None:
+    for key, value in {"spec": spec, "summary": summary, "params": params, "macs": macs, "seed": seed,
+                       "device": device, "recipe": recipe, "dataset": dataset, "first_trial": first_trial,
+                       "checkpoint_dir": checkpoint_dir}.items():
+        trial.set_user_attr(key, value)
+
+
+def write_curve(trial: optuna.Trial, curve: list[float], seconds: list[float], loss: float | None = None) -> None:
+    trial.set_user_attr("val_acc_per_epoch", curve)
+    trial.set_user_attr("seconds_per_epoch", seconds)
+    if loss is not None:
+        trial.set_user_attr("train_loss_last", loss)
+
+
+def write_resumed(trial: optuna.Trial, first_trial: int, epochs: int) -> None:
+    trial.set_user_attr("resumed_from_trial", first_trial)
+    trial.set_user_attr("resumed_from_epoch", epochs)
+
+
+def write_pruned(trial: optuna.Trial, reason: str, *, over_budget: bool = False, duplicate: bool = False) -> None:
+    if over_budget:
+        trial.set_user_attr("over_budget", True)
+    if duplicate:
+        trial.set_user_attr("duplicate", True)
+    trial.set_user_attr("prune_reason", reason)
+
+
+def write_failed(trial: optuna.Trial, reason: str) -> None:
+    trial.set_user_attr("fail_reason", reason)
+
+
+def write_result(trial: optuna.Trial, best_epoch: int, checkpoint_artifact: str) -> None:
+    trial.set_user_attr("best_epoch", best_epoch)
+    trial.set_user_attr("checkpoint_artifact", checkpoint_artifact)
+
+
+def requeue_attrs(trial: optuna.trial.FrozenTrial) -> dict:
+    """A failed trial's attrs for its re-run: everything it knew but why it failed."""
+    return {k: v for k, v in trial.user_attrs.items() if k != "fail_reason"}
+
+
+def records(study: optuna.Study, states=None) -> list[TrialRecord]:
+    return [TrialRecord.of(t) for t in study.get_trials(deepcopy=False, states=states)]
+
+
+def best_trials(study: optuna.Study, top: int) -> list[optuna.trial.FrozenTrial]:
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+    return sorted(done, key=lambda t: (-t.value, t.number))[:top]
+
+
+def trial_counts(study: optuna.Study) -> dict:
+    """The counts `best`, the live view and the report all show."""
+    trials = records(study)
+    over = sum(r.over_budget for r in trials)
+    return {
+        "trials": len(trials),
+        "complete": sum(r.state == "COMPLETE" for r in trials),
+        "pruned": sum(r.state == "PRUNED" for r in trials) - over,
+        "over_budget": over,
+        "failed": sum(r.state == "FAIL" for r in trials),
+        "running": sum(r.state == "RUNNING" for r in trials),
+    }
+
+
+# ---------------------------------------------------------------- the study
+
+
+@dataclass
+class StudyRecord:
+    name: str
+    budget: int | None = None
+    space_file: str | None = None
+    space: dict | None = None
+    recipe_space: dict | None = None
+    artifact_dir: str | None = None
+    split_seed: int = 0
+    table_1: list[dict] = field(default_factory=list)
+    data_root: str | None = None
+    dataset: str | None = None
+    val_size: int = 5000
+    limit_train: int | None = None
+    requeued: list[int] = field(default_factory=list)
+    exported: dict | None = None
+    report_artifacts: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, study: optuna.Study) -> "StudyRecord":
+        a = study.user_attrs
+        known = {f.name for f in fields(cls)} - {"name"}
+        return cls(name=study.study_name, **{k: a[k] for k in known if a.get(k) is not None})
+
+
+def write_study(study: optuna.Study, **values) -> None:
+    """Record study-wide facts; only the names StudyRecord reads are accepted."""
+    known = {f.name for f in fields(StudyRecord)} - {"name"}
+    unknown = set(values) - known
+    if unknown:
+        raise TypeError(f"not a study record field: {', '.join(sorted(unknown))}")
+    for key, value in values.items():
+        study.set_user_attr(key, value)

@@ -1,0 +1,107 @@
+"""Optuna storages as the search uses them: heartbeats that survive a brief outage, bounded
+reconnection, the schema-creation race of workers starting together, and URLs without passwords."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+import sqlalchemy
+
+from resnet_space.errors import UserError
+
+from .layout import HEARTBEAT_S
+
+# Heartbeats and the stale-trial retry are marked experimental.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+STORAGE_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+                  optuna.exceptions.StorageInternalError)
+
+
+class StudyError(UserError):
+    """A study or storage problem a user can fix; one line."""
+
+
+class RDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage whose heartbeats outlive a brief outage. Optuna's heartbeat thread
+    dies on its first failed write, after which a live trial would look dead to every worker."""
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except STORAGE_ERRORS:
+            pass  # the next beat tries again; the grace period spans three of them
+
+
+def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, retry_s: float = 0) -> optuna.storages.BaseStorage:
+    """An RDB storage with heartbeats, so a trial whose worker died is failed and retried.
+    An unreachable server is retried with backoff for retry_s seconds before giving up."""
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if str(path) not in ("", ":memory:"):
+            if path.is_dir():
+                raise StudyError(f"storage {url}: {path} is a directory, not a database file")
+            path.parent.mkdir(parents=True, exist_ok=True)
+    elif not url.startswith(("postgresql", "mysql")):
+        raise StudyError(f"storage {url!r} is not an Optuna RDB URL (sqlite:///FILE or postgresql://USER@HOST/DB)")
+    deadline, wait, schema_races = time.monotonic() + retry_s, 1.0, 0
+    while True:
+        try:
+            return RDBStorage(
+                url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=heartbeat_s,
+                grace_period=3 * heartbeat_s,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+            )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as e:
+            # Workers starting together on a fresh database race to create Optuna's tables.
+            schema_races += 1
+            if schema_races > 5:
+                raise StudyError(f"cannot open storage {redact(url)}: {str(e).splitlines()[0][:200]}") from None
+            time.sleep(0.2 * schema_races)
+        except STORAGE_ERRORS as e:
+            if time.monotonic() + wait > deadline:
+                raise StudyError(f"cannot reach storage {redact(url)} (tried for {retry_s:g} s): "
+                                 f"{str(e).splitlines()[0][:200]}") from None
+            time.sleep(wait)  # backoff: 1, 2, 4, ... 15 s
+            wait = min(2 * wait, 15.0)
+        except ImportError:
+            raise StudyError(f"no database driver installed for {redact(url)} "
+                             "(for PostgreSQL: pip install 'resnet-search[postgres]')") from None
+        except Exception as e:  # noqa: BLE001 - SQLAlchemy and drivers raise many kinds
+            raise StudyError(f"cannot open storage {redact(url)}: {str(e).splitlines()[0][:200]}") from None
+
+
+def storage_outage(error: BaseException) -> BaseException | None:
+    """The storage error behind `error`, if the storage being unreachable caused it. Optuna can
+    surface an outage as another error raised while handling it, so the chain is walked."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, STORAGE_ERRORS):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001
+        return url
+
+
+def study_names(storage) -> list[str]:
+    return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+
+
+def load_study(storage, name: str) -> optuna.Study:
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        known = study_names(storage)
+        raise StudyError(f"no study named {name!r} in this storage"
+                         + (f" (it has: {', '.join(known)})" if known else " (it has none)")) from None
