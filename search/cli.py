@@ -324,6 +324,11 @@ def build_parser() -> Parser:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # argparse takes "-5e6" after --budget for an option; joined, it reaches our own parser.
+    for i in reversed(range(len(argv) - 1)):
+        if argv[i] == "--budget" and argv[i + 1].startswith("-"):
+            argv[i:i + 2] = [f"--budget={argv[i + 1]}"]
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)

@@ -63,6 +63,10 @@ class Cifar10:
     classes: list[str]
     name: str  # says which copy: true CIFAR-10 or an image-folder copy such as the JPEG one
     root: str
+    fingerprint: str = ""  # of every image and label before the split: the same data wherever it lies
+
+    def identity(self) -> str:
+        return f"{self.name} #{self.fingerprint}"
 
 
 def _is_image_folder(root: Path) -> bool:
@@ -169,10 +173,13 @@ def load_cifar10(root=None, *, val_size: int = 5000, limit_train: int | None = N
     if limit_train is not None and not 0 < limit_train <= len(full_train) - val_size:
         raise DataError(f"training limit {limit_train} must be between 1 and the {len(full_train) - val_size:,} "
                         "training images left after the validation split")
+    digest = hashlib.sha1()
+    for part in (full_train.images, full_train.labels, test.images, test.labels):
+        digest.update(part.contiguous().numpy().tobytes())
     order = stratified_order(full_train.labels, seed)
     train_index = order[val_size:] if limit_train is None else order[val_size:val_size + limit_train]
     return Cifar10(full_train.subset(train_index), full_train.subset(order[:val_size]), test, classes, name,
-                   str(root))
+                   str(root), digest.hexdigest()[:16])
 
 
 # ---- augmentation: whole batches of tensors on the training device ----

@@ -173,6 +173,11 @@ def trial_counts(study: optuna.Study) -> dict:
 
 # ---------------------------------------------------------------- the study
 
+# Each setting a study's results depend on, and the flag a user changes it with.
+SETTING_FLAGS = {"budget": "--budget", "space": "--space (its [space] table)",
+                 "recipe": "--space (its [recipe] table)", "epochs": "--epochs", "dataset": "--data",
+                 "limit_train": "--limit-train", "val_size": "--val-size", "seed": "--seed"}
+
 
 @dataclass
 class StudyRecord:
@@ -191,6 +196,7 @@ class StudyRecord:
     requeued: list[int] = field(default_factory=list)
     exported: dict | None = None
     report_artifacts: dict = field(default_factory=dict)
+    settings: dict | None = None  # what its results depend on (SETTING_FLAGS); written last, once ready
 
     @classmethod
     def of(cls, study: optuna.Study) -> "StudyRecord":

@@ -12,6 +12,7 @@ validation accuracy each epoch to the pruner, and keep its best checkpoint as an
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import sys
 import time
@@ -126,6 +127,8 @@ def run_search(settings: SearchSettings, view: Quiet | None = None) -> optuna.St
             study = optuna.load_study(study_name=settings.study, storage=storage, sampler=sampler, pruner=pruner)
             objective.study = study
     refresh_report(study, outputs.reports, view.log)
+    if objective.gave_up:
+        raise UserError(objective.gave_up)
     return study
 
 
@@ -148,30 +151,61 @@ def create_or_load(storage, settings: SearchSettings, space: StudyFile, budget: 
                    outputs: Outputs, sampler, pruner) -> tuple[optuna.Study, bool]:
     """Create the study, or load it to resume. Only the process that creates it enqueues the
     baseline, and creation is atomic in the database, so several workers enqueue it once."""
+    recipe_table = {k: list(v) if isinstance(v, tuple) else v for k, v in space.recipe.items()}
+    given = {"budget": budget, "space": space.space, "recipe": recipe_table,
+             "epochs": space.center_recipe(settings.epochs)[0].epochs, "dataset": data.identity(),
+             "limit_train": settings.limit_train, "val_size": settings.val_size, "seed": settings.seed}
+    given = json.loads(json.dumps(given))  # as the storage gives it back: lists, not tuples
     try:
         study = optuna.create_study(study_name=settings.study, storage=storage, sampler=sampler, pruner=pruner,
                                     direction="maximize", load_if_exists=False)
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=settings.study, storage=storage, sampler=sampler, pruner=pruner)
-        recorded = record.StudyRecord.of(study).budget
-        if recorded is not None and recorded != budget:
-            raise StudyError(f"study {settings.study!r} searches under a budget of {recorded:,}, not {budget:,}; "
-                             "use that budget to resume it or a new --study name") from None
+        refuse_mixed_settings(study, given)
         return study, False
     record.write_study(
         study, budget=budget, space_file=str(space.path), space=space.space,
-        recipe_space={k: list(v) if isinstance(v, tuple) else v for k, v in space.recipe.items()},
+        recipe_space=recipe_table,
         artifact_dir=str(outputs.artifacts.resolve()), split_seed=settings.seed, table_1=table_1_rows(),
         data_root=data.root, dataset=data.name, val_size=settings.val_size, limit_train=settings.limit_train,
     )
     if settings.baseline:
         spec, label = baseline_for(budget)
         study.enqueue_trial(space.center_recipe()[1], user_attrs=record.baseline_attrs(label, spec.to_dict()))
+    record.write_study(study, settings=given)  # last: other workers wait for it before their first trial
     return study, True
+
+
+def refuse_mixed_settings(study: optuna.Study, given: dict, wait_s: float = 60) -> None:
+    """Refuse to add trials measured differently from those the study holds. A study just created
+    by another worker gets its settings written last, so a worker that finds none waits for them."""
+    deadline = time.monotonic() + (wait_s if not study.get_trials(deepcopy=False) else 0)
+    recorded = record.StudyRecord.of(study)
+    while recorded.settings is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        recorded = record.StudyRecord.of(study)
+    if recorded.settings is None:
+        raise StudyError(f"study {study.study_name!r} records no settings (made by an older version, or its "
+                         "creator died while creating it); start a new --study name")
+    for key, flag in record.SETTING_FLAGS.items():
+        if recorded.settings.get(key) != given[key]:
+            was, now = (_shown(v) for v in (recorded.settings.get(key), given[key]))
+            raise StudyError(f"study {study.study_name!r} was run with {flag} {was}, not {now}: its trials would "
+                             "not compare; resume it with the same setting, or pass a new --study NAME")
+
+
+def _shown(value) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    text = "none" if value is None else json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def trained_trials(study: optuna.Study) -> int:
     return sum(r.counts_as_trained for r in record.records(study, states=record.FINISHED))
+
+
+GIVE_UP_AFTER = 100  # proposals in a row over the budget; the shipped space rejects under 5%
 
 
 class SurplusTrial(Exception):
@@ -185,6 +219,7 @@ class Objective:
         self.data, self.device, self.outputs, self.view = data, device, outputs, view
         outputs.artifacts.mkdir(parents=True, exist_ok=True)
         self.store = FileSystemArtifactStore(str(outputs.artifacts))
+        self.rejected_in_a_row, self.gave_up = 0, None
 
     def __call__(self, trial: optuna.Trial) -> float:
         try:
@@ -200,7 +235,13 @@ class Objective:
                 torch.cuda.empty_cache()  # the next trial starts with the memory this one held
 
     def enough(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        """Stop once the study holds its trained trials; rejected proposals take no place."""
+        """Stop once the study holds its trained trials; rejected proposals take no place, but a
+        long run of them means nothing in the space fits, and the search gives up saying so."""
+        self.rejected_in_a_row = self.rejected_in_a_row + 1 if record.TrialRecord.of(trial).over_budget else 0
+        if self.rejected_in_a_row >= GIVE_UP_AFTER:
+            self.gave_up = (f"the last {GIVE_UP_AFTER} proposals were all at or over the budget of {self.budget:,} "
+                            "params: nothing in this space fits; raise --budget or narrow the space")
+            study.stop()
         if trained_trials(study) >= self.settings.trials:
             study.stop()
 
