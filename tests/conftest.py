@@ -30,6 +30,29 @@ needs_data = pytest.mark.skipif(
 )
 
 
+def write_image_folder(root: Path, train_per_class: int = 30, test_per_class: int = 10, classes: int = 10) -> Path:
+    """A small CIFAR-like image folder (train/<class>/*.png, test/<class>/*.png): each class its
+    own colour plus noise, so a tiny network learns it in an epoch or two."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", train_per_class), ("test", test_per_class)):
+        for c in range(classes):
+            folder = root / split / f"class{c:02d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            colour = np.array([(37 * c) % 256, (91 * c) % 256, (163 * c) % 256])
+            for i in range(n):
+                pixels = np.clip(colour + rng.normal(0, 40, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory):
+    return write_image_folder(tmp_path_factory.mktemp("synthetic-cifar"))
+
+
 def storage_url(cwd) -> str:
     """The default SQLite storage of a `run` started in cwd."""
     return f"sqlite:///{cwd}/studies/resnet-search.db"

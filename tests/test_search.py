@@ -1,0 +1,100 @@
+"""The search called from Python (run_search), on small synthetic images: what --trials counts,
+studies that refuse mixed settings, and a space in which nothing fits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from resnet_space.errors import UserError
+from search import record
+from search.study import SearchSettings, run_search
+
+from .conftest import TINY_SPACE, assert_user_error, run_cli, write_image_folder
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def settings(tmp_path, data_root, **changes) -> SearchSettings:
+    base = dict(budget=200_000, space=str(TINY_SPACE), study="s", storage=f"sqlite:///{tmp_path}/s.db",
+                trials=2, epochs=1, device="cpu", data=str(data_root), val_size=50, seed=0,
+                artifacts=str(tmp_path / "artifacts"))
+    return SearchSettings(**{**base, **changes})
+
+
+def test_run_search_from_python_counts_trained_trials(tmp_path, synthetic_data):
+    study = run_search(settings(tmp_path, synthetic_data))
+    trials = record.records(study)
+    assert sum(r.counts_as_trained for r in trials) == 2
+    assert all(r.curve and r.params < 200_000 for r in trials if r.counts_as_trained)
+    assert record.StudyRecord.of(study).settings["epochs"] == 1
+    assert (tmp_path / "reports" / "s" / "index.html").exists()  # beside the artifacts, derived in one place
+
+
+def test_rejected_proposals_do_not_use_up_trials(tmp_path, synthetic_data):
+    # first_channels 8 fits under 20,000 params; 64 never does: about half the proposals are rejected.
+    space = tmp_path / "half.toml"
+    space.write_text(TINY_SPACE.read_text().replace('fill = {low = 0.05, high = 0.2}', 'first_channels = [8, 64]'))
+    study = run_search(settings(tmp_path, synthetic_data, space=str(space), budget=20_000, trials=3, baseline=False))
+    trials = record.records(study)
+    assert sum(r.counts_as_trained for r in trials) == 3
+    assert sum(r.over_budget for r in trials) >= 1, "the seed drew no 64-wide spec: pick another"
+    assert all(not r.curve for r in trials if r.over_budget)
+
+
+def test_a_space_where_nothing_fits_gives_up_saying_so(tmp_path, synthetic_data):
+    with pytest.raises(UserError, match="nothing in this space fits"):
+        run_search(settings(tmp_path, synthetic_data, budget=500, baseline=False))
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/s.db")
+    assert all(r.over_budget for r in record.records(study))  # every rejection is still recorded
+
+
+@pytest.fixture(scope="module")
+def resumable(tmp_path_factory, synthetic_data):
+    """A finished study, and the snapshot a refused resume must leave unchanged."""
+    tmp = tmp_path_factory.mktemp("mixed")
+    other_space = tmp / "other.toml"
+    other_space.write_text(TINY_SPACE.read_text().replace("skip_kernel = [1, 3]", "skip_kernel = [1]"))
+    other_data = write_image_folder(tmp / "other-data", train_per_class=31)
+    study = run_search(settings(tmp, synthetic_data, trials=1))
+    return tmp, other_space, other_data, len(study.trials)
+
+
+@pytest.mark.parametrize("change, flag", [
+    ({"epochs": 2}, "--epochs 1, not 2"),
+    ({"budget": 300_000}, "--budget 200,000, not 300,000"),
+    ({"seed": 1}, "--seed 0, not 1"),
+    ({"val_size": 60}, "--val-size 50, not 60"),
+    ({"limit_train": 100}, "--limit-train none, not 100"),
+    ("space", "--space (its [space] table)"),
+    ("data", "--data"),
+])
+def test_resuming_with_other_settings_is_refused_before_anything_is_recorded(resumable, synthetic_data, change, flag):
+    tmp, other_space, other_data, trials = resumable
+    if isinstance(change, str):
+        change = {"space": {"space": str(other_space)}, "data": {"data": str(other_data)}}[change]
+    with pytest.raises(UserError, match="was run with") as refused:
+        run_search(settings(tmp, synthetic_data, trials=3, **change))
+    assert flag in str(refused.value) and "new --study" in str(refused.value)
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp}/s.db")
+    assert len(study.trials) == trials
+
+
+def test_refusal_through_the_cli_is_one_line(resumable, synthetic_data):
+    tmp, *_ = resumable
+    result = run_cli("run", "--budget", "2e5", "--study", "s", "--storage", f"sqlite:///{tmp}/s.db", "--device", "cpu",
+                     "--space", TINY_SPACE, "--epochs", "3", "--val-size", "50", "--data", synthetic_data,
+                     "--artifacts", tmp / "artifacts", "--quiet", cwd=tmp)
+    assert "--epochs 1, not 3" in assert_user_error(result)
+
+
+def test_shipped_study_files_resolve_by_name_from_any_folder(tmp_path, monkeypatch):
+    from search.layout import resolve_space, shipped_spaces
+
+    monkeypatch.chdir(tmp_path)
+    assert {"default", "paper", "cpu-small"} <= set(shipped_spaces())
+    assert resolve_space("cpu-small").read_text() == TINY_SPACE.read_text()
+    (tmp_path / "cpu-small.toml").write_text("# mine\n")
+    assert resolve_space("cpu-small.toml") == Path("cpu-small.toml")  # a user's own file wins
