@@ -79,6 +79,6 @@ def _converted(key: str, value, expected: type):
         return float(value)
     if expected is tuple and isinstance(value, (list, tuple)) and all(_is_number(v) for v in value):
         return tuple(float(v) for v in value)
-    if type(value) is expected and expected is not tuple:
+    if expected in (int, bool, str) and type(value) is expected:
         return value
     raise ValueError(f"{key} must be {_KINDS[expected]}, not {value!r}")
