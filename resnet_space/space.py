@@ -159,7 +159,7 @@ class StudyFile:
         return study
 
     def validate(self) -> None:
-        """Every value every dimension can take, so that no trial meets a bad one mid-search.
+        """Check every value every dimension can take, so that no trial meets a bad one mid-search.
         Raises SpaceError, or SpecError for a bad integer; load() names the file in either."""
         unknown = set(self.space) - SPACE_KEYS
         if unknown:
