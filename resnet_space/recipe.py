@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 OPTIMIZERS = ("sgd", "adam")
@@ -31,41 +32,53 @@ class Recipe:
     def __post_init__(self):
         object.__setattr__(self, "milestones", tuple(self.milestones))
         checks = [
-            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
-            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),
-            (self.lr > 0, "lr must be positive"),
-            (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
-            (self.weight_decay >= 0, "weight_decay must be >= 0"),
-            (self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.epochs >= 1, "epochs must be >= 1"),
-            (all(0 < m < 1 for m in self.milestones), "milestones are fractions of training in (0, 1)"),
-            (0 < self.gamma <= 1, "gamma must be in (0, 1]"),
-            (0 <= self.warmup < 1, "warmup must be in [0, 1)"),
-            (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
-            (self.crop_padding >= 0, "crop_padding must be >= 0"),
-            (0 <= self.grayscale <= 1, "grayscale is a probability in [0, 1]"),
-            (0 <= self.cutout <= 32, "cutout must be in [0, 32]"),
+            ("optimizer", self.optimizer in OPTIMIZERS, f"must be one of {', '.join(OPTIMIZERS)}"),
+            ("schedule", self.schedule in SCHEDULES, f"must be one of {', '.join(SCHEDULES)}"),
+            ("lr", self.lr > 0, "must be positive"),
+            ("momentum", 0 <= self.momentum < 1, "must be in [0, 1)"),
+            ("weight_decay", self.weight_decay >= 0, "must be >= 0"),
+            ("batch_size", self.batch_size >= 1, "must be >= 1"),
+            ("epochs", self.epochs >= 1, "must be >= 1"),
+            ("milestones", all(0 < m < 1 for m in self.milestones), "are fractions of training in (0, 1)"),
+            ("gamma", 0 < self.gamma <= 1, "must be in (0, 1]"),
+            ("warmup", 0 <= self.warmup < 1, "must be in [0, 1)"),
+            ("label_smoothing", 0 <= self.label_smoothing < 1, "must be in [0, 1)"),
+            ("crop_padding", self.crop_padding >= 0, "must be >= 0"),
+            ("grayscale", 0 <= self.grayscale <= 1, "is a probability in [0, 1]"),
+            ("cutout", 0 <= self.cutout <= 32, "must be in [0, 32]"),
         ]
-        for ok, message in checks:
+        for name, ok, requirement in checks:
             if not ok:
-                raise ValueError(f"recipe: {message}")
+                raise ValueError(f"{name} {requirement}, not {getattr(self, name)!r}")
 
     @classmethod
     def from_dict(cls, data: dict) -> "Recipe":
-        known = {f.name: f.type for f in fields(cls)}
-        unknown = set(data) - set(known)
-        if unknown:
-            raise ValueError(f"recipe: unknown keys {', '.join(sorted(unknown))}")
+        """A recipe from TOML or JSON values: an integer stands for a float and a list for a
+        tuple; any other type is an error naming the key."""
         defaults = cls()
-        for key, value in data.items():
-            expected = type(getattr(defaults, key))
-            if expected is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if expected is tuple and isinstance(value, list):
-                value = tuple(value)
-            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                raise ValueError(f"recipe: {key} = {value!r} should be {expected.__name__}")
-        return cls(**{k: float(v) if isinstance(getattr(defaults, k), float) else v for k, v in data.items()})
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown recipe keys {', '.join(sorted(unknown))}")
+        return cls(**{key: _converted(key, value, type(getattr(defaults, key))) for key, value in data.items()})
 
     def to_dict(self) -> dict:
         return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+
+
+_KINDS = {float: "a finite number", int: "an integer", bool: "true or false", str: "a string",
+          tuple: "a list of numbers"}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _converted(key: str, value, expected: type):
+    """`value` as the field's type; only exact types pass, so True is not an int nor 1 a bool."""
+    if expected is float and _is_number(value):
+        return float(value)
+    if expected is tuple and isinstance(value, (list, tuple)) and all(_is_number(v) for v in value):
+        return tuple(float(v) for v in value)
+    if expected in (int, bool, str) and type(value) is expected:
+        return value
+    raise ValueError(f"{key} must be {_KINDS[expected]}, not {value!r}")

@@ -24,7 +24,7 @@ from pathlib import Path
 from .count import count
 from .errors import UserError
 from .recipe import Recipe
-from .spec import MAX_STAGES, ResNetSpec, SpecError, parse_budget
+from .spec import MAX_STAGES, ResNetSpec, SpecError, parse_budget, positive_int
 
 SPACE_KEYS = {
     "stages", "blocks", "conv_kernel", "skip_kernel", "pool", "growth",
@@ -32,7 +32,11 @@ SPACE_KEYS = {
 }
 SPACE_DEFAULTS = {"channel_step": 8, "min_channels": 8, "classes": 10, "growth": 2.0, "pool": 4,
                   "conv_kernel": 3, "skip_kernel": 1, "fill": {"low": 0.5, "high": 1.0}}
+FIXED_SPACE_KEYS = {"channel_step", "min_channels", "classes"}  # read as written, never drawn
+KERNEL_KEYS = {"conv_kernel", "skip_kernel"}
+RECIPE_KEYS = set(Recipe().to_dict())
 LIST_VALUED_RECIPE_KEYS = {"milestones"}
+TOP_LEVEL_KEYS = {"budget", "space", "recipe", "description"}
 
 
 class SpaceError(UserError, ValueError):
@@ -44,7 +48,8 @@ def _is_range(value) -> bool:
 
 
 def suggest(trial, name: str, value):
-    """Draw one value for `name` from a fixed scalar, a list of choices or a {low, high} range."""
+    """Draw one value for `name` from a fixed scalar, a list of choices or a {low, high} range.
+    A range with integer ends draws integers (log or not); any float end makes it draw floats."""
     if isinstance(value, dict) and "choices" in value:
         picked = trial.suggest_categorical(name, [repr(c) if isinstance(c, list) else c for c in value["choices"]])
         return next(c for c in value["choices"] if (repr(c) if isinstance(c, list) else c) == picked)
@@ -52,21 +57,67 @@ def suggest(trial, name: str, value):
         return trial.suggest_categorical(name, value)
     if _is_range(value):
         low, high, log = value["low"], value["high"], bool(value.get("log", False))
-        if isinstance(low, int) and isinstance(high, int) and not log:
-            return trial.suggest_int(name, low, high)
+        if isinstance(low, int) and isinstance(high, int):
+            return trial.suggest_int(name, low, high, log=log)
         return trial.suggest_float(name, float(low), float(high), log=log)
     return value
 
 
-def _options(value) -> list:
-    """Every value a dimension can take (ranges by their ends), for validation."""
-    if isinstance(value, dict) and "choices" in value:
-        return list(value["choices"])
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _options(where: str, value) -> list:
+    """Every value a dimension can take (a range by its ends), once its form is checked."""
     if isinstance(value, list):
+        if not value:
+            raise SpaceError(f"{where}: an empty list offers no choice")
         return value
-    if _is_range(value):
-        return [value["low"], value["high"]]
-    return [value]
+    if not isinstance(value, dict):
+        return [value]
+    if "choices" in value:
+        if set(value) != {"choices"}:
+            raise SpaceError(f"{where}: {value!r} mixes choices with other keys (write {{choices = [...]}})")
+        if not isinstance(value["choices"], list) or not value["choices"]:
+            raise SpaceError(f"{where}: choices = {value['choices']!r} must be a non-empty list")
+        return value["choices"]
+    unknown = set(value) - {"low", "high", "log"}
+    if unknown:
+        raise SpaceError(f"{where}: unknown keys {', '.join(sorted(unknown))} in {value!r} "
+                         "(a range has low, high and log; a choice has choices)")
+    if not _is_range(value):
+        raise SpaceError(f"{where}: the range {value!r} needs both low and high")
+    low, high, log = value["low"], value["high"], value.get("log", False)
+    for end in (low, high):
+        if not _is_number(end):
+            raise SpaceError(f"{where}: range end {end!r} is not a finite number")
+    if not isinstance(log, bool):
+        raise SpaceError(f"{where}: log = {log!r} must be true or false")
+    if low > high:
+        raise SpaceError(f"{where}: low {low!r} is above high {high!r}")
+    if log and low <= 0:
+        raise SpaceError(f"{where}: a log range needs low > 0, not {low!r}")
+    return [low, high]
+
+
+def _check_space_option(key: str, value) -> None:
+    """One value [space] `key` may take; SpecError or SpaceError naming key and value if wrong."""
+    where = f"[space] {key}"
+    if key in ("growth", "fill"):
+        if not _is_number(value):
+            raise SpaceError(f"{where}: {value!r} is not a finite number")
+        if key == "growth" and value < 1:
+            raise SpaceError(f"{where}: {value!r} must be at least 1 (C_i+1 / C_i)")
+        if key == "fill" and not 0 < value <= 1:
+            raise SpaceError(f"{where}: {value!r} must be a fraction of the budget in (0, 1]")
+        return
+    positive_int(where, value)
+    if key == "stages" and value > MAX_STAGES:
+        raise SpaceError(f"{where}: {value} is too many, at most {MAX_STAGES} for 32x32 images")
+    if key in KERNEL_KEYS and value % 2 == 0:
+        raise SpaceError(f"{where}: kernel {value} must be odd (1, 3, 5, 7)")
+    if key == "classes" and value < 2:
+        raise SpaceError(f"{where}: {value} must be at least 2")
 
 
 @dataclass
@@ -88,9 +139,15 @@ class StudyFile:
         except tomllib.TOMLDecodeError as e:
             raise SpaceError(f"space file {path} is not valid TOML: {e}") from None
         try:
-            unknown = set(data) - {"budget", "space", "recipe", "description"}
+            unknown = set(data) - TOP_LEVEL_KEYS
             if unknown:
-                raise SpaceError(f"unknown top-level keys {', '.join(sorted(unknown))}")
+                raise SpaceError(f"unknown top-level keys {', '.join(sorted(unknown))} "
+                                 f"(known: {', '.join(sorted(TOP_LEVEL_KEYS))})")
+            if not isinstance(data.get("description", ""), str):
+                raise SpaceError(f"description = {data['description']!r} must be a string")
+            for table in ("space", "recipe"):
+                if not isinstance(data.get(table, {}), dict):
+                    raise SpaceError(f"{table} = {data[table]!r} must be a table ([{table}])")
             recipe = dict(data.get("recipe", {}))
             for key in LIST_VALUED_RECIPE_KEYS & recipe.keys():
                 if isinstance(recipe[key], list):
@@ -98,37 +155,45 @@ class StudyFile:
             study = cls(path, parse_budget(data.get("budget", "5M")),
                         {**SPACE_DEFAULTS, **data.get("space", {})}, recipe)
             study.validate()
-        except (SpaceError, SpecError, ValueError, TypeError) as e:
+        except (SpaceError, SpecError) as e:
             raise SpaceError(f"space file {path}: {e}") from None
         return study
 
     def validate(self) -> None:
+        """Check every value every dimension can take, so that no trial meets a bad one mid-search.
+        Raises SpaceError, or SpecError for a bad integer; load() names the file in either."""
         unknown = set(self.space) - SPACE_KEYS
         if unknown:
-            raise SpaceError(f"[space] unknown keys {', '.join(sorted(unknown))}")
+            raise SpaceError(f"[space] unknown keys {', '.join(sorted(unknown))} "
+                             f"(known: {', '.join(sorted(SPACE_KEYS))})")
         if "stages" not in self.space or "blocks" not in self.space:
             raise SpaceError("[space] needs stages and blocks")
-        for key in ("stages", "blocks", "conv_kernel", "skip_kernel", "pool", "channel_step", "min_channels"):
-            for v in _options(self.space[key]):
-                if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                    raise SpaceError(f"[space] {key}: {v!r} must be a positive integer")
-        if max(_options(self.space["stages"])) > MAX_STAGES:
-            raise SpaceError(f"[space] stages: at most {MAX_STAGES} for 32x32 images")
-        for key in ("conv_kernel", "skip_kernel"):
-            if any(v % 2 == 0 for v in _options(self.space[key])):
-                raise SpaceError(f"[space] {key}: kernels must be odd")
-        for v in _options(self.space["growth"]):
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 1:
-                raise SpaceError(f"[space] growth: {v!r} must be a number >= 1")
-        for v in _options(self.space["fill"]):
-            if not isinstance(v, (int, float)) or not 0 < v <= 1:
-                raise SpaceError(f"[space] fill: {v!r} must be a fraction in (0, 1]")
-        for v in _options(self.space.get("first_channels", [])):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise SpaceError(f"[space] first_channels: {v!r} must be a positive integer")
-        # Every fixed or extreme recipe must be a valid Recipe; ranges are checked at both ends.
-        for end in (0, -1):
-            Recipe.from_dict({k: _options(v)[end] for k, v in self.recipe.items()})
+        for key, value in self.space.items():
+            where = f"[space] {key}"
+            if key in FIXED_SPACE_KEYS and isinstance(value, (list, dict)):
+                raise SpaceError(f"{where}: {value!r} must be one fixed integer (it is not searched)")
+            if key in KERNEL_KEYS and _is_range(value):
+                raise SpaceError(f"{where}: the range {value!r} would draw even kernels; list the odd ones, "
+                                 "e.g. [3, 5]")
+            for option in _options(where, value):
+                _check_space_option(key, option)
+
+        unknown = set(self.recipe) - RECIPE_KEYS
+        if unknown:
+            raise SpaceError(f"[recipe] unknown keys {', '.join(sorted(unknown))} "
+                             f"(known: {', '.join(sorted(RECIPE_KEYS))})")
+        # Each value of each key is tried in a Recipe that is otherwise valid: the first option
+        # of every key checked before it. Recipe's limits are intervals, so a range's two ends
+        # vouch for the values between them.
+        base = {}
+        for key, value in self.recipe.items():
+            options = _options(f"[recipe] {key}", value)
+            for option in options:
+                try:
+                    Recipe.from_dict({**base, key: option})
+                except ValueError as e:
+                    raise SpaceError(f"[recipe] {e}") from None
+            base[key] = options[0]
 
     def sample_spec(self, trial, budget: int | None = None) -> ResNetSpec:
         """Draw one spec. It may still be over budget (rarely): callers reject it by its count."""
@@ -174,8 +239,8 @@ class _CenterTrial:
         self.params[name] = choices[0]
         return choices[0]
 
-    def suggest_int(self, name, low, high):
-        self.params[name] = (low + high) // 2
+    def suggest_int(self, name, low, high, log=False):
+        self.params[name] = round(math.sqrt(low * high)) if log else (low + high) // 2
         return self.params[name]
 
     def suggest_float(self, name, low, high, log=False):

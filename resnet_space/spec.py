@@ -23,18 +23,22 @@ class SpecError(UserError, ValueError):
     """An invalid spec or spec-related input; its message is one line fit for a user."""
 
 
+def positive_int(name: str, value) -> int:
+    """`value` if it is an integer of at least 1 (True is not one), else a SpecError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(f"{name}: {value!r} is not an integer")
+    if value < 1:
+        raise SpecError(f"{name}: {value} must be at least 1")
+    return value
+
+
 def _positive_ints(name: str, values) -> tuple[int, ...]:
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
         raise SpecError(f"{name}: {values!r} is not a list of integers")
     values = tuple(values)
     if not values:
         raise SpecError(f"{name}: at least one value is needed")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise SpecError(f"{name}: {v!r} is not an integer")
-        if v < 1:
-            raise SpecError(f"{name}: {v} must be at least 1")
-    return values
+    return tuple(positive_int(name, v) for v in values)
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,7 @@ class ResNetSpec:
                 if k % 2 == 0:
                     raise SpecError(f"{name}: kernel {k} must be odd (1, 3, 5, 7)")
         for name in ("pool", "classes"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise SpecError(f"{name}: {v!r} must be an integer of at least 1")
+            positive_int(name, getattr(self, name))
         if self.classes < 2:
             raise SpecError(f"classes: {self.classes} must be at least 2")
 

@@ -84,25 +84,46 @@ def _decode(path: Path) -> torch.Tensor:
     return image
 
 
-def _read_image_folder(root: Path, split: str) -> tuple[ImageSet, list[str]]:
-    split_dir = root / split
-    classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
+def _list_image_folder(split_dir: Path) -> tuple[list[Path], list[int], list[str]]:
+    """Every image under split_dir/<class>/ with its label, and the class names. Anything else
+    in a class folder is an error, found before a single image is decoded; hidden files and
+    folders (.DS_Store, .ipynb_checkpoints) are not data and are skipped."""
+    classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
     if len(classes) < 2:
         raise DataError(f"{split_dir} needs one folder per class (train/<class>/*.jpg), found {len(classes)}")
     files, labels = [], []
     for label, name in enumerate(classes):
-        names = sorted(f for f in os.listdir(split_dir / name) if Path(f).suffix.lower() in IMAGE_SUFFIXES)
-        files += [split_dir / name / f for f in names]
-        labels += [label] * len(names)
-    if not files:
-        raise DataError(f"no images under {split_dir}/<class>/")
-    key = hashlib.sha1(f"{split_dir.resolve()}|{len(files)}|{files[0]}|{files[-1]}".encode()).hexdigest()[:16]
-    cache = cache_root() / "decoded" / f"{split}-{key}.pt"
+        class_dir = split_dir / name
+        entries = sorted((e for e in os.scandir(class_dir) if not e.name.startswith(".")), key=lambda e: e.name)
+        if not entries:
+            raise DataError(f"class folder {class_dir} has no images; add its images or remove the folder")
+        for entry in entries:
+            if not entry.is_file() or Path(entry.name).suffix.lower() not in IMAGE_SUFFIXES:
+                raise DataError(f"{class_dir / entry.name} is not an image ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+                                f"move it out of {class_dir}")
+        files += [class_dir / e.name for e in entries]
+        labels += [label] * len(entries)
+    return files, labels, classes
+
+
+def _fingerprint(split_dir: Path, files: list[Path]) -> str:
+    """Digest of every file's name, size and modification time: editing, adding, removing or
+    renaming any image gives a new cache key, so a cache is never stale."""
+    digest = hashlib.sha1(str(split_dir.resolve()).encode())
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(split_dir)}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    return digest.hexdigest()[:16]
+
+
+def _read_image_folder(split_dir: Path, files: list[Path], labels: list[int]) -> ImageSet:
+    """The listed images decoded, or read back from the cache written when they were last decoded."""
+    cache = cache_root() / "decoded" / f"{split_dir.name}-{_fingerprint(split_dir, files)}.pt"
     if cache.exists():
         try:
             saved = torch.load(cache, weights_only=True)
-            return ImageSet(saved["images"], saved["labels"]), saved["classes"]
-        except Exception:  # a torn or stale cache is rebuilt, never trusted
+            return ImageSet(saved["images"], saved["labels"])
+        except Exception:  # a torn cache is rebuilt, never trusted
             cache.unlink(missing_ok=True)
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
         images = torch.stack(list(pool.map(_decode, files, chunksize=256)))
@@ -110,11 +131,11 @@ def _read_image_folder(root: Path, split: str) -> tuple[ImageSet, list[str]]:
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"images": result.images, "labels": result.labels, "classes": classes}, tmp)
+        torch.save({"images": result.images, "labels": result.labels}, tmp)
         tmp.replace(cache)
     except OSError:
         pass  # an unwritable cache only costs the next run a decode
-    return result, classes
+    return result
 
 
 def _read_torchvision(root: Path, download: bool) -> tuple[ImageSet, ImageSet, list[str]]:
@@ -159,11 +180,17 @@ def load_cifar10(root=None, *, val_size: int = 5000, limit_train: int | None = N
     if root.exists() and not root.is_dir():
         raise DataError(f"data path {root} is not a directory")
     if _is_image_folder(root):
-        full_train, classes = _read_image_folder(root, "train")
-        test, test_classes = _read_image_folder(root, "test")
+        # Both splits are listed and checked before either is decoded, which takes minutes.
+        train_files, train_labels, classes = _list_image_folder(root / "train")
+        test_files, test_labels, test_classes = _list_image_folder(root / "test")
         if test_classes != classes:
-            raise DataError(f"{root}/test has classes {test_classes}, train has {classes}")
-        jpeg = any(Path(f).suffix.lower() in {".jpg", ".jpeg"} for f in os.listdir(root / "train" / classes[0]))
+            only_train = ", ".join(sorted(set(classes) - set(test_classes))) or "none"
+            only_test = ", ".join(sorted(set(test_classes) - set(classes))) or "none"
+            raise DataError(f"{root}/train and {root}/test need the same class folders; only in train: {only_train}; "
+                            f"only in test: {only_test}")
+        full_train = _read_image_folder(root / "train", train_files, train_labels)
+        test = _read_image_folder(root / "test", test_files, test_labels)
+        jpeg = any(f.suffix.lower() in {".jpg", ".jpeg"} for f in train_files)
         name = f"{root.name} (image folder{', JPEG' if jpeg else ''})"
     else:
         full_train, test, classes = _read_torchvision(root, download)
@@ -180,6 +207,16 @@ def load_cifar10(root=None, *, val_size: int = 5000, limit_train: int | None = N
     train_index = order[val_size:] if limit_train is None else order[val_size:val_size + limit_train]
     return Cifar10(full_train.subset(train_index), full_train.subset(order[:val_size]), test, classes, name,
                    str(root), digest.hexdigest()[:16])
+
+
+def check_classes(data: Cifar10, classes: int) -> None:
+    """Refuse, before anything trains, data with another number of classes than the networks'
+    outputs: training would otherwise fail on the first label past the head, or never use some."""
+    if len(data.classes) == classes:
+        return
+    names = ", ".join(data.classes[:12]) + (", ..." if len(data.classes) > 12 else "")
+    raise DataError(f"data at {data.root} has {len(data.classes)} classes ({names}) but the study's networks have "
+                    f"{classes} outputs; set classes = {len(data.classes)} in the study file's [space]")
 
 
 # ---- augmentation: whole batches of tensors on the training device ----

@@ -1,6 +1,7 @@
 """The training engine on CPU with tiny specs (issue: training engine)."""
 
 import math
+import os
 import subprocess
 import sys
 
@@ -9,8 +10,8 @@ import torch
 from PIL import Image
 
 from resnet_space import Recipe, ResNetSpec
-from search.data import (CIFAR10_MEAN, CIFAR10_STD, DataError, ImageSet, TrainingSet, load_cifar10, normalize,
-                         random_cutout, random_grayscale, stratified_order)
+from search.data import (CIFAR10_MEAN, CIFAR10_STD, DataError, ImageSet, TrainingSet, check_classes, load_cifar10,
+                         normalize, random_cutout, random_grayscale, stratified_order)
 from search.train import DeviceError, Diverged, learning_rate, resolve_device, train
 
 from .conftest import DATA, needs_data
@@ -156,30 +157,89 @@ def test_a_few_epochs_on_real_images_lower_the_loss_and_beat_chance(real):
     assert result.best_val_acc > 0.28  # chance is 0.10; 0.386 measured on this recipe
 
 
-def write_image_folder(root, corrupt=None):
+def write_image_folder(root, classes=("cat", "dog")):
     for split in ("train", "test"):
-        for c in ("cat", "dog"):
+        for c in classes:
             (root / split / c).mkdir(parents=True)
             for i in range(12):
                 Image.new("RGB", (32, 32), (i * 10, 50, 200 if c == "cat" else 0)).save(root / split / c / f"{i}.png")
-    if corrupt:
-        (root / corrupt).write_bytes(b"not an image at all")
 
 
-def test_image_folder_layout_reads(tmp_path, monkeypatch):
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+    """A two-class image folder of 24 images per split, and an empty cache of its own."""
     monkeypatch.setenv("RESNET_SEARCH_CACHE", str(tmp_path / "cache"))
     write_image_folder(tmp_path / "data")
-    data = load_cifar10(tmp_path / "data", val_size=4, seed=0)
+    return tmp_path / "data"
+
+
+def test_image_folder_layout_reads(folder, tmp_path):
+    (folder / "train" / "cat" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")  # hidden files are not data
+    (folder / "test" / ".ipynb_checkpoints").mkdir()  # nor hidden folders
+    data = load_cifar10(folder, val_size=4, seed=0)
     assert data.classes == ["cat", "dog"] and len(data.train) == 20 and len(data.test) == 24
     assert data.val.labels.bincount().tolist() == [2, 2]
+    assert data.test.labels.tolist() == [0] * 12 + [1] * 12
+    assert data.test.images[13, :, 0, 0].tolist() == [10, 50, 0]  # dog/1.png, the second dog in name order
     assert list((tmp_path / "cache" / "decoded").glob("*.pt"))  # cached outside the data dir
 
 
-def test_corrupt_image_names_the_file(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name, content, message, found_by_listing", [
+    ("train/dog/broken.jpg", b"not an image at all", r"cannot read image .*train/dog/broken\.jpg", False),
+    ("test/cat/notes.txt", b"a note", r"test/cat/notes\.txt is not an image \(\.gif, .*move it out of", True),
+    ("test/cat/more", None, r"test/cat/more is not an image", True),
+], ids=["undecodable-image", "text-file", "folder"])
+def test_a_file_that_is_not_an_image_is_named(folder, tmp_path, name, content, message, found_by_listing):
+    if content is None:
+        (folder / name).mkdir()
+    else:
+        (folder / name).write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        load_cifar10(folder, val_size=4)
+    if found_by_listing:  # before either split is decoded and cached
+        assert not (tmp_path / "cache" / "decoded").exists()
+
+
+def test_an_empty_class_folder_is_named(folder):
+    (folder / "train" / "bird").mkdir()
+    (folder / "train" / "bird" / ".DS_Store").write_bytes(b"hidden")
+    with pytest.raises(DataError, match=r"class folder .*train/bird has no images"):
+        load_cifar10(folder, val_size=4)
+
+
+def test_train_and_test_need_the_same_classes(folder):
+    (folder / "test" / "dog").rename(folder / "test" / "wolf")
+    with pytest.raises(DataError, match="same class folders; only in train: dog; only in test: wolf$"):
+        load_cifar10(folder, val_size=4)
+
+
+def test_data_with_another_number_of_classes_than_the_networks_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("RESNET_SEARCH_CACHE", str(tmp_path / "cache"))
-    write_image_folder(tmp_path / "data", corrupt="train/dog/broken.jpg")
-    with pytest.raises(DataError, match=r"cannot read image .*broken\.jpg"):
-        load_cifar10(tmp_path / "data", val_size=4)
+    write_image_folder(tmp_path / "data", classes=("ant", "bee", "cat"))
+    data = load_cifar10(tmp_path / "data", val_size=6)
+    check_classes(data, 3)
+    with pytest.raises(DataError) as error:
+        check_classes(data, 10)
+    assert str(error.value) == (f"data at {tmp_path / 'data'} has 3 classes (ant, bee, cat) but the study's networks "
+                                "have 10 outputs; set classes = 3 in the study file's [space]")
+
+
+def test_an_image_changed_in_place_is_decoded_again(folder, tmp_path):
+    first = load_cifar10(folder, val_size=4)
+    assert first.test.images[0, :, 0, 0].tolist() == [0, 50, 200]  # test/cat/0.png
+    cached = sorted((tmp_path / "cache" / "decoded").glob("test-*.pt"))
+    assert len(cached) == 1
+    assert torch.equal(load_cifar10(folder, val_size=4).test.images, first.test.images)
+    assert sorted((tmp_path / "cache" / "decoded").glob("test-*.pt")) == cached  # unchanged: read from the cache
+
+    image = folder / "test" / "cat" / "0.png"
+    before = image.stat()
+    Image.new("RGB", (32, 32), (7, 8, 9)).save(image)  # same name, same count, same first and last names
+    later = before.st_mtime_ns + 1_000_000_000  # a coarse-clock filesystem may not move mtime by itself
+    os.utime(image, ns=(later, later))
+    again = load_cifar10(folder, val_size=4)
+    assert again.test.images[0, :, 0, 0].tolist() == [7, 8, 9]
+    assert torch.equal(again.test.images[1:], first.test.images[1:])
 
 
 def test_missing_data_says_where_it_looked(tmp_path):
