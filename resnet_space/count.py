@@ -1,6 +1,6 @@
 """Exact parameter and MAC counts in closed form: pure Python, no torch, microseconds per spec.
 
-The model builder in model.py is the reference; tests/test_count.py proves these formulas equal
+The model builder in model.py is the reference; tests/test_space.py checks these formulas against
 `model.parameters()` and torch's FlopCounterMode for every spec hypothesis generates.
 """
 

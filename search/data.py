@@ -255,9 +255,7 @@ class TrainingSet:
     """The training images prepared once on the training device, so that an augmented batch is
     one gather: normalised, zero-padded by the crop margin (0 is the mean colour after
     normalising), and with flips on, stored beside a mirrored copy. One index then picks an
-    image, its crop offset and its mirror at once: 531 batches of 512 per second on a 2-core
-    CPU, where gathering each batch and then cropping and flipping it gave 139
-    (benchmarks/data_path.py, same machine, same day)."""
+    image, its crop offset and its mirror at once (README measures what this buys)."""
 
     def __init__(self, images: torch.Tensor, recipe, dtype=torch.float32):
         self.n, self.recipe, self.margin = len(images), recipe, recipe.crop_padding
