@@ -1,3 +1,5 @@
+import atexit
+import functools
 import os
 import shutil
 import socket
@@ -15,10 +17,11 @@ CLI = Path(sys.executable).with_name("resnet-search")
 TINY_SPACE = REPO / "studies" / "cpu-small.toml"
 
 
-def cpu_run_flags(epochs=1, limit_train=200, val_size=200) -> list[str]:
-    """`run` flags for a small real search on CPU: tiny specs, a few hundred real images."""
+def cpu_run_flags(epochs=1, limit_train=200, val_size=200, data=None) -> list[str]:
+    """`run` flags for a small search on CPU: tiny specs, a few hundred synthetic images unless
+    `data` names others."""
     return ["--device", "cpu", "--epochs", str(epochs), "--limit-train", str(limit_train), "--val-size",
-            str(val_size), "--data", str(DATA), "--space", str(TINY_SPACE), "--quiet"]
+            str(val_size), "--data", str(data or synthetic_root()), "--space", str(TINY_SPACE), "--quiet"]
 
 
 def have_real_data() -> bool:
@@ -48,9 +51,18 @@ def write_image_folder(root: Path, train_per_class: int = 30, test_per_class: in
     return root
 
 
+@functools.cache
+def synthetic_root() -> Path:
+    """One synthetic image folder for the session, large enough for the CLI and scale-out tests
+    (2,200 training and 200 test images); the tests that need real images say so."""
+    root = Path(tempfile.mkdtemp(prefix="resnet-search-synthetic-"))
+    atexit.register(shutil.rmtree, root, True)
+    return write_image_folder(root, train_per_class=220, test_per_class=20)
+
+
 @pytest.fixture(scope="session")
-def synthetic_data(tmp_path_factory):
-    return write_image_folder(tmp_path_factory.mktemp("synthetic-cifar"))
+def synthetic_data():
+    return synthetic_root()
 
 
 def storage_url(cwd) -> str:
@@ -59,7 +71,7 @@ def storage_url(cwd) -> str:
 
 
 def run_small_study(cwd, study: str, trials: int, **flags):
-    """`resnet-search run` of a small real study in cwd, as a user would; returns the study."""
+    """`resnet-search run` of a small study in cwd, as a user would; returns the study."""
     import optuna
 
     result = run_cli("run", "--budget", "2e5", "--trials", trials, "--study", study, *cpu_run_flags(**flags), cwd=cwd)

@@ -6,11 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from .conftest import assert_user_error, cpu_run_flags, needs_data, run_cli, run_small_study, storage_url
+from .conftest import TINY_SPACE, assert_user_error, cpu_run_flags, run_cli, run_small_study, storage_url
 
 QUICK = cpu_run_flags(limit_train=100, val_size=100)
 M1 = ["--blocks", "8,6,4,3", "--channels", "32,64,128,256"]
-pytestmark = needs_data
 
 
 @pytest.fixture(scope="module")
@@ -23,17 +22,27 @@ def cwd(tmp_path_factory):
     (cwd / "unknown-key.toml").write_text("[space]\nstages = [3]\nblocks = 1\nwidth = 3\n")
     (cwd / "even.toml").write_text("[space]\nstages = [3]\nblocks = 1\nconv_kernel = [4]\n")
     (cwd / "adagrad.toml").write_text("[space]\nstages = [3]\nblocks = 1\n[recipe]\noptimizer = 'adagrad'\n")
+    (cwd / "rmsprop.toml").write_text(TINY_SPACE.read_text().replace('optimizer = "sgd"',
+                                                                     'optimizer = ["sgd", "rmsprop", "adam"]'))
+    (cwd / "low-high.toml").write_text(TINY_SPACE.read_text().replace("blocks = {low = 1, high = 2}",
+                                                                      "blocks = {low = 2, high = 1}"))
     (cwd / "a-file").write_text("not a folder")
     (cwd / "export-here").mkdir()
     (cwd / "export-here" / "keep.txt").write_text("mine")
-    for name, classes, corrupt in (("corrupt", ("cat", "dog"), True), ("one-class", ("cat",), False)):
+    twelve = tuple(f"c{i}" for i in range(12))
+    for name, classes in (("corrupt", ("cat", "dog")), ("one-class", ("cat",)), ("twelve", twelve),
+                          ("two", ("cat", "dog")), ("empty-class", ("cat", "dog")), ("not-image", ("cat", "dog")),
+                          ("mismatch", ("cat", "dog"))):
         for split in ("train", "test"):
             for c in classes:
                 (cwd / name / split / c).mkdir(parents=True)
                 for i in range(6):
                     Image.new("RGB", (32, 32), (40 * i, 9, 9)).save(cwd / name / split / c / f"{i}.png")
-        if corrupt:
-            (cwd / name / "train" / "dog" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    (cwd / "corrupt" / "train" / "dog" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    for f in (cwd / "empty-class" / "train" / "dog").iterdir():
+        f.unlink()
+    (cwd / "not-image" / "train" / "cat" / "notes.txt").write_text("not an image")
+    (cwd / "mismatch" / "test" / "dog").rename(cwd / "mismatch" / "test" / "wolf")
     return cwd
 
 
@@ -50,7 +59,10 @@ CASES = [
     (["run", "--budget=-5e6", *QUICK], "not a number"),
     (["run", "--budget", "NaN", *QUICK], "not a number"),
     (["run", "--budget", "lots", *QUICK], "not a number"),
-    (["run", "--budget", "5e6", "--study", "base", *QUICK], "budget of 200,000"),
+    (["run", "--budget", "5e6", "--study", "base", *QUICK], "--budget 200,000, not 5,000,000"),
+    (["run", "--budget", "-5e6", *QUICK], "not a number"),
+    (["run", "--budget", "0.5", *QUICK], "whole number"),
+    (["count", *M1, "--budget", "1.5"], "whole number"),
     (["count", *M1, "--budget", "inf"], "not a number"),
     # spec flags
     (["count", "--blocks", "0,6,4,3", "--channels", "32,64,128,256"], "at least 1"),
@@ -70,6 +82,8 @@ CASES = [
     (["run", "--space", "{cwd}/even.toml", "--device", "cpu"], "odd"),
     (["run", "--space", "{cwd}/adagrad.toml", "--device", "cpu"], "optimizer must be one of"),
     (["run", "--space", "{cwd}", "--device", "cpu"], "cannot be read"),
+    (["run", "--space", "{cwd}/rmsprop.toml", *QUICK[:-3], "--quiet"], "rmsprop"),
+    (["run", "--space", "{cwd}/low-high.toml", *QUICK[:-3], "--quiet"], "low 2 is above high 1"),
     # storage URLs
     (["best", "--storage", "redis://localhost/0"], "not an Optuna RDB URL"),
     (["best", "--storage", "sqlite:///{cwd}/studies"], "is a directory"),
@@ -84,6 +98,11 @@ CASES = [
     (["run", "--study", "base", *QUICK, "--data", "{cwd}/a-file"], "not a directory"),
     (["run", "--study", "base", *QUICK, "--data", "{cwd}/corrupt", "--val-size", "2"], "broken.jpg"),
     (["run", "--study", "base", *QUICK, "--data", "{cwd}/one-class"], "one folder per class"),
+    (["run", "--study", "new", *QUICK, "--data", "{cwd}/twelve", "--val-size", "24"], "has 12 classes"),
+    (["run", "--study", "new", *QUICK, "--data", "{cwd}/two", "--val-size", "4"], "has 2 classes"),
+    (["run", "--study", "new", *QUICK, "--data", "{cwd}/empty-class"], "has no images"),
+    (["run", "--study", "new", *QUICK, "--data", "{cwd}/not-image"], "notes.txt is not an image"),
+    (["run", "--study", "new", *QUICK, "--data", "{cwd}/mismatch"], "need the same class folders"),
     (["run", "--study", "base", *QUICK, "--limit-train", "0"], "at least 1"),
     (["run", "--study", "base", *QUICK, "--limit-train", "1000000"], "training limit"),
     (["run", "--study", "base", *QUICK, "--val-size", "60000"], "validation size"),
