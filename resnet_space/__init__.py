@@ -1,7 +1,9 @@
 """The ResNet family: spec, builder, exact analytic counter and the search space."""
 
+from .baseline import baseline_spec
 from .count import Counts, count, fits
 from .recipe import Recipe
 from .spec import MODEL_1, TABLE_1, ResNetSpec, SpecError, parse_budget
 
-__all__ = ["Counts", "MODEL_1", "Recipe", "ResNetSpec", "SpecError", "TABLE_1", "count", "fits", "parse_budget"]
+__all__ = ["Counts", "MODEL_1", "Recipe", "ResNetSpec", "SpecError", "TABLE_1", "baseline_spec", "count", "fits",
+           "parse_budget"]

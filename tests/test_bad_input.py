@@ -47,7 +47,7 @@ def snapshot(cwd):
 CASES = [
     # budget
     (["run", "--budget", "0", *QUICK], "positive number"),
-    (["run", "--budget=-5e6", *QUICK], "not a number"),
+    (["run", "--budget=-5e6", *QUICK], "positive number"),
     (["run", "--budget", "NaN", *QUICK], "not a number"),
     (["run", "--budget", "lots", *QUICK], "not a number"),
     (["run", "--budget", "5e6", "--study", "base", *QUICK], "budget of 200,000"),
