@@ -3,6 +3,7 @@
 from .count import Counts, count, fits
 from .recipe import Recipe
 from .spec import ResNetSpec, SpecError, parse_budget
-from .table1 import MODEL_1, TABLE_1
+from .table1 import MODEL_1, TABLE_1, baseline_spec
 
-__all__ = ["Counts", "MODEL_1", "Recipe", "ResNetSpec", "SpecError", "TABLE_1", "count", "fits", "parse_budget"]
+__all__ = ["Counts", "MODEL_1", "Recipe", "ResNetSpec", "SpecError", "TABLE_1", "baseline_spec", "count", "fits",
+           "parse_budget"]

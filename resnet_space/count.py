@@ -40,6 +40,13 @@ def count(spec: ResNetSpec) -> Counts:
     return Counts(params + features + spec.classes, macs + features)
 
 
-def fits(spec: ResNetSpec, budget: int) -> bool:
-    """The budget is a hard ceiling: a spec at or above it does not fit."""
-    return count(spec).params < budget
+def fits(params_or_spec: int | ResNetSpec, budget: int) -> bool:
+    """The one budget rule: a network fits when its parameter count is strictly under the budget;
+    at or above it, it does not. Takes a spec (counted here) or a parameter count."""
+    if isinstance(params_or_spec, ResNetSpec):
+        params = count(params_or_spec).params
+    elif isinstance(params_or_spec, int) and not isinstance(params_or_spec, bool):
+        params = params_or_spec
+    else:
+        raise TypeError(f"fits: {params_or_spec!r} is neither a ResNetSpec nor a parameter count")
+    return params < budget

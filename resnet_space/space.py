@@ -21,7 +21,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .count import count
+from .count import count, fits
 from .errors import UserError
 from .recipe import Recipe
 from .spec import MAX_STAGES, ResNetSpec, SpecError, parse_budget, positive_int
@@ -196,7 +196,17 @@ class StudyFile:
             base[key] = options[0]
 
     def sample_spec(self, trial, budget: int | None = None) -> ResNetSpec:
-        """Draw one spec. It may still be over budget (rarely): callers reject it by its count."""
+        """Draw one spec: depth, kernels, pool and growth, then the width that fills the budget.
+
+        When even the narrowest width (min_channels) is over the budget, the drawn depth is
+        repaired by `fit_depth` (fewer stages, then smaller kernels, then proportionally fewer
+        blocks, each only as far as needed) instead of being rejected. The suggested values stay as
+        drawn, from the same distributions in every trial, and the spec is a fixed function of
+        them: TPE's multivariate, grouped model needs each parameter's distribution unchanged
+        across trials, which narrowing a range per trial would break. A repaired trial records
+        the depth it drew as the user attribute `repaired_from`. The spec is still over budget
+        when no network of the space fits at all: callers reject it by its count (`fits`).
+        """
         budget = budget or self.budget
         s = self.space
         n = suggest(trial, "stages", s["stages"])
@@ -207,14 +217,20 @@ class StudyFile:
         growth = suggest(trial, "growth", s["growth"])
         step, floor = s["channel_step"], s["min_channels"]
 
-        def make(c1: int) -> ResNetSpec:
-            widths = [max(step, round(c1 * growth**i / step) * step) for i in range(n)]
+        def make(c1: int, blocks=blocks, conv=conv, skip=skip) -> ResNetSpec:
+            widths = [max(step, round(c1 * growth**i / step) * step) for i in range(len(blocks))]
             return ResNetSpec(tuple(blocks), tuple(widths), tuple(conv), tuple(skip), pool, s["classes"])
 
         if "first_channels" in s:
             return make(suggest(trial, "first_channels", s["first_channels"]))
         target = suggest(trial, "fill", s["fill"]) * budget
-        return make(widest_first_channels(make, target, budget, step, floor))
+        narrowest = math.ceil(floor / step) * step
+        least = {key: min(_options(f"[space] {key}", s[key])) for key in ("stages", "blocks", "conv_kernel", "skip_kernel")}
+        depth = fit_depth(lambda b, f, k: make(narrowest, b, f, k), tuple(blocks), tuple(conv), tuple(skip),
+                          least, budget)
+        if depth != (tuple(blocks), tuple(conv), tuple(skip)) and hasattr(trial, "set_user_attr"):
+            trial.set_user_attr("repaired_from", make(narrowest).summary())
+        return make(widest_first_channels(lambda c1: make(c1, *depth), target, budget, step, floor), *depth)
 
     def center_recipe(self, epochs: int | None = None) -> tuple[Recipe, dict]:
         """The recipe at the middle of every searched range (geometric for log ranges, first of
@@ -248,15 +264,60 @@ class _CenterTrial:
         return self.params[name]
 
 
+def fit_depth(narrowest, blocks: tuple[int, ...], conv: tuple[int, ...], skip: tuple[int, ...],
+              least: dict, budget: int) -> tuple[tuple[int, ...], ...]:
+    """The drawn (blocks, conv kernels, skip kernels), reduced until `narrowest(blocks, conv, skip)`
+    (the network at the narrowest width) fits under the budget, keeping stages, then blocks,
+    then kernels, in that order of priority, and never going below the space's least values
+    (`least`: stages, blocks, conv_kernel, skip_kernel).
+
+    The rule: keep the most leading stages whose smallest network (least blocks and kernels in
+    every stage) fits; from the last stage back (the widest, where kernels cost most), give
+    stages the least kernels until the drawn blocks fit; then scale every stage's blocks to
+    max(least, ceil(B_i * m / max B)) with the largest m <= max B that fits. Depth goes last
+    because it is the report's main lever (Model 1 is deep and 3x3) and a 5x5 kernel costs 2.8
+    blocks of 3x3. A draw that already fits is returned unchanged, and so is one that no
+    reduction saves (the caller's count rejects it).
+    """
+    def ok(b, f, k) -> bool:
+        return fits(narrowest(b, f, k), budget)
+
+    if ok(blocks, conv, skip):
+        return blocks, conv, skip
+    few, small_conv, small_skip = least["blocks"], least["conv_kernel"], least["skip_kernel"]
+    n = len(blocks)
+    # Counts are not monotone in stages (the head shrinks with the map), so each n is tried.
+    while n >= least["stages"] and not ok((few,) * n, (small_conv,) * n, (1,) + (small_skip,) * (n - 1)):
+        n -= 1
+    if n < least["stages"]:
+        return blocks, conv, skip
+    blocks, conv, skip = blocks[:n], list(conv[:n]), list(skip[:n])
+    for i in reversed(range(n)):
+        if ok(blocks, conv, skip):
+            break
+        conv[i] = small_conv
+        skip[i] = small_skip if i else skip[i]
+    top = max(blocks)
+
+    def scaled(m: int) -> tuple[int, ...]:
+        return tuple(max(few, -(-b * m // top)) for b in blocks)
+
+    m = top
+    while m > 1 and not ok(scaled(m), conv, skip):
+        m -= 1
+    return scaled(m), tuple(conv), tuple(skip)
+
+
 def widest_first_channels(make, target: float, budget: int, step: int, floor: int) -> int:
-    """Largest multiple of `step` (at least `floor`) whose spec counts <= target and < budget.
+    """Largest multiple of `step` (at least `floor`) whose spec counts <= target and fits the
+    budget (strictly under it, `fits`).
 
     Counts grow with C_1, so a binary search over multiples of step finds it in ~10 counts.
     Returns the floor even when it does not fit: the caller's budget check rejects it.
     """
     def ok(c1):
         params = count(make(c1)).params
-        return params <= target and params < budget
+        return params <= target and fits(params, budget)
 
     low = math.ceil(floor / step)
     if not ok(low * step):

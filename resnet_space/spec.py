@@ -7,8 +7,8 @@ Every stage after the first halves the 32x32 input, so N is at most 6 (a 1x1 fin
 
 from __future__ import annotations
 
+import decimal
 import json
-import math
 import re
 from dataclasses import asdict, dataclass
 
@@ -142,15 +142,30 @@ def parse_int_list(name: str, text: str) -> tuple[int, ...]:
         raise SpecError(f"{name}: {text!r} is not a comma-separated list of integers") from None
 
 
-_BUDGET = re.compile(r"^\s*([0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][+-]?[0-9]+)?)\s*([kKmM]?)\s*$")
+_BUDGET = re.compile(r"^\s*([+-]?)([0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)([eE][+-]?[0-9]+)?\s*([kKmMgG]?)\s*$")
+_SUFFIX = {"": 0, "k": 3, "m": 6, "g": 9}
+MAX_BUDGET = 10**15  # far beyond any network; a cap keeps '1e999999999' from becoming a huge integer
 
 
 def parse_budget(text) -> int:
-    """Parameter budget from '5e6', '5000000', '5_000_000', '5M' or '500k'; positive and finite."""
+    """Parameter budget from '5e6', '5000000', '5_000_000', '5M', '4.1M', '500k' or '1G', exactly.
+
+    The number is read as a decimal (never a float), so '4.1M' is 4,100,000 and '2.01M' is
+    2,010,000. It must be a whole number of parameters, at least 1 and at most 1e15; anything
+    else raises SpecError with one line.
+    """
     match = _BUDGET.match(str(text))
     if not match:
-        raise SpecError(f"budget: {text!r} is not a number (write 5e6, 5000000, 5_000_000 or 5M)")
-    value = float(match.group(1).replace("_", "")) * {"": 1, "k": 1e3, "m": 1e6}[match.group(2).lower()]
-    if not math.isfinite(value) or value <= 0:
-        raise SpecError(f"budget: {text!r} must be a positive number of parameters")
+        raise SpecError(f"budget: {text!r} is not a number (write 5e6, 5000000, 5_000_000, 5M or 500k)")
+    sign, mantissa, exponent, suffix = match.groups()
+    mantissa = mantissa.replace("_", "")
+    # Decimal arithmetic on the digits: a shift of the exponent is exact, whatever the precision.
+    exact = decimal.Context(prec=len(mantissa) + 1, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
+    value = decimal.Decimal(sign + mantissa + (exponent or "")).scaleb(_SUFFIX[suffix.lower()], context=exact)
+    if value < 1:
+        raise SpecError(f"budget: {text!r} must be a positive number of parameters (at least 1)")
+    if value > MAX_BUDGET:
+        raise SpecError(f"budget: {text!r} is over the largest budget accepted (1e15 parameters)")
+    if value != value.to_integral_value():
+        raise SpecError(f"budget: {text!r} is not a whole number of parameters ({value:f})")
     return int(value)

@@ -56,7 +56,7 @@ def snapshot(cwd):
 CASES = [
     # budget
     (["run", "--budget", "0", *QUICK], "positive number"),
-    (["run", "--budget=-5e6", *QUICK], "not a number"),
+    (["run", "--budget=-5e6", *QUICK], "positive number"),
     (["run", "--budget", "NaN", *QUICK], "not a number"),
     (["run", "--budget", "lots", *QUICK], "not a number"),
     (["run", "--budget", "5e6", "--study", "base", *QUICK], "--budget 200,000, not 5,000,000"),

@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
-from resnet_space import MODEL_1, TABLE_1, ResNetSpec, SpecError, count, parse_budget
+from resnet_space import MODEL_1, TABLE_1, ResNetSpec, SpecError, baseline_spec, count, fits, parse_budget
 from resnet_space.model import build_model
-from resnet_space.space import SpaceError, StudyFile
+from resnet_space.space import SpaceError, StudyFile, fit_depth
 
 from .conftest import REPO, run_cli
 
@@ -89,16 +89,39 @@ def test_invalid_specs(kwargs, message):
         ResNetSpec(**kwargs)
 
 
-@pytest.mark.parametrize("text, value", [("5e6", 5_000_000), ("5000000", 5_000_000), ("5_000_000", 5_000_000),
-                                         ("5M", 5_000_000), ("2.5m", 2_500_000), ("200k", 200_000)])
+@pytest.mark.parametrize("text, value", [
+    ("5e6", 5_000_000), ("5000000", 5_000_000), ("5_000_000", 5_000_000), ("5M", 5_000_000),
+    ("2.5m", 2_500_000), ("200k", 200_000), ("500k", 500_000), ("4.1M", 4_100_000), ("2.01M", 2_010_000),
+    ("4.1e6", 4_100_000), ("1.000001M", 1_000_001), (" 5M ", 5_000_000), ("1", 1), ("1e15", 10**15),
+    # TOML hands integers and floats over as such; a float's exact text is what is read.
+    (5_000_000, 5_000_000), (4.1e6, 4_100_000), (2.01e6, 2_010_000),
+])
 def test_budget_forms(text, value):
-    assert parse_budget(text) == value
+    budget = parse_budget(text)
+    assert budget == value and type(budget) is int
 
 
-@pytest.mark.parametrize("text", ["0", "-5e6", "nan", "inf", "five", "", "5MM", "1e400"])
-def test_bad_budgets(text):
-    with pytest.raises(SpecError):
+@pytest.mark.parametrize("text, message", [
+    ("0.5", "at least 1"), ("1.5", "not a whole number"), ("0", "at least 1"), ("-5e6", "at least 1"),
+    ("-0", "at least 1"), ("1.0000001M", "not a whole number"), ("2.5", "not a whole number"),
+    ("nan", "not a number"), ("inf", "not a number"), ("-inf", "not a number"), ("five", "not a number"),
+    ("", "not a number"), ("5MM", "not a number"), ("1e400", "largest budget"),
+    ("1e999999999", "largest budget"), ("1e-999999999", "at least 1"), (True, "not a number"), (None, "not a number"),
+    (1.5, "not a whole number"), (float("nan"), "not a number"),
+])
+def test_bad_budgets(text, message):
+    with pytest.raises(SpecError, match=message) as error:
         parse_budget(text)
+    assert "\n" not in str(error.value)
+
+
+def test_fits_is_strictly_under_for_specs_and_counts():
+    params = count(MODEL_1).params
+    for budget, fit in [(params + 1, True), (params, False), (params - 1, False)]:
+        assert fits(MODEL_1, budget) is fit
+        assert fits(params, budget) is fit
+    with pytest.raises(TypeError):
+        fits(True, 5)
 
 
 def test_paper_space_reproduces_every_table_1_architecture():
@@ -114,29 +137,105 @@ def test_paper_space_reproduces_every_table_1_architecture():
         assert space.sample_spec(optuna.trial.FixedTrial(params)) == spec, name
 
 
-def feasible_fraction(name: str, draws: int = 300) -> float:
+def feasible_fraction(name: str, draws: int = 300, budget: int | None = None) -> float:
     space = StudyFile.load(REPO / "studies" / name)
+    budget = budget or space.budget
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     feasible = 0
     for _ in range(draws):
         trial = study.ask()
-        spec = space.sample_spec(trial)
+        spec = space.sample_spec(trial, budget)
         space.sample_recipe(trial)
-        feasible += count(spec).params < space.budget
+        feasible += fits(spec, budget)
         study.tell(trial, 0.0)
     return feasible / draws
 
 
 def test_choosing_width_last_keeps_samples_feasible():
-    # Only depth that no width can save is over budget in the default space (86% feasible over
-    # 1000 random draws); the paper's space, with its fixed widths, is mostly over budget (7%).
+    # The default space repairs depth no width can save; the paper's space, with its fixed
+    # widths, is mostly over budget (7%).
     default, paper = feasible_fraction("default.toml"), feasible_fraction("paper.toml")
-    assert default > 0.8
+    assert default > 0.95
     assert 0 < paper < default / 4
 
 
 def torch_params(spec) -> int:
     return sum(p.numel() for p in build_model(spec).parameters())
+
+
+@pytest.mark.parametrize("budget", [50_000, 200_000, 1_000_000, 5_000_000, 20_000_000])
+def test_default_space_is_feasible_at_any_budget(budget):
+    # benchmarks/space_feasibility.py measures 1,000 draws per budget; 0 rejected at each.
+    assert feasible_fraction("default.toml", draws=200, budget=budget) >= 0.95
+
+
+DEEP = {"stages": 5, "pool": 1, "growth": 2.0, "fill": 1.0,
+        **{f"blocks_{i}": 6 for i in range(1, 6)}, **{f"conv_kernel_{i}": 5 for i in range(1, 6)},
+        **{f"skip_kernel_{i}": 3 for i in range(2, 6)}}
+
+
+def test_repair_is_a_fixed_function_of_the_drawn_values():
+    space = StudyFile.load(REPO / "studies" / "default.toml")
+    trial = optuna.trial.FixedTrial(DEEP)
+    spec = space.sample_spec(trial, budget=200_000)
+    assert fits(spec, 200_000)
+    # Stage 5 alone is over 200,000 at 8-16-32-64-128 channels, so 4 stages are kept; then the
+    # kernels give way to 3x3 and 1x1 (the blocks still do not fit), then the blocks, as one profile.
+    assert spec == ResNetSpec((2, 2, 2, 2), (8, 16, 32, 64), 3, 1, 1)
+    assert trial.user_attrs["repaired_from"] == "N5 B6-6-6-6-6 C8-16-32-64-128 F5 k1-3-3-3-3 P1"
+    assert space.sample_spec(optuna.trial.FixedTrial(DEEP), budget=200_000) == spec
+    # Unrepaired, this draw is far over the budget even at the narrowest width.
+    assert count(ResNetSpec((6,) * 5, (8, 16, 32, 64, 128), 5, (1, 3, 3, 3, 3), 1)).params > 200_000
+
+
+def test_repair_keeps_stages_then_blocks_then_kernels():
+    narrowest = lambda b, f, k: ResNetSpec(b, (8, 16, 32, 64, 128)[:len(b)], f, k, 4)  # noqa: E731
+    least = {"stages": 3, "blocks": 1, "conv_kernel": 3, "skip_kernel": 1}
+    blocks, conv, skip = (6, 3, 6, 2, 1), (5, 5, 5, 5, 5), (1, 3, 3, 3, 3)
+    assert count(narrowest(blocks, conv, skip)).params == 1_423_698
+    # What fits comes back unchanged.
+    assert fit_depth(narrowest, blocks, conv, skip, least, 1_423_699) == (blocks, conv, skip)
+    # Just under: the last stage's kernels give way first, and that is enough.
+    assert fit_depth(narrowest, blocks, conv, skip, least, 1_000_000) == (blocks, (5, 5, 5, 5, 3), (1, 3, 3, 3, 1))
+    # Five stages of one 3x3 block count 308,786: with room for them, all five stay, at 3x3,
+    # with the blocks scaled as one profile (6, 3, 6, 2, 1) * 3/6, rounded up.
+    assert fit_depth(narrowest, blocks, conv, skip, least, 400_000) == ((3, 2, 3, 1, 1), (3,) * 5, (1,) * 5)
+    # Below that, the fifth stage goes (four count 78,002 at their least).
+    assert fit_depth(narrowest, blocks, conv, skip, least, 250_000) == ((5, 3, 5, 2), (3,) * 4, (1,) * 4)
+    assert fit_depth(narrowest, blocks, conv, skip, least, 60_000) == ((2, 1, 2), (3,) * 3, (1,) * 3)
+    # Never below the space's least stages: under the smallest network (20,914), nothing changes.
+    assert fit_depth(narrowest, blocks, conv, skip, least, 20_914) == (blocks, conv, skip)
+    for budget in (20_915, 60_000, 250_000, 400_000, 1_000_000):
+        assert fits(narrowest(*fit_depth(narrowest, blocks, conv, skip, least, budget)), budget)
+
+
+def test_no_network_of_the_space_fits_a_tiny_budget():
+    # The default space's smallest network (N3 B1-1-1 C8-16-16 F3 k1 P4) has 10,706 params.
+    assert feasible_fraction("default.toml", draws=50, budget=10_706) == 0
+
+
+@pytest.mark.parametrize("budget, expected, params", [
+    (5_000_000, MODEL_1, 4_976_426),
+    (20_000_000, MODEL_1, 4_976_426),
+    (4_976_426, ResNetSpec((8, 6, 4, 3), (31, 62, 124, 248), 3, 1, 4), 4_670_625),  # at Model 1's count: over
+    (1_000_000, ResNetSpec((8, 6, 4, 3), (14, 28, 56, 112), 3, 1, 4), 955_496),
+    (100_000, ResNetSpec((8, 6, 4, 3), (4, 8, 16, 32), 3, 1, 4), 79_086),
+    (3_000, None, None),
+])
+def test_baseline_spec(budget, expected, params):
+    spec = baseline_spec(budget)
+    assert spec == expected
+    if spec is not None:
+        assert count(spec).params == params and fits(spec, budget)
+        c = spec.channels[0]
+        if spec != MODEL_1:  # the widest: one channel more is over
+            assert not fits(ResNetSpec(spec.blocks, (c + 1, 2 * c + 2, 4 * c + 4, 8 * c + 8), 3, 1, 4), budget)
+
+
+def test_baseline_spec_step():
+    spec = baseline_spec(1_000_000, step=8)
+    assert spec.channels == (8, 16, 32, 64)
+    assert baseline_spec(100_000, step=8) is None
 
 
 def test_fill_chooses_widest_fitting_width():

@@ -1,0 +1,68 @@
+"""How many proposals of a space the exact counter rejects, across budgets.
+
+    python benchmarks/space_feasibility.py [--space studies/default.toml] [--draws 1000] [--seed 0]
+
+Draws specs through the real sampling (StudyFile.sample_spec, with the recipe drawn too) from
+Optuna's RandomSampler with a fixed seed, one study per budget, and counts those at or over
+the budget (`fits`). Prints a markdown table, then one JSON line. Target on the default space:
+at most 5% rejected at every budget.
+"""
+
+import argparse
+import json
+import statistics
+import time
+
+import optuna
+
+from resnet_space import count, fits
+from resnet_space.space import StudyFile
+
+BUDGETS = (50_000, 200_000, 1_000_000, 5_000_000, 20_000_000)
+
+
+def feasibility(space: StudyFile, budget: int, draws: int, seed: int = 0) -> dict:
+    """Draw `draws` proposals under `budget`; the rejected ones and the params of the rest."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    rejected = repaired = 0
+    params = []
+    for _ in range(draws):
+        trial = study.ask()
+        spec = space.sample_spec(trial, budget)
+        space.sample_recipe(trial)
+        n = count(spec).params
+        repaired += "repaired_from" in trial.user_attrs
+        if fits(n, budget):
+            params.append(n)
+        else:
+            rejected += 1
+        study.tell(trial, 0.0)
+    return {"budget": budget, "draws": draws, "rejected": rejected, "rejected_pct": round(100 * rejected / draws, 2),
+            "repaired": repaired,
+            "median_params_over_budget": round(statistics.median(params) / budget, 3) if params else None}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--space", default="studies/default.toml")
+    p.add_argument("--draws", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    space = StudyFile.load(args.space)
+    start = time.perf_counter()
+    rows = [feasibility(space, budget, args.draws, args.seed) for budget in BUDGETS]
+    print(f"Space {args.space}, {args.draws} random draws per budget (RandomSampler seed {args.seed})\n")
+    print("| budget | draws | rejected | rejected % | repaired | median params / budget |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['budget']:,} | {r['draws']} | {r['rejected']} | {r['rejected_pct']:.1f}% | {r['repaired']} "
+              f"| {r['median_params_over_budget']} |")
+    print()
+    print(json.dumps({"space": args.space, "seed": args.seed, "rows": rows,
+                      "max_rejected_pct": max(r["rejected_pct"] for r in rows),
+                      "seconds": round(time.perf_counter() - start, 1)}))
+
+
+if __name__ == "__main__":
+    main()
