@@ -214,20 +214,23 @@ def print_retrained(console, study) -> None:
     entries = StudyRecord.of(study).retrained
     if not entries:
         return
-    table = Table(title="retrained on training + validation images, tested once after the final epoch "
-                        "(test accuracy over seeds)")
-    for column in ("network", "spec", "params", "data set", "epochs", "seeds", "search val acc", "test mean ± std",
-                   "min - max"):
-        table.add_column(column, justify="left" if column in ("network", "spec", "data set") else "right")
+    sets = {(e["dataset"], e.get("train_images")) for e in entries}
+    (name, images), = sets if len(sets) == 1 else {(None, None)}
+    on = f" on {name}" + (f" ({images:,} images)" if images else "") if name else ""
+    table = Table(title=f"retrained{on} on training + validation images, each seed tested once after its final "
+                        "epoch (test accuracy)")
+    columns = ["network", "spec", *([] if on else ["data set"]), "epochs", "seeds", "search val", "test mean ± std",
+               "min-max"]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("network", "spec", "data set") else "right",
+                         no_wrap=column in ("test mean ± std", "min-max", "search val"))
     trials = study.get_trials(deepcopy=False)
     for e in entries:
         trial = trials[e["trial"]] if e.get("trial") is not None and e["trial"] < len(trials) else None
         val = f"{trial.value:.2%}" if trial is not None and trial.value is not None else "-"
         spread = f" ± {e['std']:.2%}" if e.get("std") is not None else ""
-        table.add_row(e["label"], e["summary"], f"{e['params']:,}", f"{e['dataset']}"
-                      + (f" ({e['train_images']:,} train)" if e.get("train_images") else ""),
-                      str(e["epochs"]), str(e["seeds"]), val, f"{e['mean']:.2%}{spread}",
-                      f"{e['min']:.2%} - {e['max']:.2%}")
+        table.add_row(e["label"], e["summary"], *([] if on else [e["dataset"]]), str(e["epochs"]), str(e["seeds"]),
+                      val, f"{e['mean']:.2%}{spread}", f"{e['min']:.2%}-{e['max']:.2%}")
     console.print(table)
 
 

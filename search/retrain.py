@@ -272,8 +272,9 @@ def retrain(settings: RetrainSettings, *, log: Callable[[str], None] = _log, pro
     device = resolve_device(settings.device)
     if settings.device == "auto" and device.type == "cpu":
         hours = cpu_estimate_hours(count(spec).macs, len(data.train), epochs)[0] * settings.seeds
+        took = f"{hours:,.0f} h" if hours >= 10 else f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.0f} min"
         raise RetrainError(f"no CUDA device here: retraining {target.label} ({len(data.train):,} images x {epochs} "
-                           f"epochs x {settings.seeds} seeds) would take about {hours:,.1f} h on this CPU; "
+                           f"epochs x {settings.seeds} seeds) would take about {took} on this CPU; "
                            "pass --device cpu to retrain on it anyway")
     identity = {"study": study.study_name, "label": target.label, "spec": spec.to_dict(), "recipe": recipe.to_dict(),
                 "dataset": data.name, "fingerprint": getattr(data, "fingerprint", None),
