@@ -48,6 +48,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def trial_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a trial number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a trial number (they start at 0)")
+    return value
+
+
 def study_name(text: str) -> str:
     if not text.strip() or len(text) > 512 or not text.isprintable():
         raise argparse.ArgumentTypeError(f"{text!r} is not a study name (1 to 512 printable characters)")
@@ -190,8 +200,80 @@ def print_best(study, top: int) -> None:
         report.add_row(row["model"], row["description"], f"{row['reported_test_acc']:.2f}%",
                        f"{row['reported_params'] / 1e6:.3f}M", f"{row['params']:,}" if row["params"] else "-")
     console.print(report)
+    print_retrained(console, study)
     counts = trial_counts(study)
     console.print(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
+
+
+def print_retrained(console, study) -> None:
+    """The study's `retrain` results, beside the search's validation accuracy of each trial."""
+    from rich.table import Table
+
+    from .record import StudyRecord
+
+    entries = StudyRecord.of(study).retrained
+    if not entries:
+        return
+    sets = {(e["dataset"], e.get("train_images")) for e in entries}
+    (name, images), = sets if len(sets) == 1 else {(None, None)}
+    on = f" on {name}" + (f" ({images:,} images)" if images else "") if name else ""
+    table = Table(title=f"retrained{on} on training + validation images, each seed tested once after its final "
+                        "epoch (test accuracy)")
+    columns = ["network", "spec", *([] if on else ["data set"]), "epochs", "seeds", "search val", "test mean ± std",
+               "min-max"]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("network", "spec", "data set") else "right",
+                         no_wrap=column in ("test mean ± std", "min-max", "search val"))
+    trials = study.get_trials(deepcopy=False)
+    for e in entries:
+        trial = trials[e["trial"]] if e.get("trial") is not None and e["trial"] < len(trials) else None
+        val = f"{trial.value:.2%}" if trial is not None and trial.value is not None else "-"
+        spread = f" ± {e['std']:.2%}" if e.get("std") is not None else ""
+        table.add_row(e["label"], e["summary"], *([] if on else [e["dataset"]]), str(e["epochs"]), str(e["seeds"]),
+                      val, f"{e['mean']:.2%}{spread}", f"{e['min']:.2%}-{e['max']:.2%}")
+    console.print(table)
+
+
+def cmd_retrain(args) -> int:
+    import optuna
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from .retrain import RetrainSettings, retrain
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    settings = RetrainSettings(study=args.study, storage=args.storage, trial=args.trial, spec=args.spec,
+                               baseline=args.baseline, epochs=args.epochs, seeds=args.seeds, device=args.device,
+                               data=args.data, out=args.out)
+    err = Console(stderr=True, log_path=False)
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                   TimeElapsedColumn(), console=err, transient=True)
+    try:
+        with bar:
+            result = retrain(settings, log=lambda m: err.log(m, markup=False, highlight=False), progress=bar)
+    except KeyboardInterrupt:
+        print("resnet-search: interrupted: finished seeds are kept and the running one resumes from its last "
+              "epoch; run the same command again to continue", file=sys.stderr)
+        return 130
+    e = result.entry
+    table = Table(title=f"{e['label']} retrained: {e['summary']}, {e['params']:,} params; {e['dataset']}, "
+                        f"{e.get('train_images', 0):,} training + validation images, {e['epochs']} epochs, "
+                        f"{e['seeds']} seed(s); test accuracy after the final epoch")
+    for column in ("seed", "test acc", "train loss", "seconds"):
+        table.add_column(column, justify="right")
+    for s in result.seeds:
+        table.add_row(str(s["seed"]) + (" (exported)" if s["seed"] == e["export_seed"] else ""),
+                      f"{s['test_acc']:.2%}", f"{s['train_loss_last']:.3f}", f"{s['seconds']:.1f}")
+    console = Console()
+    console.print(table)
+    spread = f" ± {e['std']:.2%} (sample std)" if e["std"] is not None else ""
+    console.print(f"test accuracy: mean {e['mean']:.2%}{spread}, min {e['min']:.2%}, max {e['max']:.2%} "
+                  f"over {e['seeds']} seed(s)")
+    if result.target.val_acc is not None:
+        console.print(f"the search measured {result.target.val_acc:.2%} on its validation split")
+    console.print(f"exported seed {e['export_seed']} (closest to the mean) to {e['export_dir']}")
+    return 0
 
 
 def cmd_best(args) -> int:
@@ -305,6 +387,22 @@ def build_parser() -> Parser:
     p.add_argument("--export", metavar="DIR", help="write spec.json, state_dict.pt, model.pt2, metrics.json")
     p.add_argument("--data", help="data root for the test evaluation (default: the one the study used)")
     p.set_defaults(func=cmd_best)
+
+    p = sub.add_parser("retrain", help="train the best trial again on training + validation images with several "
+                                       "seeds; test once each after the final epoch")
+    add_study_args(p)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--trial", type=trial_number, help="retrain this trial (default: the study's best)")
+    which.add_argument("--spec", metavar="SPEC.JSON", help="retrain this spec (as `best --export` writes it) "
+                                                          "under the study's recipe")
+    which.add_argument("--baseline", action="store_true", help="retrain the study's seeded baseline (Model 1)")
+    p.add_argument("--epochs", type=positive_int, help="epochs (default: the trial's recipe's)")
+    p.add_argument("--seeds", type=positive_int, default=3, help="train with seeds 0..K-1 (default 3)")
+    p.add_argument("--device", default="auto", help="auto, cuda, cuda:N or cpu (default auto)")
+    p.add_argument("--data", help="data root (default: the one the study used)")
+    p.add_argument("--out", metavar="DIR", help="folder of the retraining (default: retrain/STUDY/trial-N beside "
+                                                "the study's artifacts); run again to resume")
+    p.set_defaults(func=cmd_retrain)
 
     p = sub.add_parser("report", help="HTML and Markdown report with plots, attached to the study for the dashboard")
     add_study_args(p)

@@ -1,5 +1,6 @@
 """`best --export`: the winning trial's checkpoint, evaluated once on the test set, handed over
-as files that need nothing of this package to use (model.pt2 loads with plain torch)."""
+as files that need nothing of this package to use (model.pt2 loads with plain torch).
+`retrain` hands over its result through the same writer, write_export."""
 
 from __future__ import annotations
 
@@ -68,7 +69,17 @@ def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: Path
         raise ExportError(f"test set unavailable ({e})") from None
     tta = r.recipe.get("flip_tta", False)
     test_acc = evaluate(model, data.test.images, data.test.labels, torch.device("cpu"), flip_tta=tta)
+    return write_export(out, model, spec, study=study.study_name, trial=trial.number, val_acc=trial.value,
+                        test_acc=test_acc, test_flip_tta=tta, dataset=data.name, test_images=len(data.test),
+                        seed=r.seed, recipe=r.recipe)
 
+
+def write_export(out: Path, model: nn.Module, spec: ResNetSpec, *, study: str, trial: int | None, **numbers) -> dict:
+    """The one writer of an export, for `best --export` and `retrain`: spec.json, state_dict.pt,
+    model.pt2 (float images in [0, 1], normalised inside) and metrics.json, which holds the study,
+    trial, spec summary, params and MACs, then `numbers` as given, then how to feed the model and
+    the versions that made it. Returns the metrics."""
+    model = model.cpu().eval()
     out.mkdir(parents=True, exist_ok=True)
     (out / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
     torch.save(model.state_dict(), out / "state_dict.pt")
@@ -78,18 +89,12 @@ def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: Path
     torch.export.save(program, out / "model.pt2")
     counts = count(spec)
     metrics = {
-        "study": study.study_name,
-        "trial": trial.number,
+        "study": study,
+        "trial": trial,
         "summary": spec.summary(),
         "params": counts.params,
         "macs": counts.macs,
-        "val_acc": trial.value,
-        "test_acc": test_acc,
-        "test_flip_tta": tta,
-        "dataset": data.name,
-        "test_images": len(data.test),
-        "seed": r.seed,
-        "recipe": r.recipe,
+        **numbers,
         "input": "float (N, 3, 32, 32) in [0, 1] for model.pt2; CIFAR-10-normalised for state_dict.pt",
         "normalisation": {"mean": CIFAR10_MEAN, "std": CIFAR10_STD},
         "versions": {name: _version(name) for name in ("resnet-search", "torch", "torchvision", "optuna")},

@@ -194,6 +194,7 @@ class StudyRecord:
     val_size: int = 5000
     limit_train: int | None = None
     requeued: list[int] = field(default_factory=list)
+    retrained: list[dict] = field(default_factory=list)  # `retrain` results: RETRAINED_KEYS each
     exported: dict | None = None
     report_artifacts: dict = field(default_factory=dict)
     settings: dict | None = None  # what its results depend on (SETTING_FLAGS); written last, once ready
@@ -213,3 +214,30 @@ def write_study(study: optuna.Study, **values) -> None:
         raise TypeError(f"not a study record field: {', '.join(sorted(unknown))}")
     for key, value in values.items():
         study.set_user_attr(key, value)
+
+
+# What one `retrain` result records: a trial (or spec) trained on train + validation under its
+# recipe with seeds 0..seeds-1, each evaluated once on the test split after its final epoch.
+RETRAINED_KEYS = ("label", "trial", "baseline", "summary", "params", "dataset", "epochs", "seeds", "test_acc",
+                  "mean", "std", "min", "max", "export_dir")
+
+
+def write_retrained(study: optuna.Study, entry: dict) -> list[dict]:
+    """Record a retraining result with the study, replacing an earlier one of the same trial (or
+    spec, for a spec that is no trial of the study), epochs and seeds. Returns the new list.
+
+    entry: RETRAINED_KEYS; label ("trial 7", "baseline: Model 1"), trial (number or None),
+    baseline (bool), summary, params, dataset, epochs, seeds (how many: 0..seeds-1), test_acc
+    (fractions, one per seed), mean, std (sample std, None for one seed), min, max, export_dir.
+    It may carry more (train_images, test_images, export_seed)."""
+    missing = set(RETRAINED_KEYS) - set(entry)
+    if missing:
+        raise TypeError(f"retrained entry lacks: {', '.join(sorted(missing))}")
+
+    def key(e: dict) -> tuple:
+        return (e.get("trial"), e.get("summary") if e.get("trial") is None else None, e.get("epochs"), e.get("seeds"))
+
+    kept = [e for e in StudyRecord.of(study).retrained if key(e) != key(entry)]
+    kept.append(dict(entry))
+    write_study(study, retrained=kept)
+    return kept

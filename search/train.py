@@ -98,7 +98,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, devic
 @dataclass
 class Epoch:
     epoch: int  # 1-based
-    val_acc: float
+    val_acc: float | None  # None when the run does not validate (validate=False)
     loss: float  # mean training loss
     seconds: float  # the whole epoch: training and the validation pass
     images_per_s: float  # training images per second of the training steps alone
@@ -154,11 +154,14 @@ def resumable_state(checkpoint_dir, spec: ResNetSpec, recipe: Recipe, seed: int)
 
 def train(spec: ResNetSpec, data: Cifar10, recipe: Recipe, *, device: str | torch.device = "auto", seed: int = 0,
           on_epoch: EpochCallback | None = None, checkpoint_dir=None, progress=True,
-          compile: bool = False) -> TrainResult:
+          compile: bool = False, validate: bool = True) -> TrainResult:
     """Train `spec` under `recipe`; return per-epoch validation accuracy and the best epoch.
 
     checkpoint_dir: where `last.pt` (every epoch; a run resumes from it when spec, recipe and
     seed match) and `best.pt` (the best validation epoch's weights) are written.
+    validate=False: no validation pass and nothing selected (retraining on train + validation
+    with no held-out split): data.val is never read, each Epoch's val_acc is None, no best.pt is
+    written and the result's best epoch is the last; the final weights are last.pt's.
     on_epoch(Epoch) runs after each epoch; whatever it raises (a
     pruning signal, say) ends the run after that epoch's checkpoint is written.
     progress: True for a rich bar, False for none, or a rich Progress to add the bar to.
@@ -227,11 +230,13 @@ def train(spec: ResNetSpec, data: Cifar10, recipe: Recipe, *, device: str | torc
             if not math.isfinite(mean_loss):
                 raise Diverged(f"training loss became {mean_loss} in epoch {epoch} (lr {lr:.3g}); "
                                "lower the learning rate")
-            val_acc = evaluate(model, data.val.images, data.val.labels, device, recipe.flip_tta)
+            val_acc = evaluate(model, data.val.images, data.val.labels, device, recipe.flip_tta) if validate else None
             seconds = time.perf_counter() - start
             record = Epoch(epoch, val_acc, mean_loss, seconds, steps_per_epoch * batch / train_seconds, lr)
             result.history.append(record)
-            if val_acc > result.best_val_acc or result.best_epoch == 0:
+            if not validate:
+                result.best_epoch = epoch  # no selection: the final epoch is the result
+            elif val_acc > result.best_val_acc or result.best_epoch == 0:
                 result.best_val_acc, result.best_epoch = val_acc, epoch
                 if best is not None:
                     _save(best, {"identity": identity, "model": model.state_dict(), "epoch": epoch,
@@ -242,7 +247,8 @@ def train(spec: ResNetSpec, data: Cifar10, recipe: Recipe, *, device: str | torc
                              "best_val_acc": result.best_val_acc, "best_epoch": result.best_epoch})
             if bar is not None:
                 bar.update(task, completed=epoch, description=f"epoch {epoch}/{recipe.epochs}",
-                           info=f"{record.images_per_s:,.0f} img/s  loss {mean_loss:.3f}  val {val_acc:.2%}")
+                           info=f"{record.images_per_s:,.0f} img/s  loss {mean_loss:.3f}"
+                                + ("" if val_acc is None else f"  val {val_acc:.2%}"))
             if on_epoch is not None:
                 on_epoch(record)
     finally:

@@ -1,0 +1,342 @@
+"""`resnet-search retrain`: a study's winner (or its seeded baseline, a named trial, or a spec
+file) trained again on the whole training split -- the search's training and validation images
+together -- under the recipe the search gave it, once per seed 0..K-1, and each run evaluated once
+on the test split after its final epoch. Nothing is selected on test, and with no held-out split
+nothing is selected at all: the final weights are the result.
+
+    from search.retrain import RetrainSettings, retrain
+    result = retrain(RetrainSettings(study="c10-5m", storage=URL, seeds=3, device="cuda"))
+    print(result.entry["mean"], result.entry["std"])
+
+Everything lives in one folder per run (default: retrain/STUDY/trial-N beside the study's
+artifacts, then epochs-E/): seed-K.json for each finished seed, seed-K/last.pt (the epoch
+checkpoint a stopped seed resumes from exactly, and the final weights of a finished one), run.json
+(what the run trains, so a folder holding another run's files starts over), and export-K-seeds/
+(the same files as `best --export`, of the seed closest to the mean). The result is recorded with
+the study (record.write_retrained), which `best` and the report show.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import optuna
+import torch
+
+from resnet_space import Recipe, ResNetSpec, SpecError, count, fits
+from resnet_space.errors import UserError
+from resnet_space.model import build_model
+from resnet_space.space import LIST_VALUED_RECIPE_KEYS, StudyFile
+
+from . import record
+from .data import Cifar10, ImageSet, load_cifar10
+from .layout import DEFAULT_ARTIFACTS, DEFAULT_STORAGE, DEFAULT_STUDY, Outputs
+from .train import Epoch, completed_epochs, cpu_estimate_hours, evaluate, load_weights, resolve_device, train
+
+
+class RetrainError(UserError):
+    """A retraining that cannot start: an unknown or untrained trial, a bad spec file, ...; one line."""
+
+
+@dataclass
+class RetrainSettings:
+    """What `resnet-search retrain` is run with; the defaults are the CLI's."""
+
+    study: str = DEFAULT_STUDY
+    storage: str = DEFAULT_STORAGE
+    trial: int | None = None  # None: the study's best trial
+    spec: str | Path | None = None  # a spec.json (as `best --export` writes) instead of a trial
+    baseline: bool = False  # the study's seeded baseline trial
+    epochs: int | None = None  # None: the recipe's own
+    seeds: int = 3  # seeds 0..seeds-1
+    device: str = "auto"
+    data: str | Path | None = None  # None: the data root the study recorded
+    out: str | Path | None = None  # None: Outputs(artifact dir, study).retrain / "trial-N"
+
+
+@dataclass
+class Target:
+    """The network to retrain and how."""
+
+    label: str  # "trial 7", "baseline: Model 1", "spec N3 B1-1-1 ..."
+    trial: int | None  # None for a spec that is no trained trial of the study
+    baseline: bool
+    spec: ResNetSpec
+    recipe: Recipe  # at the retraining's epochs
+    val_acc: float | None  # what the search measured on its validation split
+    folder: str  # the default folder's name under Outputs(...).retrain
+
+
+@dataclass
+class RetrainResult:
+    target: Target
+    entry: dict  # as recorded with the study (record.RETRAINED_KEYS and a few more)
+    seeds: list[dict] = field(default_factory=list)  # seed-K.json of each seed
+    run_dir: Path = Path(".")
+    export: dict = field(default_factory=dict)  # the export's metrics.json
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- what to retrain
+
+
+def choose_target(study: optuna.Study, settings: RetrainSettings) -> Target:
+    """The trial (or spec) settings name, checked: it exists, it trained, it fits the budget."""
+    if settings.seeds < 1:
+        raise RetrainError(f"--seeds must be at least 1, not {settings.seeds}")
+    if settings.epochs is not None and settings.epochs < 1:
+        raise RetrainError(f"--epochs must be at least 1, not {settings.epochs}")
+    named = [flag for flag, given in (("--trial", settings.trial is not None), ("--spec", settings.spec is not None),
+                                      ("--baseline", settings.baseline)) if given]
+    if len(named) > 1:
+        raise RetrainError(f"{' and '.join(named)} each name the network to retrain; give one of them")
+    if settings.spec is not None:
+        return _spec_target(study, Path(settings.spec), settings.epochs)
+    if settings.baseline:
+        baselines = [t for t in study.get_trials(deepcopy=False) if record.TrialRecord.of(t).baseline]
+        if not baselines:
+            raise RetrainError(f"study {study.study_name!r} has no seeded baseline trial "
+                               "(it was run with --no-baseline); retrain a --trial or a --spec instead")
+        # A baseline stopped and re-queued is several trials: the one that trained.
+        trained = [t for t in baselines if _why_untrained(record.TrialRecord.of(t)) is None]
+        return _trial_target(study, (trained or baselines)[0], settings.epochs)
+    if settings.trial is not None:
+        trials = study.get_trials(deepcopy=False)
+        if not 0 <= settings.trial < len(trials):
+            raise RetrainError(f"study {study.study_name!r} has no trial {settings.trial}"
+                               + (f" (its trials are 0 to {len(trials) - 1})" if trials else " (it has none)"))
+        return _trial_target(study, trials[settings.trial], settings.epochs)
+    best = record.best_trials(study, 1)
+    if not best:
+        raise RetrainError(f"study {study.study_name!r} has no completed trial yet; run `resnet-search run` first")
+    return _trial_target(study, best[0], settings.epochs)
+
+
+def _why_untrained(r: record.TrialRecord) -> str | None:
+    """None if the trial trained to a result that can be retrained, else why not. A trial the
+    pruner stopped counts: its recipe is whole, only its epochs were cut short."""
+    if r.rejected:
+        return f"it never trained ({r.prune_reason or 'rejected before training'})"
+    if r.state == "COMPLETE":
+        return None if r.spec and r.recipe else "it recorded no spec or recipe"
+    if r.state == "PRUNED" and r.trained and not r.diverged and r.spec and r.recipe:
+        return None
+    if r.diverged:
+        return f"it did not finish training ({r.prune_reason})"
+    return f"it never finished training (state {r.state.lower()}{': ' + r.fail_reason if r.fail_reason else ''})"
+
+
+def _recipe(recipe: dict, epochs: int | None) -> Recipe:
+    return Recipe.from_dict({**recipe, **({"epochs": epochs} if epochs else {})})
+
+
+def _trial_target(study: optuna.Study, trial: optuna.trial.FrozenTrial, epochs: int | None) -> Target:
+    r = record.TrialRecord.of(trial)
+    why = _why_untrained(r)
+    if why is not None:
+        raise RetrainError(f"trial {r.number} of study {study.study_name!r} cannot be retrained: {why}")
+    label = f"baseline: {r.baseline_label or 'Model 1'}" if r.baseline else f"trial {r.number}"
+    return Target(label, r.number, r.baseline, ResNetSpec.from_dict(r.spec), _recipe(r.recipe, epochs),
+                  r.best_acc, f"trial-{r.number}")
+
+
+def _spec_target(study: optuna.Study, path: Path, epochs: int | None) -> Target:
+    """A spec file: the study's trained trial of that very spec if there is one (its recipe and
+    number), else the study's recipe at the middle of its searched ranges, as the baseline got."""
+    try:
+        spec = ResNetSpec.from_json(path.read_text())
+    except OSError as e:
+        raise RetrainError(f"spec file {path} cannot be read: {e.strerror or e}") from None
+    except (SpecError, ValueError, TypeError, UnicodeDecodeError) as e:
+        raise RetrainError(f"spec file {path} is not a spec: {str(e).splitlines()[0]}") from None
+    budget = record.StudyRecord.of(study).budget
+    if budget is not None and not fits(spec, budget):
+        raise RetrainError(f"spec {spec.summary()} in {path} has {count(spec).params:,} params, not under "
+                           f"study {study.study_name!r}'s budget of {budget:,}")
+    same = [t for t in study.get_trials(deepcopy=False)
+            if (r := record.TrialRecord.of(t)).spec == spec.to_dict() and _why_untrained(r) is None]
+    if same:
+        return _trial_target(study, max(same, key=lambda t: (record.TrialRecord.of(t).best_acc, -t.number)), epochs)
+    recipe_space = record.StudyRecord.of(study).recipe_space
+    if recipe_space is None:
+        raise RetrainError(f"study {study.study_name!r} records no recipe for a spec it never trained; "
+                           "retrain one of its trials with --trial instead")
+    recipe_space = {k: tuple(v) if k in LIST_VALUED_RECIPE_KEYS and isinstance(v, list) else v
+                    for k, v in recipe_space.items()}
+    recipe = StudyFile(Path("recorded"), budget or 0, {}, recipe_space).center_recipe(epochs)[0]
+    digest = hashlib.sha1(spec.to_json().encode()).hexdigest()[:10]
+    return Target(f"spec {spec.summary()}", None, False, spec, recipe, None, f"spec-{digest}")
+
+
+# ---------------------------------------------------------------- data and folders
+
+
+def full_training_data(study: optuna.Study, data_root=None) -> Cifar10:
+    """The study's data with its training and validation images together as the training set
+    (the study's --limit-train, if any, still applies) and no validation split."""
+    recorded = record.StudyRecord.of(study)
+    data = load_cifar10(data_root or recorded.data_root, val_size=recorded.val_size,
+                        limit_train=recorded.limit_train, seed=recorded.split_seed, download=False)
+    train_set = ImageSet(torch.cat([data.train.images, data.val.images]),
+                         torch.cat([data.train.labels, data.val.labels]))
+    empty = ImageSet(data.val.images[:0], data.val.labels[:0])
+    return dataclasses.replace(data, train=train_set, val=empty)
+
+
+def run_folder(study: optuna.Study, target: Target, settings: RetrainSettings) -> Path:
+    if settings.out is not None:
+        out = Path(settings.out)
+    else:
+        artifacts = record.StudyRecord.of(study).artifact_dir or DEFAULT_ARTIFACTS
+        out = Outputs(Path(artifacts), study.study_name).retrain / target.folder
+    if out.exists() and not out.is_dir():
+        raise RetrainError(f"retrain folder {out} is a file, not a folder")
+    return out / f"epochs-{target.recipe.epochs}"
+
+
+def _write_json(path: Path, value: dict) -> None:
+    """Write then rename, so a stop mid-write never leaves a torn file."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _start_over_if_other_run(run_dir: Path, identity: dict, log) -> None:
+    """A run folder that holds another run's seeds (other data, spec or recipe) starts over."""
+    found = _read_json(run_dir / "run.json")
+    if found is not None and found != identity:
+        log(f"{run_dir} held a retraining of other data or another network; starting it over")
+        for path in run_dir.glob("seed-*"):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        for path in run_dir.glob("export-*-seeds"):
+            shutil.rmtree(path, ignore_errors=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(run_dir / "run.json", identity)
+
+
+def final_model(checkpoint_dir: Path, spec: ResNetSpec) -> torch.nn.Module:
+    """The weights after a seed's final epoch (its last.pt), on the CPU."""
+    model = build_model(spec)
+    model.load_state_dict(load_weights(checkpoint_dir / "last.pt"))
+    return model.eval()
+
+
+def summarize(accs: list[float]) -> dict:
+    """Mean, sample standard deviation (ddof=1; None for one seed), min and max."""
+    return {"mean": statistics.fmean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else None,
+            "min": min(accs), "max": max(accs)}
+
+
+def closest_to_mean(accs: list[float]) -> int:
+    mean = statistics.fmean(accs)
+    return min(range(len(accs)), key=lambda i: (abs(accs[i] - mean), i))
+
+
+# ---------------------------------------------------------------- the run
+
+
+def retrain(settings: RetrainSettings, *, log: Callable[[str], None] = _log, progress=False,
+            on_epoch: Callable[[int, Epoch], None] | None = None, study: optuna.Study | None = None) -> RetrainResult:
+    """Retrain, resume or just collect (seeds already finished are kept), export the seed
+    closest to the mean and record the result with the study. Bad settings raise RetrainError
+    (or another UserError) before anything is trained. Ctrl-C (KeyboardInterrupt) leaves the
+    finished seeds' files and the running seed's last epoch checkpoint to resume from.
+    on_epoch(seed, Epoch) runs after every epoch (what it raises stops the run there)."""
+    from .export import write_export
+    from .storage import load_study, open_storage
+
+    if study is None:
+        study = load_study(open_storage(settings.storage), settings.study)
+    target = choose_target(study, settings)
+    spec, recipe, epochs = target.spec, target.recipe, target.recipe.epochs
+    run_dir = run_folder(study, target, settings)
+    data = full_training_data(study, settings.data)
+    device = resolve_device(settings.device)
+    if settings.device == "auto" and device.type == "cpu":
+        hours = cpu_estimate_hours(count(spec).macs, len(data.train), epochs)[0] * settings.seeds
+        took = f"{hours:,.0f} h" if hours >= 10 else f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.0f} min"
+        raise RetrainError(f"no CUDA device here: retraining {target.label} ({len(data.train):,} images x {epochs} "
+                           f"epochs x {settings.seeds} seeds) would take about {took} on this CPU; "
+                           "pass --device cpu to retrain on it anyway")
+    identity = {"study": study.study_name, "label": target.label, "spec": spec.to_dict(), "recipe": recipe.to_dict(),
+                "dataset": data.name, "fingerprint": getattr(data, "fingerprint", None),
+                "train_images": len(data.train), "test_images": len(data.test)}
+    _start_over_if_other_run(run_dir, identity, log)
+    log(f"retraining {target.label} ({spec.summary()}, {count(spec).params:,} params) of study {study.study_name!r} "
+        f"on {data.name}: {len(data.train):,} training + validation images, {epochs} epochs, "
+        f"{settings.seeds} seed(s), device {device}; test once on {len(data.test):,} images after the final epoch; "
+        f"folder {run_dir}")
+
+    seeds = []
+    for seed in range(settings.seeds):
+        seeds.append(_one_seed(seed, run_dir, spec, recipe, data, device, log, progress, on_epoch))
+    accs = [s["test_acc"] for s in seeds]
+    stats = summarize(accs)
+    pick = closest_to_mean(accs)
+    export_dir = run_dir / f"export-{settings.seeds}-seeds"
+    shutil.rmtree(export_dir, ignore_errors=True)  # an export of an earlier result never lingers
+    export = write_export(
+        export_dir, final_model(run_dir / f"seed-{pick}", spec), spec, study=study.study_name, trial=target.trial,
+        label=target.label, baseline=target.baseline, val_acc=target.val_acc, test_acc=accs[pick],
+        test_flip_tta=recipe.flip_tta, dataset=data.name, train_images=len(data.train),
+        test_images=len(data.test), seed=pick, recipe=recipe.to_dict(),
+        retrained={"training_set": "the search's training and validation images together",
+                   "evaluated": "once on the test split, after the final epoch (no selection)",
+                   "epochs": epochs, "seeds": list(range(settings.seeds)), "test_acc": accs, **stats,
+                   "export_seed": pick, "per_seed": seeds},
+    )
+    entry = {"label": target.label, "trial": target.trial, "baseline": target.baseline, "summary": spec.summary(),
+             "params": count(spec).params, "dataset": data.name, "epochs": epochs, "seeds": settings.seeds,
+             "test_acc": accs, **stats, "export_dir": str(export_dir.resolve()),
+             "train_images": len(data.train), "test_images": len(data.test), "export_seed": pick}
+    record.write_retrained(study, entry)
+    return RetrainResult(target, entry, seeds, run_dir, export)
+
+
+def _one_seed(seed: int, run_dir: Path, spec: ResNetSpec, recipe: Recipe, data: Cifar10, device: torch.device,
+              log, progress, on_epoch) -> dict:
+    """A finished seed's result from its file, or train it (resuming its checkpoint) and test it."""
+    result_file, checkpoint_dir = run_dir / f"seed-{seed}.json", run_dir / f"seed-{seed}"
+    done = completed_epochs(checkpoint_dir, spec, recipe, seed)
+    kept = _read_json(result_file)
+    if kept is not None and kept.get("seed") == seed and len(done) == recipe.epochs:
+        log(f"seed {seed}: kept from an earlier run: test {kept['test_acc']:.2%}")
+        return kept
+    if done:
+        log(f"seed {seed}: resuming after epoch {len(done)} of {recipe.epochs}")
+
+    def report(e: Epoch) -> None:
+        if on_epoch is not None:
+            on_epoch(seed, e)
+
+    result = train(spec, data, recipe, device=device, seed=seed, checkpoint_dir=checkpoint_dir, progress=progress,
+                   on_epoch=report, validate=False)
+    # The test split, once, from the final weights, on the CPU in float32 as `best --export` does,
+    # so the exported model.pt2 gives the very number recorded.
+    test_acc = evaluate(final_model(checkpoint_dir, spec), data.test.images, data.test.labels,
+                        torch.device("cpu"), flip_tta=recipe.flip_tta)
+    history = result.history
+    seed_result = {"seed": seed, "test_acc": test_acc, "epochs": recipe.epochs, "train_loss_last": history[-1].loss,
+                   "seconds": sum(e.seconds for e in history), "resumed_from_epoch": result.resumed_from,
+                   "device": result.device}
+    _write_json(result_file, seed_result)
+    log(f"seed {seed}: test {test_acc:.2%} after {recipe.epochs} epochs (final weights)")
+    return seed_result
