@@ -24,7 +24,7 @@ import torch
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import TrialState
 
-from resnet_space import MODEL_1, ResNetSpec, count, fits
+from resnet_space import MODEL_1, ResNetSpec, baseline_spec, count, fits
 from resnet_space.errors import UserError
 from resnet_space.space import StudyFile
 from resnet_space.table1 import table_1_rows
@@ -95,7 +95,10 @@ def run_search(settings: SearchSettings, view: Quiet | None = None) -> optuna.St
     outputs = Outputs(Path(settings.artifacts), settings.study)
     max_epochs = space.center_recipe(settings.epochs)[0].epochs
     sampler, pruner = sampler_and_pruner(settings.seed, max_epochs)
-    study, _ = create_or_load(storage, settings, space, budget, data, outputs, sampler, pruner)
+    study, created = create_or_load(storage, settings, space, budget, data, outputs, sampler, pruner)
+    if created and settings.baseline and baseline_for(budget) is None:
+        view.log(f"no baseline: not even Model 1's shape at its narrowest (channels 1-2-4-8) fits under "
+                 f"{budget:,} params")
 
     objective = Objective(study, space, budget, settings, data, device, outputs, view)
     done = trained_trials(study)
@@ -145,7 +148,12 @@ def sampler_and_pruner(seed: int, max_epochs: int):
 
 
 def baseline_for(budget: int) -> tuple[ResNetSpec, str] | None:
-    return MODEL_1, "Model 1"
+    """(spec, label) of the study's seeded baseline: the report's Model 1 where it fits, else its
+    shape scaled to the budget; None where not even the narrowest fits."""
+    spec = baseline_spec(budget)
+    if spec is None or spec == MODEL_1:
+        return spec and (spec, "Model 1")
+    return spec, f"Model 1 scaled to the budget ({count(spec).params:,} params)"
 
 
 def create_or_load(storage, settings: SearchSettings, space: StudyFile, budget: int, data: Cifar10,
@@ -170,9 +178,11 @@ def create_or_load(storage, settings: SearchSettings, space: StudyFile, budget: 
         artifact_dir=str(outputs.artifacts.resolve()), split_seed=settings.seed, table_1=table_1_rows(),
         data_root=data.root, dataset=data.name, val_size=settings.val_size, limit_train=settings.limit_train,
     )
-    if settings.baseline:
-        spec, label = baseline_for(budget)
+    baseline = baseline_for(budget) if settings.baseline else None
+    if baseline is not None:
+        spec, label = baseline
         study.enqueue_trial(space.center_recipe()[1], user_attrs=record.baseline_attrs(label, spec.to_dict()))
+
     record.write_study(study, settings=given)  # last: other workers wait for it before their first trial
     return study, True
 

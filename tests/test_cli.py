@@ -1,4 +1,4 @@
-"""The search end to end through the command line, on CPU with real images (issue: search and CLI)."""
+"""The search end to end through the command line, on CPU with synthetic images (issue: search and CLI)."""
 
 import json
 import socket
@@ -12,14 +12,15 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from resnet_space import ResNetSpec, count
+from resnet_space import ResNetSpec
 from resnet_space.model import build_model
 from search.data import load_cifar10, normalize
 
-from .conftest import CLI, DATA, assert_user_error, cpu_run_flags, needs_data, run_cli, run_small_study, storage_url
+from search.record import TrialRecord
+
+from .conftest import CLI, assert_user_error, cpu_run_flags, run_cli, run_small_study, storage_url, synthetic_root
 
 QUICK = cpu_run_flags()
-pytestmark = needs_data
 
 
 @pytest.fixture(scope="module")
@@ -34,28 +35,27 @@ def load(cwd, name="e2e"):
     return optuna.load_study(study_name=name, storage=storage_url(cwd))
 
 
-def finished(study):
-    return [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+def trained(study):
+    return [t for t in study.trials if TrialRecord.of(t).counts_as_trained]
 
 
 def test_run_records_everything(workdir):
     study = load(workdir)
-    assert len(finished(study)) == 3
-    baseline = study.trials[0]
-    assert baseline.user_attrs["baseline"] == "Model 1"
-    assert baseline.state == TrialState.PRUNED and baseline.user_attrs["over_budget"]
-    assert baseline.user_attrs["params"] == 4_976_426 and "over budget" in baseline.user_attrs["prune_reason"]
-    assert "val_acc_per_epoch" not in baseline.user_attrs  # never trained
+    assert len(trained(study)) == 3
+    baseline = TrialRecord.of(study.trials[0])
+    # Model 1 (4,976,426) is over 200,000: its shape scaled to the budget is the baseline.
+    # At channels 6-12-24-48 it counts 176,800 (worked out in tests/test_space.py's baseline cases).
+    assert baseline.baseline and baseline.label.startswith("N4 B8-6-4-3 C6-12-24-48 F3 k1 P4 (Model 1 scaled")
+    assert baseline.params == 176_800 and baseline.counts_as_trained and baseline.curve
     assert len(study.user_attrs["table_1"]) == 8 and study.user_attrs["budget"] == 200_000
-    trained = [t for t in study.trials if "val_acc_per_epoch" in t.user_attrs]
-    assert trained, "no trial trained"
-    for t in trained:
-        assert t.user_attrs["params"] < 200_000
-        spec = ResNetSpec.from_dict(t.user_attrs["spec"])
-        assert count(spec).params == t.user_attrs["params"] and t.user_attrs["summary"] == spec.summary()
-        assert len(t.user_attrs["seconds_per_epoch"]) == 1 and t.user_attrs["device"] == "cpu"
-        assert t.user_attrs["seed"] == 0 and t.user_attrs["recipe"]["epochs"] == 1
-        assert t.intermediate_values[1] == t.user_attrs["val_acc_per_epoch"][0]
+    for t in map(TrialRecord.of, trained(study)):
+        assert t.params < 200_000
+        spec = ResNetSpec.from_dict(t.spec)
+        assert t.summary == spec.summary()
+        assert sum(p.numel() for p in build_model(spec).parameters()) == t.params  # torch's own count
+        assert len(t.seconds) == 1 and t.device == "cpu" and t.seed == 0 and t.recipe["epochs"] == 1
+    for t in trained(study):
+        assert t.intermediate_values[1] == TrialRecord.of(t).curve[0]
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     for t in complete:
         metas = optuna.artifacts.get_all_artifact_meta(t, storage=study._storage)
@@ -63,17 +63,17 @@ def test_run_records_everything(workdir):
 
 
 def test_no_trial_at_or_over_budget_is_trained(workdir):
-    for t in load(workdir).trials:
-        if t.user_attrs["params"] >= 200_000:
-            assert t.state == TrialState.PRUNED and "val_acc_per_epoch" not in t.user_attrs
+    for t in map(TrialRecord.of, load(workdir).trials):
+        if t.params >= 200_000:
+            assert t.state == "PRUNED" and t.over_budget and not t.curve
 
 
 def test_resume_adds_trials_and_keeps_one_baseline(workdir):
     again = run_cli("run", "--budget", "2e5", "--trials", "5", "--study", "e2e", *QUICK, cwd=workdir)
     assert again.returncode == 0, again.stderr
     study = load(workdir)
-    assert len(finished(study)) == 5
-    assert sum(t.user_attrs.get("baseline") == "Model 1" for t in study.trials) == 1
+    assert len(trained(study)) == 5
+    assert sum(TrialRecord.of(t).baseline for t in study.trials) == 1
     same = run_cli("run", "--budget", "2e5", "--trials", "5", "--study", "e2e", *QUICK, cwd=workdir)
     assert same.returncode == 0 and len(load(workdir).trials) == 5  # already done: nothing new
 
@@ -87,12 +87,12 @@ def test_best_export_writes_files_that_load_with_plain_torch(workdir):
     metrics = json.loads((out / "metrics.json").read_text())
     study = load(workdir)
     assert metrics["trial"] == study.best_trial.number and metrics["val_acc"] == study.best_trial.value
-    assert 0 <= metrics["test_acc"] <= 1 and metrics["test_images"] == 10_000 and "JPEG" in metrics["dataset"]
-    assert metrics["params"] == study.best_trial.user_attrs["params"] and metrics["study"] == "e2e"
+    assert 0 <= metrics["test_acc"] <= 1 and metrics["test_images"] == 200  # 10 classes x 20 test images
+    assert metrics["params"] == TrialRecord.of(study.best_trial).params and metrics["study"] == "e2e"
 
     model = build_model(ResNetSpec.from_json((out / "spec.json").read_text()))
     model.load_state_dict(torch.load(out / "state_dict.pt"))
-    images = load_cifar10(DATA, val_size=200, limit_train=1).test.images[:16]
+    images = load_cifar10(synthetic_root(), val_size=200, limit_train=1).test.images[:16]
     expected = model.eval()(normalize(images)).detach()
     torch.save(images.float() / 255, workdir / "inputs.pt")
     # -I: an isolated interpreter from another folder; the check shows this package was never imported.
@@ -138,9 +138,9 @@ def test_model_1_trains_at_5e6_when_asked(tmp_path):
     result = run_cli("run", "--budget", "5e6", "--trials", "1", "--study", "m1",
                      *cpu_run_flags(limit_train=64, val_size=50), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    [trial] = load(tmp_path, "m1").trials
-    assert trial.user_attrs["baseline"] == "Model 1" and trial.state == TrialState.COMPLETE
-    assert trial.user_attrs["params"] == 4_976_426 and len(trial.user_attrs["val_acc_per_epoch"]) == 1
+    [trial] = map(TrialRecord.of, load(tmp_path, "m1").trials)
+    assert trial.baseline and trial.baseline_label == "Model 1" and trial.state == "COMPLETE"
+    assert trial.params == 4_976_426 and len(trial.curve) == 1
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
