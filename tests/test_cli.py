@@ -59,7 +59,7 @@ def test_run_records_everything(workdir):
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     for t in complete:
         metas = optuna.artifacts.get_all_artifact_meta(t, storage=study._storage)
-        assert [m.artifact_id for m in metas] == [t.user_attrs["checkpoint_artifact"]]
+        assert [m.artifact_id for m in metas] == [TrialRecord.of(t).checkpoint_artifact]
 
 
 def test_no_trial_at_or_over_budget_is_trained(workdir):

@@ -13,9 +13,10 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-from .conftest import CLI, REPO, cpu_run_flags, needs_data
+from search.record import TrialRecord
 
-pytestmark = needs_data
+from .conftest import CLI, REPO, cpu_run_flags
+
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -56,11 +57,11 @@ def test_four_workers_share_one_study(tmp_path, postgres_url):
         assert w.returncode == 0, err
     study = optuna.load_study(study_name="four", storage=postgres_url)
     trials = study.get_trials()
-    assert len([t for t in trials if t.state in FINISHED]) == 12
-    assert sum(t.user_attrs.get("baseline") == "Model 1" for t in trials) == 1
-    for t in trials:
-        if "params" in t.user_attrs and t.user_attrs["params"] >= 200_000:
-            assert "val_acc_per_epoch" not in t.user_attrs  # never trained
+    assert sum(TrialRecord.of(t).counts_as_trained for t in trials) == 12
+    assert sum(TrialRecord.of(t).baseline for t in trials) == 1
+    for t in map(TrialRecord.of, trials):
+        if t.params is not None and t.params >= 200_000:
+            assert not t.curve  # never trained
     trained = [t for t in trials if t.datetime_complete and "val_acc_per_epoch" in t.user_attrs]
     for a, b in itertools.combinations(trained, 2):
         overlap = a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete
