@@ -27,18 +27,22 @@ class ExportError(UserError):
     """The winner cannot be exported; one line."""
 
 
-class Normalized(nn.Module):
-    """The exported program's input: float images in [0, 1], (N, 3, 32, 32), as torchvision's
-    ToTensor gives them; CIFAR-10 normalisation happens inside."""
+class Exported(nn.Module):
+    """The exported program: float images in [0, 1], (N, 3, 32, 32), as torchvision's ToTensor
+    gives them; CIFAR-10 normalisation happens inside, and so does the flip test-time
+    augmentation when the recipe evaluates with it (logits of the image and its mirror,
+    averaged), so the program gives exactly the test accuracy its metrics.json records."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, flip_tta: bool):
         super().__init__()
-        self.model = model
+        self.model, self.flip_tta = model, flip_tta
         self.register_buffer("mean", torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(CIFAR10_STD).view(1, 3, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model((x - self.mean) / self.std)
+        x = (x - self.mean) / self.std
+        logits = self.model(x)
+        return (logits + self.model(x.flip(-1))) / 2 if self.flip_tta else logits
 
 
 def load_trial_model(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> nn.Module:
@@ -69,9 +73,10 @@ def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: Path
         raise ExportError(f"test set unavailable ({e})") from None
     tta = r.recipe.get("flip_tta", False)
     test_acc = evaluate(model, data.test.images, data.test.labels, torch.device("cpu"), flip_tta=tta)
+    plain = evaluate(model, data.test.images, data.test.labels, torch.device("cpu")) if tta else test_acc
     return write_export(out, model, spec, study=study.study_name, trial=trial.number, val_acc=trial.value,
-                        test_acc=test_acc, test_flip_tta=tta, dataset=data.name, test_images=len(data.test),
-                        seed=r.seed, recipe=r.recipe)
+                        test_acc=test_acc, test_flip_tta=tta, test_acc_without_flip=plain, dataset=data.name,
+                        test_images=len(data.test), seed=r.seed, recipe=r.recipe)
 
 
 def write_export(out: Path, model: nn.Module, spec: ResNetSpec, *, study: str, trial: int | None, **numbers) -> dict:
@@ -83,8 +88,8 @@ def write_export(out: Path, model: nn.Module, spec: ResNetSpec, *, study: str, t
     out.mkdir(parents=True, exist_ok=True)
     (out / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
     torch.save(model.state_dict(), out / "state_dict.pt")
-    wrapped = Normalized(model).eval()
-    batch = torch.export.Dim("batch", min=1, max=4096)
+    wrapped = Exported(model, numbers.get("test_flip_tta", False)).eval()
+    batch = torch.export.Dim("batch", min=1)  # no upper bound: any batch size
     program = torch.export.export(wrapped, (torch.rand(2, 3, 32, 32),), dynamic_shapes=({0: batch},))
     torch.export.save(program, out / "model.pt2")
     counts = count(spec)
@@ -95,7 +100,8 @@ def write_export(out: Path, model: nn.Module, spec: ResNetSpec, *, study: str, t
         "params": counts.params,
         "macs": counts.macs,
         **numbers,
-        "input": "float (N, 3, 32, 32) in [0, 1] for model.pt2; CIFAR-10-normalised for state_dict.pt",
+        "input": "float (N, 3, 32, 32) in [0, 1] for model.pt2 (test_acc; flip-averaged inside when "
+                 "test_flip_tta); CIFAR-10-normalised for state_dict.pt (test_acc_without_flip)",
         "normalisation": {"mean": CIFAR10_MEAN, "std": CIFAR10_STD},
         "versions": {name: _version(name) for name in ("resnet-search", "torch", "torchvision", "optuna")},
     }

@@ -92,9 +92,14 @@ def test_best_export_writes_files_that_load_with_plain_torch(workdir):
 
     model = build_model(ResNetSpec.from_json((out / "spec.json").read_text()))
     model.load_state_dict(torch.load(out / "state_dict.pt"))
-    images = load_cifar10(synthetic_root(), val_size=200, limit_train=1).test.images[:16]
-    expected = model.eval()(normalize(images)).detach()
-    torch.save(images.float() / 255, workdir / "inputs.pt")
+    test = load_cifar10(synthetic_root(), val_size=200, limit_train=1).test
+    # The study's recipe evaluates with flip TTA, so the exported program averages the image's and
+    # its mirror's logits: here worked out from the plain weights by hand.
+    assert metrics["test_flip_tta"] is True
+    x = normalize(test.images)
+    expected = ((model.eval()(x) + model(x.flip(-1))) / 2).detach()
+    # More images than any fixed batch limit: the test set repeated to 5,200.
+    torch.save((test.images.float() / 255).repeat(26, 1, 1, 1), workdir / "inputs.pt")
     # -I: an isolated interpreter from another folder; the check shows this package was never imported.
     script = ("import sys, torch; m = torch.export.load(sys.argv[1]).module(); "
               "torch.save(m(torch.load(sys.argv[2])), sys.argv[3]); "
@@ -102,8 +107,13 @@ def test_best_export_writes_files_that_load_with_plain_torch(workdir):
     subprocess.run([sys.executable, "-I", "-c", script, out / "model.pt2", workdir / "inputs.pt",
                     workdir / "outputs.pt"], check=True, cwd="/")
     got = torch.load(workdir / "outputs.pt")
+    assert got.shape == (5200, 10)
+    got = got[:len(test)]
     assert torch.allclose(got, expected, atol=1e-4)
-    assert torch.equal(got.argmax(1), expected.argmax(1))
+    # The recorded test accuracy is the exported program's own.
+    assert (got.argmax(1) == test.labels).sum().item() / len(test) == pytest.approx(metrics["test_acc"], abs=1e-9)
+    plain = (model(x).argmax(1) == test.labels).sum().item() / len(test)
+    assert metrics["test_acc_without_flip"] == pytest.approx(plain, abs=1e-9)
 
 
 def test_dashboard_answers_for_the_study(workdir):
