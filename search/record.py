@@ -191,6 +191,7 @@ class StudyRecord:
     requeued: list[int] = field(default_factory=list)
     exported: dict | None = None
     report_artifacts: dict = field(default_factory=dict)
+    retrained: list[dict] = field(default_factory=list)
 
     @classmethod
     def of(cls, study: optuna.Study) -> "StudyRecord":
