@@ -59,7 +59,7 @@ def screenshot_stats(png: Path) -> dict:
         rgb = im.convert("RGB")
         width, height = rgb.size
         small = rgb.resize((max(1, width // 2), max(1, height // 2)))
-    pixels = list(small.getdata())
+    pixels = list(getattr(small, "get_flattened_data", small.getdata)())  # getdata: Pillow before 12
     ink = sum(1 for r, g, b in pixels if min(r, g, b) < 200)
     colour = sum(1 for r, g, b in pixels if max(r, g, b) - min(r, g, b) > 60)
     return {"width": width, "height": height, "ink": ink / len(pixels), "colour": colour / len(pixels)}

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -420,6 +421,13 @@ def test_pareto_front():
     assert [p[2] for p in report.pareto_front(points)] == [5, 0, 2, 4]
 
 
+def test_points_too_close_to_tell_apart_share_one_label():
+    from search.report.figures import _numbers_text
+
+    assert _numbers_text([8, 1, 2, 3, 5, 6, 4, 7]) == "1–8"
+    assert _numbers_text([3, 10]) == "3, 10" and _numbers_text([1, 2, 3, 5, 7, 8]) == "1–3, 5, 7, 8"
+
+
 def test_the_report_imports_neither_torch_nor_the_engine():
     code = ("import json, sys, search.report; "
             "print(json.dumps([m for m in ('torch', 'search.train', 'search.data', 'search.study', 'search.export') "
@@ -527,14 +535,13 @@ def test_retrained_networks_beside_their_search_and_table_1(tmp_path, synthetic)
     md = (tmp_path / "report" / "report.md").read_text()
     section = "Retrained on the full training set"
     assert md_table(md, "retrained", section) == [
-        "retrained", "spec", "params", "data set", "epochs", "seeds", "test acc mean ± std", "test acc min–max",
-        "search val acc"]
+        "retrained", "spec", "params", "data set", "epochs", "seeds", "test acc", "min–max", "search val acc"]
     assert md_table(md, "trial 3", section) == [
         "trial 3", "N4 B3-2-2-2 C32-64-128-256 F3 k1 P4", "4,990,001", "true CIFAR-10", "200", "0, 1, 2",
-        "95.10% ± 0.31", "94.80% – 95.40%", "94.02%"]
+        "95.10% ± 0.31", "94.80–95.40%", "94.02%"]
     assert md_table(md, "baseline: Model 1", section) == [
         "baseline: Model 1", "N4 B8-6-4-3 C32-64-128-256 F3 k1 P4", "4,976,426", "true CIFAR-10", "200", "0, 1",
-        "94.29% ± 0.08", "94.21% – 94.37%", "93.12%"]
+        "94.29% ± 0.08", "94.21–94.37%", "93.12%"]
     assert md_table(md, "Table 1 Model 1, as reported", section) == [
         "Table 1 Model 1, as reported", "N4 B8-6-4-3 C32-64-128-256 F3 k1 P4", "4,976,426", "true CIFAR-10", "200",
         "—", "94.40%", "—", "—"]
@@ -590,8 +597,9 @@ def test_real_study_report(real):
     md = (out / "report.md").read_text()
     complete = [r for r in trials if r.state == "COMPLETE"]
     over = [r for r in trials if r.over_budget]
-    assert len(trials) == 4 and len(over) >= 1  # the seeded Model 1 is over 2e5
-    assert md_table(md, "trials run")[1] == "4"
+    # --trials 4 counts trained trials; the seeded Model 1 is over 2e5, rejected without counting
+    assert sum(r.counts_as_trained for r in trials) == 4 and over[0].number == 0 and over[0].baseline
+    assert md_table(md, "trials run")[1] == str(len(trials))
     assert md_table(md, "complete")[1] == str(len(complete))
     assert md_table(md, "rejected by the budget (over budget, not trained)")[1] == str(len(over))
     assert md_table(md, "failed")[1] == str(sum(r.state == "FAIL" for r in trials))

@@ -167,23 +167,46 @@ DIRECTIONS += tuple((2 * a, 2 * b) for a, b in DIRECTIONS)
 
 
 def _number(ax, marks: list[Mark]) -> None:
-    """Write each mark's number beside its point, in the first of DIRECTIONS where the number's
-    box meets neither a number already written nor a marked point. Works in pixels: call with
+    """Write the marks' numbers beside their points, each in the first of DIRECTIONS where it
+    stays on the figure and meets neither a number already written nor a marked point. Points
+    closer than a marker's width share one label ("1–8", "3, 10"). Works in pixels: call with
     the layout frozen."""
     px = ax.figure.dpi / 72
-    points = {m.number: ax.transData.transform((m.params, m.acc)) for m in marks}
-    taken = [_box(x, y, 0, 0, 2 * MARK_RADIUS[m.kind] * px, 2 * MARK_RADIUS[m.kind] * px)
-             for m, (x, y) in zip(marks, points.values())]
+    x0, y0, x1, y1 = ax.figure.bbox.extents
+    at = {m.number: ax.transData.transform((m.params, m.acc)) for m in marks}
+    groups: list[list[Mark]] = []
     for m in marks:
-        x, y = points[m.number]
-        w, h, gap = (len(str(m.number)) * 4.6 + 2) * px, 9 * px, (MARK_RADIUS[m.kind] + 1.5) * px
+        near = next((g for g in groups if any(math.dist(at[m.number], at[o.number]) < 6 * px for o in g)), None)
+        if near is None:
+            groups.append([m])
+        else:
+            near.append(m)
+    taken = [_box(*at[m.number], 0, 0, 2 * MARK_RADIUS[m.kind] * px, 2 * MARK_RADIUS[m.kind] * px) for m in marks]
+    for group in groups:
+        text = _numbers_text([m.number for m in group])
+        x, y = at[group[0].number]
+        w, h = (len(text) * 4.6 + 2) * px, 9 * px
+        gap = (max(MARK_RADIUS[m.kind] for m in group) + 1.5) * px
         boxes = [_box(x, y, a * gap, b * gap, w, h) for a, b in DIRECTIONS]
-        box = next((b for b in boxes if not any(_overlap(b, t) for t in taken)), boxes[0])
+        on_figure = [b for b in boxes if x0 + 2 <= b[0] and b[2] <= x1 - 2 and y0 + 2 <= b[1] and b[3] <= y1 - 2]
+        box = next((b for b in on_figure if not any(_overlap(b, t) for t in taken)), (on_figure or boxes)[0])
         taken.append(box)
-        ax.annotate(str(m.number), (m.params, m.acc), xytext=(((box[0] + box[2]) / 2 - x) / px,
-                                                               ((box[1] + box[3]) / 2 - y) / px),
+        colour = MARK_COLOURS[group[0].kind] if len({m.kind for m in group}) == 1 else "0.1"
+        ax.annotate(text, (group[0].params, group[0].acc), xytext=(((box[0] + box[2]) / 2 - x) / px,
+                                                                   ((box[1] + box[3]) / 2 - y) / px),
                     textcoords="offset points", ha="center", va="center", fontsize=7.5, fontweight="bold",
-                    color=MARK_COLOURS[m.kind], annotation_clip=False, zorder=8)
+                    color=colour, annotation_clip=False, zorder=8)
+
+
+def _numbers_text(numbers: list[int]) -> str:
+    """[1, 2, 3, 5, 7, 8] -> "1–3, 5, 7, 8"."""
+    runs: list[list[int]] = []
+    for n in sorted(numbers):
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ", ".join(str(a) if a == b else f"{a}, {b}" if b == a + 1 else f"{a}–{b}" for a, b in runs)
 
 
 def _box(x, y, dx, dy, w, h) -> tuple:

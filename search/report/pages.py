@@ -122,7 +122,7 @@ def sections(study: StudyRecord, trials: list[TrialRecord], numbers: dict, marks
     else:
         out.append(Section("Learning curves", [
             f"Validation accuracy after each epoch of the top {len(curves['shown'])} complete trials, "
-            f"coloured and numbered by their rank in the table above; trials stopped early by the pruner, "
+            f"coloured and numbered by their rank in the top trials' table; trials stopped early by the pruner, "
             f"by divergence or by failure in grey ({len(curves['stopped'])})."],
             image=CURVES_PLOT, image_alt="validation accuracy per epoch"))
     out.append(_trust(trust))
@@ -161,23 +161,24 @@ def _trust(trust: list[dict]) -> Section:
 
 
 def _retrained(rows: list[dict], model_1: dict) -> Section:
-    header = ["retrained", "spec", "params", "data set", "epochs", "seeds", "test acc mean ± std",
-              "test acc min–max", "search val acc"]
+    header = ["retrained", "spec", "params", "data set", "epochs", "seeds", "test acc", "min–max", "search val acc"]
     body = []
     for r in rows:
         seeds = r.get("seeds") or []
         body.append([r.get("label", f"trial {r.get('trial')}"), r.get("summary") or "?", fmt_int(r.get("params")),
                      _dataset_cell(r.get("dataset")), str(r.get("epochs", "?")), ", ".join(map(str, seeds)) or "—",
                      f"{pct(r.get('mean'))} ± {100 * (r.get('std') or 0):.2f}",
-                     f"{pct(r.get('min'))} – {pct(r.get('max'))}", pct(r.get("val_acc"))])
+                     f"{100 * r['min']:.2f}–{pct(r['max'])}" if r.get("min") is not None else "—",
+                     pct(r.get("val_acc"))])
     body.append([f"Table 1 {model_1['model']}, as reported", model_1.get("summary") or "?",
                  fmt_int(model_1.get("params") or model_1["reported_params"]), "true CIFAR-10", "200", "—",
                  f"{model_1['reported_test_acc']:.2f}%", "—", "—"])
     return Section("Retrained on the full training set", [
         "Networks of this study trained again from scratch on the whole training split (nothing held out for "
-        "validation), once per seed, and tested on the test split; the search's validation accuracy of the same "
-        "trial beside them, and the seed report's Model 1 as reported. Test and validation accuracies are not the "
-        "same measurement, and the data set, epochs and seeds of each row say what was measured."],
+        "validation), once per seed, and tested on the test split: the mean ± standard deviation and the range of "
+        "their test accuracies over the seeds, beside the search's validation accuracy of the same trial and the "
+        "seed report's Model 1 as reported. Test and validation accuracies are not the same measurement, and the "
+        "data set, epochs and seeds of each row say what was measured."],
         table=(header, body))
 
 
@@ -199,7 +200,8 @@ th, td { padding: 0.3em 0.7em; border-bottom: 1px solid #e4e4e4; text-align: rig
 th { border-bottom: 2px solid #bbb; background: #fafafa; }
 td.text, th.text { text-align: left; }
 td.spec, th.spec { text-align: left; }
-td.spec { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 0.95em; text-align: left; }
+td.spec { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 0.95em; text-align: left;
+          white-space: nowrap; }
 p.note { color: #555; font-size: 0.85em; }
 """
 
