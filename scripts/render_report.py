@@ -11,15 +11,58 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from search.report import find_chromium, screenshot, screenshot_stats  # noqa: E402
 
 MIN_INK = 0.01  # share of pixels darker than light grey: text, axes, tables
 MIN_COLOUR = 0.002  # share of saturated pixels: only the plots have colour on the page
+
+
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--hide-scrollbars")
+
+
+def find_chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def screenshot(index_html: Path, out_png: Path, chromium: str | None = None, size=(1200, 3000),
+               timeout: float = 120) -> Path:
+    """Render a page in headless Chromium to a PNG; raises RuntimeError with Chromium's words if it fails."""
+    chromium = chromium or find_chromium()
+    if chromium is None:
+        raise RuntimeError("no Chromium found (Debian: apt-get install chromium)")
+    out_png = Path(out_png).resolve()
+    out_png.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory() as profile:
+        cmd = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={out_png}",
+               f"--window-size={size[0]},{size[1]}", Path(index_html).resolve().as_uri()]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if not out_png.exists():
+        raise RuntimeError(f"chromium wrote no screenshot (exit {result.returncode}): {result.stderr[-800:]}")
+    return out_png
+
+
+def screenshot_stats(png: Path) -> dict:
+    """How much of a screenshot is ink and how much is colour (the plots are the only colour on the page)."""
+    from PIL import Image
+
+    with Image.open(png) as im:
+        rgb = im.convert("RGB")
+        width, height = rgb.size
+        small = rgb.resize((max(1, width // 2), max(1, height // 2)))
+    pixels = list(getattr(small, "get_flattened_data", small.getdata)())  # getdata: Pillow before 12
+    ink = sum(1 for r, g, b in pixels if min(r, g, b) < 200)
+    colour = sum(1 for r, g, b in pixels if max(r, g, b) - min(r, g, b) > 60)
+    return {"width": width, "height": height, "ink": ink / len(pixels), "colour": colour / len(pixels)}
 
 
 def main(argv=None) -> int:

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -18,14 +20,18 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState, create_trial
 from PIL import Image
 
-from search import report
+from resnet_space import ResNetSpec, count
 from resnet_space.table1 import table_1_rows as table_1_records
+from search import record, report
 
 from .conftest import REPO, needs_data, run_small_study
 
 JPEG = "cifar10-jpeg (image folder, JPEG)"
-CHROMIUM = shutil.which("chromium") or (
-    "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+RENDER = REPO / "scripts" / "render_report.py"
+_spec = importlib.util.spec_from_file_location("render_report", RENDER)
+render_report = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(render_report)
+CHROMIUM = render_report.find_chromium()
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get install -y chromium); "
                              "the rendered-page check did not run")
@@ -73,8 +79,17 @@ def check_pngs(out: Path, names) -> None:
             assert extrema[0] < 100 and extrema[1] > 200, (name, extrema)  # not blank
 
 
-def md_table(md: str, first_cell: str) -> list[str]:
-    """The cells of the markdown table row starting with first_cell."""
+def md_section(md: str, title: str) -> str:
+    """The text of one section of report.md, from its heading to the next."""
+    start = md.index(f"\n## {title}\n")
+    end = md.find("\n## ", start + 1)
+    return md[start:] if end < 0 else md[start:end]
+
+
+def md_table(md: str, first_cell: str, section: str | None = None) -> list[str]:
+    """The cells of the markdown table row starting with first_cell (in that section, if given)."""
+    if section is not None:
+        md = md_section(md, section)
     for line in md.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if line.startswith("|") and cells[0] == first_cell:
@@ -96,21 +111,32 @@ DISTS = {
     "fill": FloatDistribution(0.5, 1.0),
     "lr": FloatDistribution(0.01, 0.5, log=True),
 }
+MODEL_1_SPEC = {"blocks": [8, 6, 4, 3], "channels": [32, 64, 128, 256], "conv_kernels": 3, "skip_kernels": 1,
+                "pool": 4}
 
 
-def add(study, number_hint, state, params=None, acc=None, curve=None, secs=None, device="cuda", **attrs):
-    params_sampled = {"stages": 3 + number_hint % 2, "blocks_1": 1 + number_hint % 8, "blocks_2": 2 + number_hint % 5,
-                      "conv_kernel_1": 3, "fill": 0.5 + 0.05 * (number_hint % 10),
-                      "lr": 0.01 * (1 + number_hint % 7)}
-    user_attrs = {"summary": f"N4 B{number_hint}-2-2-2 C32-64-128-256 F3 k1 P4", "params": params,
-                  "macs": None if params is None else params * 40, "device": device, "dataset": JPEG, **attrs}
+def add(study, hint, state, params=None, acc=None, curve=None, secs=None, device="cuda", *, baseline=False,
+        prune_reason=None, over_budget=False, duplicate=False, fail_reason=None, first_trial=None, resumed_from=0):
+    """A finished trial, its record written through search.record as the search writes it."""
+    trial = create_trial(
+        state=state, value=acc if state == TrialState.COMPLETE else None,
+        params={"stages": 3 + hint % 2, "blocks_1": 1 + hint % 8, "blocks_2": 2 + hint % 5, "conv_kernel_1": 3,
+                "fill": 0.5 + 0.05 * (hint % 10), "lr": 0.01 * (1 + hint % 7)},
+        distributions=DISTS, intermediate_values={k + 1: v for k, v in enumerate(curve or [])},
+        user_attrs=record.baseline_attrs("Model 1", MODEL_1_SPEC) if baseline else {})
+    record.write_identity(trial, spec=MODEL_1_SPEC, summary=f"N4 B{hint}-2-2-2 C32-64-128-256 F3 k1 P4",
+                          params=params, macs=None if params is None else params * 40, recipe={}, seed=hint,
+                          device=device, dataset=JPEG, first_trial=hint if first_trial is None else first_trial,
+                          checkpoint_dir="")
     if curve:
-        user_attrs["val_acc_per_epoch"] = curve
-        user_attrs["seconds_per_epoch"] = secs or [60.0] * len(curve)
-    study.add_trial(create_trial(
-        state=state, value=acc if state == TrialState.COMPLETE else None, params=params_sampled,
-        distributions=DISTS, user_attrs=user_attrs,
-        intermediate_values={k + 1: v for k, v in enumerate(curve or [])}))
+        record.write_curve(trial, curve, secs or [60.0] * len(curve))
+    if resumed_from:
+        record.write_resumed(trial, first_trial, resumed_from)
+    if prune_reason:
+        record.write_pruned(trial, prune_reason, over_budget=over_budget, duplicate=duplicate)
+    if fail_reason:
+        record.write_failed(trial, fail_reason)
+    study.add_trial(trial)
 
 
 def curve_to(acc, n):
@@ -121,11 +147,10 @@ def synthetic_study(artifact_dir: Path, name="synthetic", storage=None) -> optun
     """A study like a GPU search under 5M: the baseline trained, complete trials near the budget,
     pruned, over-budget, diverged and failed trials, one trial on CPU."""
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
-    for key, value in {"budget": 5_000_000, "table_1": table_1_records(), "dataset": JPEG, "val_size": 5000,
-                       "artifact_dir": str(artifact_dir)}.items():
-        study.set_user_attr(key, value)
+    record.write_study(study, budget=5_000_000, table_1=table_1_records(), dataset=JPEG, val_size=5000,
+                       artifact_dir=str(artifact_dir))
     # trial 0: the seeded baseline, trained.
-    add(study, 0, TrialState.COMPLETE, 4_976_426, 0.9312, curve_to(0.9312, 30), baseline="Model 1")
+    add(study, 0, TrialState.COMPLETE, 4_976_426, 0.9312, curve_to(0.9312, 30), baseline=True)
     accs = [0.9351, 0.9205, 0.9402, 0.9011, 0.9288, 0.9370, 0.8825]
     sizes = [4_950_000, 3_100_000, 4_990_001, 1_200_000, 4_700_000, 4_998_500, 600_000]
     for k, (acc, params) in enumerate(zip(accs, sizes), 1):
@@ -183,12 +208,13 @@ def test_synthetic_top_table_matches_the_study(synthetic):
     study, out, result = synthetic
     assert [r["trial"] for r in result["top"]] == [3, 6, 1, 0, 5, 2, 4, 7, 13]
     best = result["best"]
-    assert best["trial"] == study.best_trial.number == 3 and best["val_acc"] == study.best_trial.value
+    assert best["trial"] == 3 and best["val_acc"] == 0.9402
     assert best["params"] == 4_990_001 and best["epochs"] == 30 and best["seconds"] == pytest.approx(1800)
     md = (out / "report.md").read_text()
-    row = md_table(md, "1")
-    assert row[1] == "3" and row[3] == "4,990,001" and row[5] == pct(0.9402) and row[6] == "30"
-    assert md_table(md, "4")[2].endswith("(Model 1)")
+    row = md_table(md, "1", "Top 9 trials")
+    assert row[1] == "3" and row[3] == "4,990,001" and row[4] == "199,600,040" and row[5] == "94.02%"
+    assert row[6] == "30" and row[7] == "1800.0" and row[8] == "—"
+    assert md_table(md, "4", "Top 9 trials")[2] == "N4 B0-2-2-2 C32-64-128-256 F3 k1 P4 (Model 1)"
     assert "the JPEG copy of CIFAR-10" in md and "true CIFAR-10" in md
     assert "as reported: test acc, true CIFAR-10, 200 epochs" in md
 
@@ -203,14 +229,32 @@ def test_synthetic_pareto_front_and_plots_info(synthetic):
 
 
 def test_synthetic_importances_skip_fixed_dimensions(synthetic):
-    _, out, result = synthetic
+    study, out, result = synthetic
     imp = result["importances"]
     assert imp and set(imp) <= set(DISTS) - {"conv_kernel_1"} and "conv_kernel_1" not in imp
     assert sum(imp.values()) == pytest.approx(1.0, abs=1e-6)
-    assert "Model 1 left out" in result["importance_note"]
+    method = "fANOVA" if importlib.util.find_spec("sklearn") else "PED-ANOVA"
+    # complete trials 1-7 and 13; trial 0 is the seeded baseline
+    assert result["importance_note"] == (f"{method} over the 8 complete sampled trials (the seeded Model 1 left "
+                                         f"out), on the parameters they all share")
+    structured = report.param_importances(study)
+    assert structured.method == method and structured.trials == 8 and structured.why_not == ""
     md = (out / "report.md").read_text()
     assert md_table(md, "parameter")[1] == "importance"
+    rows = [line for line in md_section(md, "Which dimensions matter").splitlines() if line.startswith("| ")]
+    assert len(rows) == 1 + len(imp)  # the header and one row a parameter
 
+
+def test_synthetic_accuracy_points_are_numbered_in_a_table(synthetic):
+    _, out, _ = synthetic
+    md = (out / "report.md").read_text()
+    section = "Accuracy against parameters"
+    assert md_table(md, "#", section) == ["#", "point", "params", "accuracy", "measured as"]
+    assert md_table(md, "1", section) == ["1", "Model 1", "4,976,426", "94.40%", report.numbers.REPORTED]
+    assert md_table(md, "7", section)[1:4] == ["Model 7 (reported count)", "4,993,000", "94.21%"]
+    assert md_table(md, "9", section) == ["9", "best: trial 3", "4,990,001", "94.02%", "best validation acc here"]
+    assert md_table(md, "10", section)[1:4] == ["Model 1 as trained here (trial 0)", "4,976,426", "93.12%"]
+    assert "| 11 |" not in md_section(md, section)
 
 def test_resumed_and_retried_trials_count_their_epochs_once(tmp_path):
     study = optuna.create_study(direction="maximize")
@@ -220,9 +264,10 @@ def test_resumed_and_retried_trials_count_their_epochs_once(tmp_path):
         fail_reason="interrupted (Ctrl-C); its checkpoint is kept to resume from")
     add(study, 1, TrialState.WAITING, 1_000_000, None, [0.3, 0.4], secs=[60.0, 60.0], first_trial=0)
     add(study, 2, TrialState.COMPLETE, 1_000_000, 0.6, [0.3, 0.4, 0.5, 0.6], secs=[60.0] * 4, first_trial=0,
-        resumed_from_trial=0, resumed_from_epoch=2)
+        resumed_from=2)
     add(study, 3, TrialState.FAIL, 2_000_000, None, [0.2], secs=[90.0], fail_reason="CUDA out of memory: ...")
-    add(study, 4, TrialState.PRUNED, 1_000_000, prune_reason="duplicate: trial 2 is training the same spec")
+    add(study, 4, TrialState.PRUNED, 1_000_000, prune_reason="duplicate: trial 2 is training the same spec",
+        duplicate=True)
     result = report.write_report(study, tmp_path / "r")
     counts = result["counts"]
     assert counts["duplicate"] == 1 and counts["pruned_by_pruner"] == 0 and counts["pruned"] == 1
@@ -236,21 +281,19 @@ def test_resumed_and_retried_trials_count_their_epochs_once(tmp_path):
 
 def test_exported_winner_test_accuracy_is_shown(tmp_path):
     study = synthetic_study(tmp_path / "artifacts")
-    study.set_user_attr("exported", {"trial": 3, "test_acc": 0.9377, "dir": str(tmp_path / "winner")})
+    record.write_study(study, exported={"trial": 3, "test_acc": 0.9377, "dir": str(tmp_path / "winner")})
     result = report.write_report(study, tmp_path / "report")
     assert result["top"][0]["test_acc"] == 0.9377 and all(r["test_acc"] is None for r in result["top"][1:])
     md = (tmp_path / "report" / "report.md").read_text()
-    assert md_table(md, "1")[8] == "93.77%" and md_table(md, "2")[8] == "—"
+    assert md_table(md, "1", "Top 9 trials")[8] == "93.77%" and md_table(md, "2", "Top 9 trials")[8] == "—"
     assert "Exported winner: trial 3, test accuracy 93.77%" in md
     check_self_contained(tmp_path / "report")  # the export folder is named, not linked
 
 
 def test_zero_trained_trials_still_writes_a_report(tmp_path):
     study = optuna.create_study(direction="maximize", study_name="untrained")
-    study.set_user_attr("budget", 200_000)
-    study.set_user_attr("table_1", table_1_records())
-    study.set_user_attr("dataset", "CIFAR-10")
-    add(study, 0, TrialState.PRUNED, 4_976_426, baseline="Model 1", over_budget=True, prune_reason="over budget")
+    record.write_study(study, budget=200_000, table_1=table_1_records(), dataset="CIFAR-10")
+    add(study, 0, TrialState.PRUNED, 4_976_426, baseline=True, over_budget=True, prune_reason="over budget")
     add(study, 1, TrialState.FAIL, 50_000)
     out = tmp_path / "report"
     result = report.write_report(study, out)
@@ -306,7 +349,7 @@ def test_attach_replaces_instead_of_piling_up(tmp_path):
     metas = optuna.artifacts.get_all_artifact_meta(study)
     assert sorted(m.filename for m in metas) == sorted(report.PLOTS)
     assert all(m.mimetype == "image/png" for m in metas)
-    assert optuna.load_study(study_name="synthetic", storage=storage).user_attrs["report_artifacts"] == first
+    assert record.StudyRecord.of(optuna.load_study(study_name="synthetic", storage=storage)).report_artifacts == first
     for name, artifact_id in first.items():
         assert (tmp_path / "artifacts" / artifact_id).read_bytes() == (out / name).read_bytes()
 
@@ -320,7 +363,9 @@ def test_attach_replaces_instead_of_piling_up(tmp_path):
     # One deleted in optuna-dashboard (its attr set to null) is uploaded anew, the null tolerated.
     from optuna.artifacts._upload import ARTIFACTS_ATTR_PREFIX
 
-    study._storage.set_study_system_attr(study._study_id, ARTIFACTS_ATTR_PREFIX + first[report.ACC_PLOT], "null")
+    other = optuna.storages.RDBStorage(storage)  # as optuna-dashboard, another process, leaves it
+    other.set_study_system_attr(other.get_study_id_from_name("synthetic"),
+                                ARTIFACTS_ATTR_PREFIX + first[report.ACC_PLOT], "null")
     fourth = report.attach_to_study(study, out)
     assert fourth[report.ACC_PLOT] != first[report.ACC_PLOT]
     assert fourth[report.CURVES_PLOT] == first[report.CURVES_PLOT]
@@ -350,10 +395,11 @@ def test_dashboard_lists_and_serves_the_attached_plots(tmp_path):
         assert answer["status"].startswith("200"), (path, answer["status"])
         return answer["headers"], body
 
-    _, body = get(f"/api/studies/{study._study_id}")
+    study_id = storage.get_study_id_from_name("synthetic")
+    _, body = get(f"/api/studies/{study_id}")
     listed = {a["filename"]: a["artifact_id"] for a in json.loads(body)["artifacts"]}
     assert listed == ids
-    headers, body = get(f"/artifacts/{study._study_id}/{ids[report.ACC_PLOT]}")
+    headers, body = get(f"/artifacts/{study_id}/{ids[report.ACC_PLOT]}")
     assert headers["Content-Type"] == "image/png" and body == (tmp_path / "report" / report.ACC_PLOT).read_bytes()
 
 
@@ -375,11 +421,141 @@ def test_pareto_front():
     assert [p[2] for p in report.pareto_front(points)] == [5, 0, 2, 4]
 
 
+def test_points_too_close_to_tell_apart_share_one_label():
+    from search.report.figures import _numbers_text
+
+    assert _numbers_text([8, 1, 2, 3, 5, 6, 4, 7]) == "1–8"
+    assert _numbers_text([3, 10]) == "3, 10" and _numbers_text([1, 2, 3, 5, 7, 8]) == "1–3, 5, 7, 8"
+
+
+def test_the_report_imports_neither_torch_nor_the_engine():
+    code = ("import json, sys, search.report; "
+            "print(json.dumps([m for m in ('torch', 'search.train', 'search.data', 'search.study', 'search.export') "
+            "if m in sys.modules]))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
+
+
+# ---------------------------------------------------------------- pruner trust
+
+
+def test_spearman_by_hand():
+    assert report.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert report.spearman([1, 2, 3, 4], [40, 30, 20, 10]) == pytest.approx(-1.0)
+    # ranks [3, 4, 2, 1] against [1, 2, 3, 4]: d^2 sums to 18, rho = 1 - 6 * 18 / (4 * 15) = -0.8
+    assert report.spearman([0.5, 0.55, 0.4, 0.3], [1, 2, 3, 4]) == pytest.approx(-0.8)
+    # a tie: ranks [1, 2.5, 2.5, 4] against [1, 2, 3, 4]: 4.5 / sqrt(4.5 * 5) = sqrt(0.9)
+    assert report.spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486833, abs=1e-7)
+    assert report.spearman([1, 2], [1, 2]) is None  # fewer than 3
+    assert report.spearman([5, 5, 5], [1, 2, 3]) is None and report.spearman([1, 2, 3], [7, 7, 7]) is None
+
+
+def trust_study(curves: list[list[float]]) -> optuna.Study:
+    """Complete trials with these curves (final accuracy = the last epoch), plus trials that must
+    not count: a complete one with fewer epochs, a pruned one, a failed one."""
+    study = optuna.create_study(direction="maximize")
+    for k, curve in enumerate(curves):
+        add(study, k, TrialState.COMPLETE, 100_000 + k, max(curve), curve)
+    n = len(curves)
+    add(study, n, TrialState.COMPLETE, 90_000, 0.99, [0.99] * (len(curves[0]) - 1))
+    add(study, n + 1, TrialState.PRUNED, 90_000, None, [0.99], prune_reason="pruned by the pruner after epoch 1")
+    add(study, n + 2, TrialState.FAIL, 90_000, None, [0.01, 0.99], fail_reason="CUDA out of memory")
+    return study
+
+
+def test_pruner_trust_same_order_reversed_and_ties():
+    study = trust_study([
+        # epoch 1 in the final order; epoch 2 as [0.5, 0.55, 0.4, 0.3] (rho -0.8); epoch 3 tied in the middle
+        [0.1, 0.50, 0.30, 0.60],
+        [0.2, 0.55, 0.40, 0.70],
+        [0.3, 0.40, 0.40, 0.80],
+        [0.4, 0.30, 0.50, 0.90],
+    ])
+    trust = report.pruner_trust(study)
+    assert [r["epoch"] for r in trust] == [1, 2, 3] and all(r["trials"] == 4 for r in trust)
+    assert trust[0]["spearman"] == pytest.approx(1.0)
+    assert trust[1]["spearman"] == pytest.approx(-0.8)
+    assert trust[2]["spearman"] == pytest.approx(0.9486833, abs=1e-7)
+
+    reversed_ = report.pruner_trust(trust_study([[0.4, 0.6], [0.3, 0.7], [0.2, 0.8]]))
+    assert reversed_ == [{"epoch": 1, "trials": 3, "spearman": pytest.approx(-1.0)}]
+
+
+def test_pruner_trust_says_nothing_without_enough_trials(tmp_path):
+    assert report.pruner_trust(optuna.create_study(direction="maximize")) == []
+    two = trust_study([[0.1, 0.5], [0.2, 0.6]])
+    assert report.pruner_trust(two) == [{"epoch": 1, "trials": 2, "spearman": None}]
+    flat = trust_study([[0.3, 0.5], [0.3, 0.6], [0.3, 0.7]])  # every trial equal after epoch 1
+    assert report.pruner_trust(flat) == [{"epoch": 1, "trials": 3, "spearman": None}]
+    result = report.write_report(flat, tmp_path / "r")
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert md_table(md, "epoch e", "Can early epochs be trusted?") == ["epoch e", "trials",
+                                                                       "Spearman rho with final accuracy"]
+    assert md_table(md, "1", "Can early epochs be trusted?") == ["1", "3", "—"]
+    assert result["pruner_trust"] == [{"epoch": 1, "trials": 3, "spearman": None}]
+
+
+def test_synthetic_pruner_trust_in_the_report(synthetic):
+    _, out, result = synthetic
+    # trials 0-7 ran 30 epochs, each curve a fixed multiple of its final accuracy: the same order at every epoch
+    assert [r["epoch"] for r in result["pruner_trust"]] == list(range(1, 30))
+    assert all(r["trials"] == 8 and r["spearman"] == pytest.approx(1.0) for r in result["pruner_trust"])
+    md = (out / "report.md").read_text()
+    section = md_section(md, "Can early epochs be trusted?")
+    assert "over the 8 complete trials that ran every epoch" in section and "(30)" in section
+    assert md_table(md, "1", "Can early epochs be trusted?") == ["1", "8", "1.00"]
+    assert md_table(md, "29", "Can early epochs be trusted?") == ["29", "8", "1.00"]
+
+
+# ---------------------------------------------------------------- retrained networks
+
+RETRAINED = [
+    {"label": "baseline: Model 1", "trial": 0, "baseline": True, "summary": "N4 B8-6-4-3 C32-64-128-256 F3 k1 P4",
+     "params": 4_976_426, "dataset": "CIFAR-10", "epochs": 200, "seeds": [0, 1], "test_acc": [0.9421, 0.9437],
+     "mean": 0.9429, "std": 0.0008, "min": 0.9421, "max": 0.9437, "export_dir": "/x/baseline"},
+    {"label": "trial 3", "trial": 3, "baseline": False, "summary": "N4 B3-2-2-2 C32-64-128-256 F3 k1 P4",
+     "params": 4_990_001, "dataset": "CIFAR-10", "epochs": 200, "seeds": [0, 1, 2],
+     "test_acc": [0.951, 0.948, 0.954], "mean": 0.951, "std": 0.0031, "min": 0.948, "max": 0.954,
+     "export_dir": "/x/trial-3"},
+]
+
+
+def test_retrained_networks_beside_their_search_and_table_1(tmp_path, synthetic):
+    _, plain, _ = synthetic
+    assert "Retrained" not in (plain / "report.md").read_text()  # no attr, no section
+
+    study = synthetic_study(tmp_path / "artifacts")
+    record.write_study(study, retrained=RETRAINED)
+    result = report.write_report(study, tmp_path / "report")
+    # the found network first, then the baseline beside it
+    assert [(r["label"], r["val_acc"]) for r in result["retrained"]] == [("trial 3", 0.9402),
+                                                                        ("baseline: Model 1", 0.9312)]
+    md = (tmp_path / "report" / "report.md").read_text()
+    section = "Retrained on the full training set"
+    assert md_table(md, "retrained", section) == [
+        "retrained", "spec", "params", "data set", "epochs", "seeds", "test acc", "min–max", "search val acc"]
+    assert md_table(md, "trial 3", section) == [
+        "trial 3", "N4 B3-2-2-2 C32-64-128-256 F3 k1 P4", "4,990,001", "true CIFAR-10", "200", "0, 1, 2",
+        "95.10% ± 0.31", "94.80–95.40%", "94.02%"]
+    assert md_table(md, "baseline: Model 1", section) == [
+        "baseline: Model 1", "N4 B8-6-4-3 C32-64-128-256 F3 k1 P4", "4,976,426", "true CIFAR-10", "200", "0, 1",
+        "94.29% ± 0.08", "94.21–94.37%", "93.12%"]
+    assert md_table(md, "Table 1 Model 1, as reported", section) == [
+        "Table 1 Model 1, as reported", "N4 B8-6-4-3 C32-64-128-256 F3 k1 P4", "4,976,426", "true CIFAR-10", "200",
+        "—", "94.40%", "—", "—"]
+    lines = md_section(md, section).splitlines()
+    assert lines.index(next(x for x in lines if x.startswith("| trial 3 "))) + 1 == lines.index(
+        next(x for x in lines if x.startswith("| baseline: Model 1 ")))
+    assert "Retrained on the full training set" in (tmp_path / "report" / "index.html").read_text()
+
+
 # ---------------------------------------------------------------- headless Chromium
 
 
 def render(out: Path, png: Path) -> dict:
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "render_report.py"), str(out), "--out", str(png),
+    result = subprocess.run([sys.executable, str(RENDER), str(out), "--out", str(png),
                              "--height", "4200"], capture_output=True, text=True, timeout=180)
     assert result.returncode in (0, 1), result.stderr
     stats = json.loads(result.stdout.strip().splitlines()[-1])
@@ -417,24 +593,27 @@ def test_real_study_report(real):
     refs = check_self_contained(out)
     assert report.ACC_PLOT in refs and report.CURVES_PLOT in refs
     check_pngs(out, refs)
-    trials = study.trials
+    trials = record.records(study)
     md = (out / "report.md").read_text()
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    over = [t for t in trials if t.user_attrs.get("over_budget")]
-    assert len(trials) == 4 and len(over) >= 1  # the seeded Model 1 is over 2e5
+    complete = [r for r in trials if r.state == "COMPLETE"]
+    over = [r for r in trials if r.over_budget]
+    # --trials 4 counts trained trials; the seeded Model 1 is over 2e5, rejected without counting
+    assert sum(r.counts_as_trained for r in trials) == 4 and over[0].number == 0 and over[0].baseline
     assert md_table(md, "trials run")[1] == str(len(trials))
     assert md_table(md, "complete")[1] == str(len(complete))
     assert md_table(md, "rejected by the budget (over budget, not trained)")[1] == str(len(over))
-    assert md_table(md, "failed")[1] == str(sum(t.state == TrialState.FAIL for t in trials))
+    assert md_table(md, "failed")[1] == str(sum(r.state == "FAIL" for r in trials))
     assert md_table(md, "GPU-hours used")[1] == "0.000"
-    cpu = sum(sum(t.user_attrs.get("seconds_per_epoch", [])) for t in trials) / 3600
-    assert result["counts"]["cpu_hours"] == pytest.approx(cpu)
-    best = study.best_trial
-    row = md_table(md, "1")
-    assert row[1] == str(best.number) and row[5] == pct(best.value)
-    assert row[3] == f"{best.user_attrs['params']:,}" and row[4] == f"{best.user_attrs['macs']:,}"
-    assert row[2] == best.user_attrs["summary"] and row[6] == "1"
-    assert len([line for line in md.splitlines() if re.match(r"\| \d+ \| \d+ \|", line)]) == len(complete)
+    assert result["counts"]["cpu_hours"] == pytest.approx(sum(sum(r.seconds) for r in trials) / 3600)
+    best = max(complete, key=lambda r: (r.value, -r.number))
+    spec = ResNetSpec.from_dict(best.spec)
+    top = f"Top {len(complete)} trials"
+    row = md_table(md, "1", top)
+    assert row[1] == str(best.number) and row[5] == pct(best.value) and row[6] == "1"
+    assert row[2] == spec.summary() and row[3] == f"{count(spec).params:,}" and row[4] == f"{count(spec).macs:,}"
+    ranked = [line for line in md_section(md, top).splitlines() if re.match(r"\| \d+ \| \d+ \|", line)]
+    assert len(ranked) == len(complete)
+    assert result["pruner_trust"] == []  # one epoch: nothing earlier to compare
     assert "the JPEG copy of CIFAR-10" in md and "200 images held out" in md
     assert "Model 1 was seeded as trial 0 but not trained here: over the budget" in md
     assert not result["zoomed"]  # no trial near Table 1's 5M

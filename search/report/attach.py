@@ -1,0 +1,73 @@
+"""The report's PNGs as study artifacts, so that optuna-dashboard lists them."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import optuna
+
+from ..record import StudyRecord, write_study
+from .figures import PLOTS, placeholder
+
+
+def attach_to_study(study: optuna.Study, out_dir: Path, artifact_dir: str | Path | None = None) -> dict[str, str]:
+    """Upload the report's PNGs as study artifacts, so optuna-dashboard lists them.
+
+    A refresh writes over the files of the artifacts it uploaded before (same artifact id, same
+    name), so the dashboard shows one copy of each plot however often the report is refreshed.
+    A plot this refresh could not draw (no importances yet, say) is replaced by a PNG that says so.
+    Returns {filename: artifact id}, also kept in the study user attr `report_artifacts`."""
+    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+    recorded = StudyRecord.of(study)
+    artifact_dir = artifact_dir or recorded.artifact_dir
+    if not artifact_dir:
+        raise ValueError(f"study {study.study_name!r} records no artifact_dir; pass artifact_dir")
+    Path(artifact_dir).mkdir(parents=True, exist_ok=True)
+    store = FileSystemArtifactStore(str(artifact_dir))
+    out_dir = Path(out_dir)
+    listed = _listed_artifacts(study)
+    ours = {k: v for k, v in recorded.report_artifacts.items() if v in listed.values()}
+    ids = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in PLOTS:
+            path = out_dir / name
+            previous = ours.get(name) or listed.get(name)
+            if not path.exists():
+                if previous is None:
+                    continue
+                path = Path(tmp) / name
+                placeholder(path, f"{name}: not drawn at the last refresh (see the report)")
+            if previous is not None:
+                with open(path, "rb") as f:
+                    store.write(previous, f)
+                ids[name] = previous
+            else:
+                ids[name] = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study,
+                                            mimetype="image/png")
+    write_study(study, report_artifacts=ids)
+    return ids
+
+
+def _listed_artifacts(study: optuna.Study) -> dict[str, str]:
+    """filename -> artifact id of the report PNGs the study lists as its artifacts.
+
+    Optuna's private names are used here and nowhere else: an artifact deleted in
+    optuna-dashboard stays in the study's system attrs as a null, which the public
+    optuna.artifacts.get_all_artifact_meta does not skip (it fails on it), so the attrs are read
+    directly, with the key prefix optuna's own upload writes them under."""
+    from optuna.artifacts._upload import ARTIFACTS_ATTR_PREFIX
+
+    found = {}
+    for key, value in study._storage.get_study_system_attrs(study._study_id).items():
+        if not key.startswith(ARTIFACTS_ATTR_PREFIX):
+            continue
+        try:
+            meta = json.loads(value)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(meta, dict) and meta.get("filename") in PLOTS:
+            found[meta["filename"]] = meta["artifact_id"]
+    return found

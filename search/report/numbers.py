@@ -1,0 +1,286 @@
+"""The numbers a report shows, read from the study through search.record alone: counts and hours,
+the top trials, the Pareto front, parameter importances, how far early epochs predict the final
+accuracy (pruner trust), the retrained networks, and the numbered points of the accuracy plot.
+
+Accuracies in a study are fractions (validation accuracy, the objective); the seed report's
+Table 1 holds test accuracies in percent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from ..record import StudyRecord, TrialRecord, best_trials, records, trial_counts
+
+REPORTED = "as reported: test acc, true CIFAR-10, 200 epochs"
+
+
+def dataset_phrase(name: str | None) -> str:
+    """Which copy of CIFAR-10 the study searched on, in words a reader cannot misread."""
+    if not name:
+        return "an unrecorded dataset"
+    if name == "CIFAR-10":
+        return "true CIFAR-10"
+    if "JPEG" in name:
+        return f"the JPEG copy of CIFAR-10 ({name})"
+    return f"an image-folder copy of CIFAR-10 ({name})"
+
+
+def dataset_short(name: str | None) -> str:
+    if not name:
+        return "an unrecorded dataset"
+    if name == "CIFAR-10":
+        return "true CIFAR-10"
+    return "the JPEG copy" if "JPEG" in name else "the image-folder copy"
+
+
+# ---------------------------------------------------------------- counts and hours
+
+
+def own_seconds(trials: list[TrialRecord]) -> dict[int, float]:
+    """The training seconds each trial spent itself, by trial number. A trial retried after its
+    worker died, or re-queued after Ctrl-C, starts with copies of its first run's user attrs and,
+    resuming from the checkpoint, replays that run's epochs into its own lists: those are counted
+    once, in the run that trained them."""
+    own, earlier = {}, {}
+    for r in sorted(trials, key=lambda r: r.number):
+        chain = r.first_trial if r.first_trial is not None and r.first_trial != r.number else None
+        if r.state == "WAITING":
+            own[r.number] = 0.0
+        elif r.resumed_from_epoch:
+            own[r.number] = sum(r.seconds[r.resumed_from_epoch:])
+        elif chain is not None and r.seconds in earlier.get(chain, []):
+            own[r.number] = 0.0  # copies, before its first epoch of its own
+        else:
+            own[r.number] = sum(r.seconds)
+        if r.seconds:
+            earlier.setdefault(chain if chain is not None else r.number, []).append(r.seconds)
+    return own
+
+
+def study_counts(study: optuna.Study) -> dict:
+    """trial_counts (the numbers `resnet-search best` prints) and what the report adds to them."""
+    counts = trial_counts(study)
+    trials = records(study)
+    diverged = sum(r.diverged for r in trials)
+    duplicate = sum(r.state == "PRUNED" and r.duplicate for r in trials)
+    own = own_seconds(trials)
+    hours = {"gpu_hours": 0.0, "cpu_hours": 0.0}
+    for r in trials:
+        key = "gpu_hours" if r.device.startswith("cuda") else "cpu_hours" if r.device.startswith("cpu") else None
+        if key:
+            hours[key] += own[r.number] / 3600
+    return {**counts, "pruned_by_pruner": counts["pruned"] - diverged - duplicate, "diverged": diverged,
+            "duplicate": duplicate, "waiting": sum(r.state == "WAITING" for r in trials),
+            "trained": sum(r.trained for r in trials), **hours}
+
+
+def failures(trials: list[TrialRecord]) -> dict[str, int]:
+    """Failed trials by the first words of their reason."""
+    found: dict[str, int] = {}
+    for r in trials:
+        if r.state == "FAIL":
+            why = r.fail_reason.split(":")[0].split(" (")[0].strip() or "no reason recorded"
+            found[why] = found.get(why, 0) + 1
+    return found
+
+
+def top_rows(study: optuna.Study, top: int) -> list[dict]:
+    exported = StudyRecord.of(study).exported or {}
+    rows = []
+    for rank, t in enumerate(best_trials(study, top), 1):
+        r = TrialRecord.of(t)
+        test = exported.get("test_acc") if exported.get("trial") == r.number else None
+        rows.append({"rank": rank, "trial": r.number, "summary": r.summary, "baseline": r.baseline,
+                     "params": r.params, "macs": r.macs, "val_acc": r.value, "epochs": len(r.curve),
+                     "seconds": sum(r.seconds), "test_acc": test})
+    return rows
+
+
+# ---------------------------------------------------------------- the accuracy plot's numbers
+
+
+def pareto_front(points: list[tuple[int, float, int]]) -> list[tuple[int, float, int]]:
+    """(params, acc, trial) points that no other point beats: fewer or equal params and higher
+    or equal accuracy, one of them strictly. Sorted by params."""
+    front, best = [], -math.inf
+    for p in sorted(points, key=lambda q: (q[0], -q[1], q[2])):
+        if p[1] > best:
+            front.append(p)
+            best = p[1]
+    return front
+
+
+@dataclass
+class Mark:
+    """A numbered point of the accuracy plot, listed in the table under it."""
+    number: int
+    name: str
+    params: int
+    acc: float  # percent
+    measured: str
+    kind: str  # "table_1", "best" or "baseline"
+
+
+def accuracy_marks(study: StudyRecord, trials: list[TrialRecord]) -> list[Mark]:
+    """Table 1's models in their order, then the best trial, then Model 1 as trained here."""
+    marks = []
+    for r in study.table_1:
+        exact = r.get("params") is not None
+        marks.append(Mark(len(marks) + 1, r["model"] + ("" if exact else " (reported count)"),
+                          r["params"] if exact else r["reported_params"], r["reported_test_acc"], REPORTED, "table_1"))
+    complete = [r for r in trials if r.state == "COMPLETE" and r.trained and r.params is not None]
+    if complete:
+        best = max(complete, key=lambda r: (r.value, -r.number))
+        marks.append(Mark(len(marks) + 1, f"best: trial {best.number}", best.params, 100 * best.value,
+                          "best validation acc here", "best"))
+    baseline = next((r for r in trials if r.baseline and r.trained and r.params is not None), None)
+    if baseline is not None:
+        marks.append(Mark(len(marks) + 1, f"{baseline.baseline_label} as trained here (trial {baseline.number})",
+                          baseline.params, 100 * baseline.best_acc, "best validation acc here", "baseline"))
+    return marks
+
+
+# ---------------------------------------------------------------- parameter importances
+
+
+@dataclass
+class Importances:
+    values: dict[str, float] | None  # parameter -> importance, summing to 1; None when not computable
+    method: str  # "fANOVA" or "PED-ANOVA"
+    trials: int  # complete sampled trials behind them
+    why_not: str = ""  # why values is None
+
+    @property
+    def note(self) -> str:
+        if self.values is None:
+            return self.why_not
+        return (f"{self.method} over the {self.trials} complete sampled trials (the seeded Model 1 left out), "
+                f"on the parameters they all share")
+
+
+def importance_evaluator():
+    """Optuna's default, fANOVA, when scikit-learn is installed (it needs it); else PED-ANOVA,
+    which needs nothing beyond numpy. Returns (evaluator, name for the page)."""
+    if importlib.util.find_spec("sklearn") is None:
+        return optuna.importance.PedAnovaImportanceEvaluator(), "PED-ANOVA"
+    return optuna.importance.FanovaImportanceEvaluator(seed=0), "fANOVA"
+
+
+@contextlib.contextmanager
+def quiet_optuna():
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(level)
+
+
+def sampled_study(study: optuna.Study) -> tuple[optuna.Study | None, list[str], str]:
+    """An in-memory study of the complete sampled trials and the parameters they all searched,
+    or None and why not. The seeded Model 1 trial is left out: its architecture is fixed, not
+    sampled, so it has only the recipe's params and would shrink the shared space to those."""
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if t.value is not None and not TrialRecord.of(t).baseline]
+    if len(complete) < 2:
+        return None, [], (f"parameter importances need at least 2 complete sampled trials; this study has "
+                          f"{len(complete)}")
+    if len({t.value for t in complete}) < 2:
+        return None, [], "parameter importances cannot be computed: every complete trial has the same accuracy"
+    # Only dimensions every such trial has and that could take more than one value (a fixed
+    # single-choice dimension is not a search dimension: it would show as a zero bar).
+    shared = set.intersection(*(set(t.distributions) for t in complete))
+    params = sorted(k for k in shared if not any(t.distributions[k].single() for t in complete))
+    if not params:
+        return None, [], "parameter importances cannot be computed: the complete trials share no searched parameter"
+    with quiet_optuna():
+        sub = optuna.create_study(direction="maximize")
+        sub.add_trials(complete)
+    return sub, params, ""
+
+
+def param_importances(study: optuna.Study) -> Importances:
+    """Importances of the sampled dimensions for validation accuracy, or why there are none."""
+    evaluator, method = importance_evaluator()
+    sub, params, why_not = sampled_study(study)
+    if sub is None:
+        return Importances(None, method, 0, why_not)
+    trials = len(sub.trials)
+    with quiet_optuna():
+        try:
+            values = optuna.importance.get_param_importances(sub, evaluator=evaluator, params=params)
+        except Exception as e:  # noqa: BLE001 - optuna raises several kinds for degenerate studies
+            return Importances(None, method, trials,
+                               f"parameter importances cannot be computed ({method}): {type(e).__name__}: {e}")
+    values = {k: float(v) for k, v in values.items() if math.isfinite(v)}
+    if not values:
+        return Importances(None, method, trials, "parameter importances cannot be computed: no sampled parameter "
+                                                 "varies across complete trials")
+    return Importances(values, method, trials)
+
+
+# ---------------------------------------------------------------- pruner trust
+
+
+def _average_ranks(a: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties sharing the mean of the ranks they span."""
+    values, inverse, counts = np.unique(a, return_inverse=True, return_counts=True)
+    first = np.cumsum(counts) - counts  # 0-based rank of each distinct value's first occurrence
+    return (first + (counts + 1) / 2)[inverse.ravel()]
+
+
+def spearman(x, y) -> float | None:
+    """Spearman's rank correlation (average ranks for ties); None for fewer than 3 pairs or a
+    constant column, where it says nothing."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < 3 or len(x) != len(y) or np.all(x == x[0]) or np.all(y == y[0]):
+        return None
+    rx, ry = _average_ranks(x), _average_ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    return float((rx @ ry) / math.sqrt((rx @ rx) * (ry @ ry)))
+
+
+def pruner_trust(study: optuna.Study) -> list[dict]:
+    """How well each epoch's validation accuracy orders the trials as the last epoch does, over
+    the complete trials that ran every epoch (the longest curve among complete trials): one
+    {"epoch": e, "trials": n, "spearman": rho or None} per epoch e before the last."""
+    full = [r for r in records(study, states=(TrialState.COMPLETE,)) if r.trained]
+    epochs = max((len(r.curve) for r in full), default=0)
+    full = [r for r in full if len(r.curve) == epochs]
+    final = [r.curve[-1] for r in full]
+    return [{"epoch": e, "trials": len(full), "spearman": spearman([r.curve[e - 1] for r in full], final)}
+            for e in range(1, epochs)]
+
+
+# ---------------------------------------------------------------- retrained networks
+
+
+def retrained(study: optuna.Study) -> list[dict]:
+    """The study's retrained networks (`resnet-search retrain`), each with the validation accuracy
+    the search measured for its trial; found networks first, then the baselines, so a found
+    network and Model 1 stand side by side."""
+    entries = StudyRecord.of(study).retrained
+    by_number = {r.number: r for r in records(study)} if entries else {}
+    rows = []
+    for entry in entries:
+        trial = by_number.get(entry.get("trial"))
+        rows.append({**entry, "val_acc": trial.best_acc if trial is not None else None})
+    return sorted(rows, key=lambda r: bool(r.get("baseline")))
+
+
+def model_1_reported(study: StudyRecord) -> dict:
+    """Table 1's Model 1 as the study recorded it, else as this package knows it."""
+    row = next((r for r in study.table_1 if r.get("model") == "Model 1"), None)
+    if row is None:
+        from resnet_space.table1 import table_1_rows
+
+        row = table_1_rows()[0]
+    return row
