@@ -201,8 +201,26 @@ def print_best(study, top: int) -> None:
                        f"{row['reported_params'] / 1e6:.3f}M", f"{row['params']:,}" if row["params"] else "-")
     console.print(report)
     print_retrained(console, study)
+    print_pruner_trust(console, study)
     counts = trial_counts(study)
     console.print(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
+
+
+def print_pruner_trust(console, study) -> None:
+    """How well each epoch's ranking predicts the final one, on this study's own trials."""
+    from rich.table import Table
+
+    from .report import pruner_trust
+
+    rows = [r for r in pruner_trust(study) if r["spearman"] is not None]
+    if not rows:
+        return
+    table = Table(title="early epochs against the last (Spearman, trials that ran every epoch)")
+    for column in ("epoch", "trials", "Spearman"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        table.add_row(str(r["epoch"]), str(r["trials"]), f"{r['spearman']:+.2f}")
+    console.print(table)
 
 
 def print_retrained(console, study) -> None:
