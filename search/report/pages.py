@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from ..record import StudyRecord, TrialRecord
@@ -51,7 +52,8 @@ def sections(study: StudyRecord, trials: list[TrialRecord], numbers: dict, marks
         "accuracies on true CIFAR-10 after 200 epochs. The two are not the same measurement."])
     exported = study.exported
     if exported and exported.get("test_acc") is not None:
-        where = f" (exported to {exported['dir']})" if exported.get("dir") else ""
+        # The folder's name only: a report travels, and a path of the machine that made it means nothing.
+        where = f" (exported to a folder named {Path(exported['dir']).name})" if exported.get("dir") else ""
         on = dataset_phrase(exported.get("dataset") or study.dataset)
         overview.paragraphs.append(f"Exported winner: trial {exported.get('trial')}, test accuracy "
                                    f"{pct(exported['test_acc'])} on the test split of {on}{where}.")
