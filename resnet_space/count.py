@@ -6,6 +6,7 @@ The model builder in model.py is the reference; tests/test_space.py checks these
 
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple
 
 from .spec import IMAGE_SIDE, IN_CHANNELS, ResNetSpec
@@ -45,8 +46,8 @@ def fits(params_or_spec: int | ResNetSpec, budget: int) -> bool:
     at or above it, it does not. Takes a spec (counted here) or a parameter count."""
     if isinstance(params_or_spec, ResNetSpec):
         params = count(params_or_spec).params
-    elif isinstance(params_or_spec, int) and not isinstance(params_or_spec, bool):
-        params = params_or_spec
+    elif isinstance(params_or_spec, numbers.Integral) and not isinstance(params_or_spec, bool):
+        params = int(params_or_spec)
     else:
         raise TypeError(f"fits: {params_or_spec!r} is neither a ResNetSpec nor a parameter count")
     return params < budget

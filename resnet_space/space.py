@@ -275,8 +275,8 @@ def fit_depth(narrowest, blocks: tuple[int, ...], conv: tuple[int, ...], skip: t
     every stage) fits; from the last stage back (the widest, where kernels cost most), give
     stages the least kernels until the drawn blocks fit; then scale every stage's blocks to
     max(least, ceil(B_i * m / max B)) with the largest m <= max B that fits. Depth goes last
-    because it is the report's main lever (Model 1 is deep and 3x3) and a 5x5 kernel costs 2.8
-    blocks of 3x3. A draw that already fits is returned unchanged, and so is one that no
+    because it is the report's main lever (Model 1 is deep and 3x3) and a 5x5 convolution costs
+    2.8 times a 3x3 one. A draw that already fits is returned unchanged, and so is one that no
     reduction saves (the caller's count rejects it).
     """
     def ok(b, f, k) -> bool:
