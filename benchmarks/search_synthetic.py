@@ -114,7 +114,7 @@ def search(sampler, pruner, space: StudyFile, budget: int, epochs: int, trials: 
 
 CONFIGS = {
     "shipped": lambda seed, epochs: (strategy.make_sampler(seed), strategy.make_pruner(epochs)),
-    "random + shipped pruner": lambda seed, epochs: (optuna.samplers.RandomSampler(seed=seed),
+    "random + shipped pruner": lambda seed, epochs: (strategy.make_sampler(seed, "random"),
                                                     strategy.make_pruner(epochs)),
     "previous: TPE + Hyperband": lambda seed, epochs: (
         optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, n_startup_trials=10, seed=seed),

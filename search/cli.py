@@ -103,7 +103,8 @@ def cmd_run(args) -> int:
     settings = SearchSettings(
         budget=args.budget, space=args.space, study=args.study, storage=args.storage, trials=args.trials,
         timeout=args.timeout, epochs=args.epochs, device=args.device, data=args.data,
-        limit_train=args.limit_train, val_size=args.val_size, seed=args.seed, artifacts=args.artifacts,
+        limit_train=args.limit_train, val_size=args.val_size, seed=args.seed, sampler=args.sampler,
+        artifacts=args.artifacts,
         baseline=not args.no_baseline, heartbeat=args.heartbeat, storage_retry=args.storage_retry,
     )
     try:
@@ -390,6 +391,8 @@ def build_parser() -> Parser:
     p.add_argument("--limit-train", type=positive_int, help="train on only this many images (stratified)")
     p.add_argument("--val-size", type=positive_int, default=5000, help="validation images held out of train")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, sampler and training")
+    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe",
+                   help="tpe (default), or random search under the same pruner, to measure what TPE adds")
     p.add_argument("--artifacts", default=DEFAULT_ARTIFACTS, help="artifact store directory for checkpoints")
     p.add_argument("--no-baseline", action="store_true", help="do not seed the study with the report's Model 1")
     p.add_argument("--heartbeat", type=positive_int, default=HEARTBEAT_S,

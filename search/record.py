@@ -176,7 +176,7 @@ def trial_counts(study: optuna.Study) -> dict:
 # Each setting a study's results depend on, and the flag a user changes it with.
 SETTING_FLAGS = {"budget": "--budget", "space": "--space (its [space] table)",
                  "recipe": "--space (its [recipe] table)", "epochs": "--epochs", "dataset": "--data",
-                 "limit_train": "--limit-train", "val_size": "--val-size", "seed": "--seed"}
+                 "limit_train": "--limit-train", "val_size": "--val-size", "seed": "--seed", "sampler": "--sampler"}
 
 
 @dataclass

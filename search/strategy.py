@@ -28,10 +28,9 @@ epoch 2 (rungs 2, 4, 8, 16). The first rung is a tenth of training, so no trial 
 its first epoch alone. The curve is made up: how early an epoch predicts the last on real
 CIFAR-10 under the one-cycle recipe is what a GPU study's learning curves will tell.
 
-Reproducible: one seed gives one sequence of proposals for a worker. Workers sharing a study
-need distinct start-up draws, so the sampler's seed mixes the study seed with `worker`, a
-number the caller derives from the study (for example, how many workers registered before this
-one), never the process id: a single worker run again proposes the same trials.
+Reproducible: a trial's random draws depend on the study seed and the trial's number alone, so
+one worker run again on a fresh study proposes the same trials, and workers sharing a study
+(each trial number is handed out once by the storage) draw different ones, with no process id.
 """
 
 from __future__ import annotations
@@ -45,21 +44,58 @@ N_STARTUP_TRIALS = 10  # random trials before TPE models the study
 REDUCTION_FACTOR = 3
 
 
-def sampler_seed(seed: int, worker: int = 0) -> int:
-    """A 32-bit seed from (seed, worker): distinct workers get independent streams."""
-    if worker < 0:
-        raise ValueError(f"worker {worker} must be >= 0")
-    return int(np.random.SeedSequence([seed, worker]).generate_state(1)[0])
+SAMPLERS = ("tpe", "random")  # random: the control a search must beat, under the same pruner
 
 
-def make_sampler(seed: int, worker: int = 0) -> optuna.samplers.TPESampler:
+def trial_seed(seed: int, number: int) -> int:
+    """A 32-bit seed for one trial of a study: independent streams per (seed, trial number)."""
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
+def _reseed(generator, seed: int) -> None:
+    # Optuna's public reseed_rng() takes fresh entropy; its generators are reseeded here instead.
+    generator._rng.rng.seed(seed)
+
+
+class TrialSeededTPE(optuna.samplers.TPESampler):
+    """TPE whose random draws for a trial depend only on the study seed and the trial's number.
+    One worker on a fresh study proposes the same trials every time; workers sharing a study hold
+    different trial numbers, so their start-up draws differ, with no process id involved."""
+
+    def __init__(self, seed: int, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        self.study_seed = seed
+
+    def before_trial(self, study, trial) -> None:
+        _reseed(self, trial_seed(self.study_seed, trial.number))
+        _reseed(self._random_sampler, trial_seed(self.study_seed, trial.number))
+        super().before_trial(study, trial)
+
+
+class TrialSeededRandom(optuna.samplers.RandomSampler):
+    """Random search, seeded per trial like TrialSeededTPE."""
+
+    def __init__(self, seed: int):
+        super().__init__(seed=seed)
+        self.study_seed = seed
+
+    def before_trial(self, study, trial) -> None:
+        _reseed(self, trial_seed(self.study_seed, trial.number))
+        super().before_trial(study, trial)
+
+
+def make_sampler(seed: int, kind: str = "tpe") -> optuna.samplers.BaseSampler:
     """TPE over the whole space jointly (multivariate, grouped for the stage-dependent
     parameters), with constant liar so concurrent workers avoid each other's running trials;
-    `worker` (0, 1, 2, ...) gives each worker of one study its own start-up draws."""
+    or, with kind="random", random search to compare it with."""
+    if kind == "random":
+        return TrialSeededRandom(seed)
+    if kind != "tpe":
+        raise ValueError(f"sampler {kind!r} is not one of {', '.join(SAMPLERS)}")
     with warnings.catch_warnings():  # multivariate, group and constant_liar are marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True,
-                                          n_startup_trials=N_STARTUP_TRIALS, seed=sampler_seed(seed, worker))
+        return TrialSeededTPE(seed, multivariate=True, group=True, constant_liar=True,
+                              n_startup_trials=N_STARTUP_TRIALS)
 
 
 def first_rung(max_epochs: int) -> int:

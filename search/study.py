@@ -33,6 +33,7 @@ from . import record
 from .data import Cifar10, check_classes, load_cifar10
 from .layout import DEFAULT_ARTIFACTS, DEFAULT_SPACE, DEFAULT_STORAGE, DEFAULT_STUDY, HEARTBEAT_S, Outputs, resolve_space
 from .storage import StudyError, open_storage, redact, storage_outage
+from .strategy import make_pruner, make_sampler
 from .train import Diverged, completed_epochs, cpu_estimate_hours, resolve_device, train
 
 
@@ -52,6 +53,7 @@ class SearchSettings:
     limit_train: int | None = None
     val_size: int = 5000
     seed: int = 0
+    sampler: str = "tpe"  # or "random", the control a search must beat (search/strategy.py)
     artifacts: str | Path = DEFAULT_ARTIFACTS
     baseline: bool = True
     heartbeat: int = HEARTBEAT_S
@@ -94,7 +96,7 @@ def run_search(settings: SearchSettings, view: Quiet | None = None) -> optuna.St
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial replaces Optuna's
     outputs = Outputs(Path(settings.artifacts), settings.study)
     max_epochs = space.center_recipe(settings.epochs)[0].epochs
-    sampler, pruner = sampler_and_pruner(settings.seed, max_epochs)
+    sampler, pruner = make_sampler(settings.seed, settings.sampler), make_pruner(max_epochs)
     study, created = create_or_load(storage, settings, space, budget, data, outputs, sampler, pruner)
     if created and settings.baseline and baseline_for(budget) is None:
         view.log(f"no baseline: not even Model 1's shape at its narrowest (channels 1-2-4-8) fits under "
@@ -136,17 +138,6 @@ def run_search(settings: SearchSettings, view: Quiet | None = None) -> optuna.St
     return study
 
 
-def sampler_and_pruner(seed: int, max_epochs: int):
-    # Workers sharing a study must not share a sampler seed, or their random start-up trials coincide.
-    import os
-
-    sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True,
-                                         seed=seed * 100_003 + os.getpid(), n_startup_trials=10)
-    # Hyperband on epochs: weak trials stop after 1, 3, 9, ... epochs instead of running to the end.
-    pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
-    return sampler, pruner
-
-
 def baseline_for(budget: int) -> tuple[ResNetSpec, str] | None:
     """(spec, label) of the study's seeded baseline: the report's Model 1 where it fits, else its
     shape scaled to the budget; None where not even the narrowest fits."""
@@ -163,7 +154,8 @@ def create_or_load(storage, settings: SearchSettings, space: StudyFile, budget: 
     recipe_table = {k: list(v) if isinstance(v, tuple) else v for k, v in space.recipe.items()}
     given = {"budget": budget, "space": space.space, "recipe": recipe_table,
              "epochs": space.center_recipe(settings.epochs)[0].epochs, "dataset": data.identity(),
-             "limit_train": settings.limit_train, "val_size": settings.val_size, "seed": settings.seed}
+             "limit_train": settings.limit_train, "val_size": settings.val_size, "seed": settings.seed,
+             "sampler": settings.sampler}
     given = json.loads(json.dumps(given))  # as the storage gives it back: lists, not tuples
     try:
         study = optuna.create_study(study_name=settings.study, storage=storage, sampler=sampler, pruner=pruner,

@@ -98,3 +98,16 @@ def test_shipped_study_files_resolve_by_name_from_any_folder(tmp_path, monkeypat
     assert resolve_space("cpu-small").read_text() == TINY_SPACE.read_text()
     (tmp_path / "cpu-small.toml").write_text("# mine\n")
     assert resolve_space("cpu-small.toml") == Path("cpu-small.toml")  # a user's own file wins
+
+
+def test_same_seed_same_search(tmp_path, synthetic_data):
+    """One worker on a fresh study, run twice with the same seed, proposes the same specs and
+    recipes in the same order; another seed proposes others."""
+    def proposed(name, seed):
+        study = run_search(settings(tmp_path, synthetic_data, study=name, seed=seed, trials=4, limit_train=200,
+                                    baseline=False))
+        return [(r.summary, r.recipe["lr"]) for r in record.records(study)]
+
+    first = proposed("a", 3)
+    assert len(first) == 4 and first == proposed("b", 3)
+    assert first != proposed("c", 4)

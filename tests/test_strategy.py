@@ -21,9 +21,9 @@ def quiet():
     optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
-def proposals(seed: int, worker: int, trials: int) -> list:
+def proposals(seed: int, trials: int, kind: str = "tpe") -> list:
     space = StudyFile.load(SPACE)
-    run = search(strategy.make_sampler(seed, worker), strategy.make_pruner(30), space, 5_000_000, 30, trials,
+    run = search(strategy.make_sampler(seed, kind), strategy.make_pruner(30), space, 5_000_000, 30, trials,
                  "repro", checkpoints=())
     return run["proposals"]
 
@@ -36,19 +36,27 @@ def test_shipped_sampler_beats_random_under_the_same_pruner():
     assert shipped["median"] > random["median"], results
 
 
-def test_same_seed_same_proposals():
-    first = proposals(seed=7, worker=0, trials=15)
-    assert first == proposals(seed=7, worker=0, trials=15)
+@pytest.mark.parametrize("kind", strategy.SAMPLERS)
+def test_same_seed_same_proposals(kind):
+    first = proposals(seed=7, trials=15, kind=kind)
+    assert first == proposals(seed=7, trials=15, kind=kind)
     assert len(first) == 15 and len(set(first)) > 10  # specs and learning rates, past the start-up too
+    assert first != proposals(seed=8, trials=15, kind=kind)
 
 
-def test_workers_draw_different_start_up_trials():
-    zero, one = proposals(seed=7, worker=0, trials=10), proposals(seed=7, worker=1, trials=10)
-    assert not set(zero) & set(one)
-    assert strategy.sampler_seed(7, 0) != strategy.sampler_seed(7, 1)
-    assert strategy.sampler_seed(7, 1) == strategy.sampler_seed(7, 1)  # no process id, no clock
-    with pytest.raises(ValueError):
-        strategy.sampler_seed(7, -1)
+def test_workers_sharing_a_study_draw_different_start_up_trials():
+    """Two workers, each with its own sampler built from the same seed, asking in turn from one
+    storage: each trial number is handed out once, so no two draws coincide."""
+    space, storage = StudyFile.load(SPACE), optuna.storages.InMemoryStorage()
+    workers = [optuna.create_study(study_name="shared", storage=storage, load_if_exists=True,
+                                   sampler=strategy.make_sampler(7)) for _ in range(2)]
+    drawn = []
+    for i in range(10):
+        trial = workers[i % 2].ask()
+        drawn.append((space.sample_spec(trial, 5_000_000).summary(), round(space.sample_recipe(trial).lr, 6)))
+    assert len(set(drawn)) == 10
+    # And the draws are the trial numbers', not the workers': one worker alone draws the same.
+    assert drawn == proposals(seed=7, trials=10)
 
 
 def test_pruner_is_one_bracket_from_a_tenth_of_training():
