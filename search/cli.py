@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from resnet_space import ResNetSpec, SpecError, count, parse_budget
+from resnet_space import ResNetSpec, SpecError, count, fits, parse_budget
 from resnet_space.errors import UserError
 from resnet_space.spec import parse_int_list
 
@@ -83,18 +83,18 @@ def spec_from_flags(args) -> ResNetSpec:
 def cmd_count(args) -> int:
     spec = spec_from_flags(args)
     counts = count(spec)
-    fits = None if args.budget is None else counts.params < args.budget
+    fitting = None if args.budget is None else fits(counts.params, args.budget)
     if args.json:
         out = {"summary": spec.summary(), "spec": spec.to_dict(), "params": counts.params, "macs": counts.macs}
-        if fits is not None:
-            out.update(budget=args.budget, fits=fits)
+        if fitting is not None:
+            out.update(budget=args.budget, fits=fitting)
         print(json.dumps(out))
     else:
         print(f"{spec.summary()}: {counts.params:,} params, {counts.macs:,} MACs")
-        if fits is not None:
-            verdict = "fits under" if fits else "does not fit under"
+        if fitting is not None:
+            verdict = "fits under" if fitting else "does not fit under"
             print(f"{verdict} the budget of {args.budget:,} ({args.budget - counts.params:+,})")
-    return 0 if fits is None or fits else 1
+    return 0 if fitting is None or fitting else 1
 
 
 def cmd_run(args) -> int:

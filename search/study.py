@@ -1,8 +1,8 @@
 """The search: one call runs a study, from a notebook as from the command line.
 
     from search.study import SearchSettings, run_search
-    study = run_search(SearchSettings(budget=5_000_000, device="cuda", trials=50))
-    print(study.best_trial.user_attrs["summary"], study.best_value)
+    study = run_search(SearchSettings(budget=5_000_000, trials=50))
+    print(study.best_trial.number, study.best_value)
 
 One trial = sample a spec (width last, so it nearly always fits), reject it by its exact count
 if it does not fit under the budget (recorded as pruned, zero training), else train it, reporting
@@ -302,8 +302,9 @@ class Objective:
         except optuna.TrialPruned:
             shutil.rmtree(checkpoint_dir, ignore_errors=True)  # a pruned trial never resumes
             raise
+        # A neutral MIME type: guessed from ".pt", it would name a game-console format.
         artifact = upload_artifact(artifact_store=self.store, file_path=str(checkpoint_dir / "best.pt"),
-                                   study_or_trial=trial)
+                                   study_or_trial=trial, mimetype="application/octet-stream")
         record.write_result(trial, result.best_epoch, artifact)
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the artifact store holds what is kept
         return result.best_val_acc
