@@ -28,14 +28,21 @@ def budget_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
-    return value
+def integer_at_least(minimum: int, what: str = "an integer"):
+    """A flag parser for whole numbers of at least `minimum`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text} is not {what} of at least {minimum}")
+        return value
+    return parse
+
+
+positive_int = integer_at_least(1)
+trial_number = integer_at_least(0, "a trial number")  # trials are numbered from 0
 
 
 def positive_float(text: str) -> float:
@@ -45,16 +52,6 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{text} must be a positive number")
-    return value
-
-
-def trial_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a trial number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a trial number (they start at 0)")
     return value
 
 
