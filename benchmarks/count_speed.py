@@ -1,8 +1,13 @@
 """Specs counted per second by the analytic counter, against building the torch model to count.
 
-    python benchmarks/count_speed.py            # prints one JSON object
+    python benchmarks/count_speed.py                 # median of 3 runs; last line: one JSON object
+    python benchmarks/count_speed.py --repeats 1 --specs 2000 --built 5     # a quick check
+
+Each run counts --specs random specs analytically and builds the first --built of them as
+torch models to count their parameters; speedup is the ratio of the two medians.
 """
 
+import argparse
 import json
 import random
 import time
@@ -11,6 +16,7 @@ import torch
 
 from resnet_space import ResNetSpec, count
 from resnet_space.model import build_model
+from common import add_measure_args, begin, machine_load, repeat
 
 
 def random_specs(n: int, seed: int = 0) -> list[ResNetSpec]:
@@ -30,23 +36,38 @@ def random_specs(n: int, seed: int = 0) -> list[ResNetSpec]:
 
 
 def main():
-    specs = random_specs(20_000)
-    start = time.perf_counter()
-    for spec in specs:
-        count(spec)
-    analytic = len(specs) / (time.perf_counter() - start)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--specs", type=int, default=20_000, help="specs counted analytically per run")
+    parser.add_argument("--built", type=int, default=50, help="specs built as torch models per run")
+    add_measure_args(parser)
+    args = parser.parse_args()
 
-    built = specs[:50]
-    start = time.perf_counter()
-    for spec in built:
-        sum(p.numel() for p in build_model(spec).parameters())
-    building = len(built) / (time.perf_counter() - start)
+    before = begin(args)
+    specs = random_specs(args.specs)
+    built = specs[:args.built]
+
+    def analytic() -> float:
+        start = time.perf_counter()
+        for spec in specs:
+            count(spec)
+        return len(specs) / (time.perf_counter() - start)
+
+    def building() -> float:
+        start = time.perf_counter()
+        for spec in built:
+            sum(p.numel() for p in build_model(spec).parameters())
+        return len(built) / (time.perf_counter() - start)
+
+    medians, runs = repeat({"analytic_specs_per_s": analytic, "build_and_count_specs_per_s": building},
+                           args.repeats, digits=1)
     print(json.dumps({
-        "analytic_specs_per_s": round(analytic),
-        "build_and_count_specs_per_s": round(building, 1),
-        "speedup": round(analytic / building),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
+        "analytic_specs_per_s": round(medians["analytic_specs_per_s"]),
+        "build_and_count_specs_per_s": medians["build_and_count_specs_per_s"],
+        "speedup": round(medians["analytic_specs_per_s"] / medians["build_and_count_specs_per_s"]),
+        "specs": {"counted": len(specs), "built": len(built)},
+        "repeats": args.repeats,
+        "runs": runs,
+        **machine_load(before),
     }))
 
 

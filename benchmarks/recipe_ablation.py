@@ -3,6 +3,10 @@ studies/default.toml with each choice switched off in turn, and under the paper'
 for the same few epochs on the same images; print validation accuracy per variant as JSON.
 
     python benchmarks/recipe_ablation.py --epochs 5 --limit-train 10000 --seeds 2
+    python benchmarks/recipe_ablation.py --epochs 1 --limit-train 512 --val-size 100 --seeds 1   # a quick check
+
+Its repeats are the seeds (each variant's accuracy is their mean); the last line, one JSON
+object, also carries the machine's load before and after (benchmarks/common.py machine_load).
 
 On CPU this is a small-model, short-schedule proxy: it ranks choices, it does not promise
 what they are worth on Model 1 at full length (benchmarks/gpu.py measures that on a GPU).
@@ -10,6 +14,7 @@ what they are worth on Model 1 at full length (benchmarks/gpu.py measures that o
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import tempfile
@@ -22,9 +27,9 @@ import torch
 from resnet_space import ResNetSpec
 from resnet_space.model import build_model
 from resnet_space.space import StudyFile
-from common import default_data
+from common import default_data, machine_load
 from search.data import load_cifar10
-from search.train import evaluate, load_weights, train
+from search.train import evaluate, load_weights, resolve_device, train
 
 STUDIES = Path(__file__).resolve().parent.parent / "studies"
 
@@ -62,6 +67,7 @@ def main():
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
+    before = os.getloadavg()
     data = load_cifar10(args.data, val_size=args.val_size, limit_train=args.limit_train)
     spec = ResNetSpec((1, 1, 1), (16, 32, 64), 3, 1, 4)
     fast, _ = StudyFile.load(STUDIES / "default.toml").center_recipe(args.epochs)
@@ -76,8 +82,8 @@ def main():
         print(json.dumps({name: results[name]}), flush=True)
     print(json.dumps({
         "spec": spec.summary(), "epochs": args.epochs, "train_images": len(data.train),
-        "val_images": len(data.val), "seeds": args.seeds, "dataset": data.name, "torch": torch.__version__,
-        "device": args.device, "results": results,
+        "val_images": len(data.val), "seeds": args.seeds, "dataset": data.name,
+        "results": results, **machine_load(before, resolve_device(args.device)),
     }))
 
 

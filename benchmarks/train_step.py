@@ -1,9 +1,11 @@
 """Training images per second: the engine (search.train.train) against a plain fp32 PyTorch loop.
 
-    python benchmarks/train_step.py                          # small CPU model, prints one JSON object
+    python benchmarks/train_step.py                 # small CPU model, median of 3; last line: one JSON object
+    python benchmarks/train_step.py --repeats 1 --batch 16 --steps 2 --warmup 1          # a quick check
     python benchmarks/train_step.py --model model1 --device cuda --batch 512 --steps 100
 
-Same model, batch, optimizer settings and images on both sides, in the same run.
+Same model, batch, optimizer settings and images on both sides, in the same run; the two sides
+take turns, --repeats times each, and the medians are compared (ratio: engine / reference).
 Engine: search.train.train itself for one epoch of steps * batch images, so what is timed is
 the engine's real step (augmentation on the device, forward/backward/SGD, and on CUDA
 channels_last + bf16 autocast). Its history[0].images_per_s divides by the epoch's seconds,
@@ -16,19 +18,18 @@ gap is the engine's doing, not a handicapped baseline.
 
 import argparse
 import json
-import os
 import time
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from resnet_space import MODEL_1, Recipe, ResNetSpec
+from resnet_space import MODEL_1, Recipe
 from resnet_space.model import build_model
+from common import SMALL, add_measure_args, begin, machine_load, repeat
 from search.data import Cifar10, ImageSet, normalize
 from search.train import resolve_device, train
 
-SMALL = ResNetSpec((2, 2, 2), (16, 32, 64), 3, 1, 4)
 MODELS = {"small": SMALL, "model1": MODEL_1}
 
 
@@ -38,44 +39,57 @@ def synthetic(n: int, seed: int) -> ImageSet:
                     torch.randint(0, 10, (n,), generator=gen))
 
 
-def engine_images_per_s(spec, recipe: Recipe, device, steps: int, warmup: int) -> float:
-    # A first short run warms cuDNN autotuning and the allocator; its number is discarded.
+def engine_images_per_s(spec, recipe: Recipe, device, steps: int, warmup: int):
+    """A function that returns the engine's training images per second: train() for one epoch of
+    `steps` batches. A first short run, once, warms cuDNN autotuning and the allocator."""
     tiny_val = synthetic(1, seed=2)
-    for n_steps, seed in ((warmup, 3), (steps, 0)):
-        data = Cifar10(synthetic(n_steps * recipe.batch_size, seed), tiny_val, tiny_val, [], "synthetic", "")
-        result = train(spec, data, recipe, device=device, progress=False)
-    return result.history[0].images_per_s
+
+    def data(n_steps: int, seed: int) -> Cifar10:
+        return Cifar10(synthetic(n_steps * recipe.batch_size, seed), tiny_val, tiny_val, [], "synthetic", "")
+
+    if warmup:
+        train(spec, data(warmup, 3), recipe, device=device, progress=False)
+    timed = data(steps, 0)
+    return lambda: train(spec, timed, recipe, device=device, progress=False).history[0].images_per_s
 
 
-def reference_images_per_s(spec, recipe: Recipe, device, steps: int, warmup: int) -> float:
+def reference_images_per_s(spec, recipe: Recipe, device, steps: int, warmup: int):
+    """A function that returns the plain loop's training images per second over `steps` steps;
+    the model is built and warmed (`warmup` steps) once."""
     torch.manual_seed(0)
     model = build_model(spec).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                                 weight_decay=recipe.weight_decay)
     criterion = nn.CrossEntropyLoss()
-    images = synthetic((steps + warmup) * recipe.batch_size, seed=0)
+    images = synthetic(max(steps, warmup) * recipe.batch_size, seed=0)
     dataset = TensorDataset(normalize(images.images), images.labels)  # normalised once, up front
-    loader = iter(DataLoader(dataset, batch_size=recipe.batch_size, shuffle=True, drop_last=True))
+    loader = DataLoader(dataset, batch_size=recipe.batch_size, shuffle=True, drop_last=True)
     model.train()
 
-    def step():
-        x, y = next(loader)
+    def step(batches):
+        x, y = next(batches)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         loss = criterion(model(x), y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
 
+    batches = iter(loader)
     for _ in range(warmup):
-        step()
+        step(batches)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()  # wait for the queued kernels before stopping the clock
-    return steps * recipe.batch_size / (time.perf_counter() - start)
+
+    def measure() -> float:
+        batches = iter(loader)  # one pass over the loader: the same batches a run of the engine trains on
+        start = time.perf_counter()
+        for _ in range(steps):
+            step(batches)
+        if device.type == "cuda":
+            torch.cuda.synchronize()  # wait for the queued kernels before stopping the clock
+        return steps * recipe.batch_size / (time.perf_counter() - start)
+
+    return measure
 
 
 def main():
@@ -84,32 +98,34 @@ def main():
                         help="small: ResNetSpec((2,2,2),(16,32,64),3,1,4); model1: the report's Model 1")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per side")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per side")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per side per run")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per side, once")
+    add_measure_args(parser)
     args = parser.parse_args()
 
+    before = begin(args)
     device = resolve_device(args.device)
-    load = os.getloadavg()[0]  # other work on the machine skews both numbers
     spec = MODELS[args.model]
     # Plain SGD at a constant rate, so both sides do the same arithmetic per step.
     recipe = Recipe(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=False, weight_decay=5e-4,
                     batch_size=args.batch, epochs=1, schedule="constant", crop_padding=4, flip=True)
-    engine = engine_images_per_s(spec, recipe, device, args.steps, args.warmup)
-    reference = reference_images_per_s(spec, recipe, device, args.steps, args.warmup)
+    medians, runs = repeat({
+        "engine_images_per_s": engine_images_per_s(spec, recipe, device, args.steps, args.warmup),
+        "reference_images_per_s": reference_images_per_s(spec, recipe, device, args.steps, args.warmup),
+    }, args.repeats, digits=1)
     print(json.dumps({
         "model": args.model,
         "spec": spec.summary(),
         "batch": args.batch,
         "steps": args.steps,
-        "engine_images_per_s": round(engine, 1),
-        "reference_images_per_s": round(reference, 1),
-        "ratio": round(engine / reference, 2),
+        "engine_images_per_s": medians["engine_images_per_s"],
+        "reference_images_per_s": medians["reference_images_per_s"],
+        "ratio": round(medians["engine_images_per_s"] / medians["reference_images_per_s"], 2),
         "engine_precision": "bf16 autocast, channels_last" if device.type == "cuda" else "fp32",
         "data": "synthetic uint8",
-        "torch": torch.__version__,
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-        "load_avg_1min": round(load, 2),
+        "repeats": args.repeats,
+        "runs": runs,
+        **machine_load(before, device),
     }))
 
 
