@@ -60,8 +60,8 @@ CASES = [
     (["run", "--budget", "NaN", *QUICK], "not a number"),
     (["run", "--budget", "lots", *QUICK], "not a number"),
     (["run", "--budget", "5e6", "--study", "base", *QUICK], "--budget 200,000, not 5,000,000"),
-    (["run", "--budget", "-5e6", *QUICK], "not a number"),
-    (["run", "--budget", "0.5", *QUICK], "whole number"),
+    (["run", "--budget", "-5e6", *QUICK], "'-5e6' must be a positive number of parameters (at least 1)"),
+    (["run", "--budget", "0.5", *QUICK], "at least 1"),
     (["count", *M1, "--budget", "1.5"], "whole number"),
     (["count", *M1, "--budget", "inf"], "not a number"),
     # spec flags

@@ -22,23 +22,10 @@ from search.retrain import (RetrainError, RetrainSettings, choose_target, closes
                             retrain, summarize)
 from search.train import completed_epochs, train
 
-from .conftest import TINY_SPACE, assert_user_error, run_cli, storage_url
+from .conftest import TINY_SPACE, assert_user_error, run_cli, storage_url, write_image_folder
 
 CLASSES = 10
 TINY = ResNetSpec((1, 1), (8, 16), 3, 1, 4)
-
-
-def write_synthetic_folder(root, per_class_train=32, per_class_test=10):
-    """An image folder of learnable 32x32 PNGs: a class-coloured band on noise, 10 classes."""
-    g = torch.Generator().manual_seed(0)
-    for split, n in (("train", per_class_train), ("test", per_class_test)):
-        for c in range(CLASSES):
-            folder = root / split / f"class{c}"
-            folder.mkdir(parents=True)
-            for i in range(n):
-                image = torch.randint(0, 80, (32, 32, 3), generator=g, dtype=torch.uint8)
-                image[3 * c:3 * c + 8, :, c % 3] += 150
-                Image.fromarray(image.numpy()).save(folder / f"{i}.png")
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +43,10 @@ def env(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cwd(tmp_path_factory, env):
-    """A tiny study run as a user would, on synthetic images: Model 1 (over the 2e5 budget,
-    never trained) and 2 trained trials of 1 epoch on 200 images, 100 held out."""
+    """A tiny study run as a user would, on synthetic images: the baseline (Model 1's shape
+    scaled to the 2e5 budget) and another trial, 1 epoch each on 200 images, 100 held out."""
     cwd = tmp_path_factory.mktemp("retrain")
-    write_synthetic_folder(cwd / "data")
+    write_image_folder(cwd / "data", train_per_class=32, test_per_class=10)
     result = run_cli("run", "--budget", "2e5", "--trials", "2", "--study", "s", "--device", "cpu", "--epochs", "1",
                      "--limit-train", "200", "--val-size", "100", "--data", cwd / "data", "--space", TINY_SPACE,
                      "--quiet", cwd=cwd, env=env)
@@ -214,7 +201,7 @@ def test_a_folder_of_another_run_starts_over(cwd, tmp_path):
 @pytest.fixture(scope="module")
 def hand_made(cwd):
     """Studies made by hand in the first one's storage: 'hand' has a tiny seeded baseline that
-    trained; 'nobase' has no baseline; 'empty' has no trials."""
+    trained; 'nobase' has no baseline; 'overbase' a baseline over the budget; 'empty' no trials."""
     storage = storage_url(cwd)
     recorded = record.StudyRecord.of(load(cwd))
     recipe = Recipe(epochs=1, batch_size=64, lr=0.1, schedule="onecycle", warmup=0.2).to_dict()
@@ -229,6 +216,14 @@ def hand_made(cwd):
             attrs.update(record.baseline_attrs("Model 1 (scaled)", TINY.to_dict()))
         study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, value=0.25,
                                                   user_attrs=attrs))
+    # 'overbase': its baseline, Model 1, was over the budget and never trained.
+    study = optuna.create_study(study_name="overbase", storage=storage, direction="maximize")
+    record.write_study(study, budget=200_000, artifact_dir=recorded.artifact_dir, data_root=recorded.data_root,
+                       dataset=recorded.dataset, val_size=100, limit_train=200, split_seed=0,
+                       recipe_space=recorded.recipe_space)
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, user_attrs={
+        **record.baseline_attrs("Model 1", MODEL_1.to_dict()), "summary": MODEL_1.summary(),
+        "params": count(MODEL_1).params, "over_budget": True, "prune_reason": "over budget"}))
     optuna.create_study(study_name="empty", storage=storage)
     return storage
 
@@ -266,9 +261,9 @@ def test_spec_file_of_a_trial_is_that_trial_and_another_gets_the_center_recipe(c
 
 BAD = [
     (["--trial", "99"], "has no trial 99"),
-    (["--trial", "0"], "never trained"),  # Model 1, over the 2e5 budget
+    (["--study", "overbase", "--trial", "0"], "never trained"),  # Model 1, over the 2e5 budget
     (["--trial=-1"], "not a trial number"),
-    (["--baseline"], "never trained"),
+    (["--study", "overbase", "--baseline"], "never trained"),
     (["--spec", "{cwd}/model1.json"], "budget of 200,000"),
     (["--spec", "{cwd}/garbage.json"], "is not a spec"),
     (["--spec", "{cwd}/wrong-keys.json"], "is not a spec"),
