@@ -14,7 +14,7 @@ from .conftest import REPO, cpu_run_flags
 
 
 def test_wheel_ships_the_study_files_and_run_finds_them_from_any_folder(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
                     "--wheel-dir", str(tmp_path / "dist"), str(REPO)], check=True, capture_output=True)
     [wheel] = (tmp_path / "dist").glob("resnet_search-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
