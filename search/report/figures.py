@@ -255,12 +255,12 @@ def _draw_accuracy_points(ax, trained, front, table_1, baseline, budget) -> list
                        edgecolors="white", linewidths=0.6, zorder=6)
             n = len(baseline.curve)
             handles.append(Line2D([], [], ls="", marker="*", ms=11, color=VERMILLION,
-                                  label=f"Model 1 as measured here (val acc, {n} epoch{'s' if n != 1 else ''})"))
+                                  label=f"{baseline.baseline_label} as measured here (val acc, {n} epoch{'s' if n != 1 else ''})"))
         elif baseline.params:
             ax.scatter([baseline.params], [0], marker="x", s=40, color=VERMILLION, zorder=6, clip_on=False,
                        transform=ax.get_xaxis_transform())
             why = "over budget, not trained" if baseline.over_budget else f"{baseline.state.lower()}, not trained"
-            handles.append(Line2D([], [], ls="", marker="x", color=VERMILLION, label=f"Model 1 in this study: {why}"))
+            handles.append(Line2D([], [], ls="", marker="x", color=VERMILLION, label=f"{baseline.baseline_label} in this study: {why}"))
     if budget:
         ax.axvline(budget, color=VERMILLION, ls="--", lw=1.1, zorder=1)
         handles.append(Line2D([], [], color=VERMILLION, ls="--", lw=1.1, label=f"budget: {budget:,} parameters"))
@@ -303,13 +303,14 @@ def plot_learning_curves(trials: list[TrialRecord], path: Path, top: int = CURVE
             ax.plot(range(1, len(r.curve) + 1), [100 * v for v in r.curve], lw=1.5, zorder=4 if r.baseline else 3,
                     **style)
             handles.append(Line2D([], [], lw=1.5, **{**style, "ms": 7 if r.baseline else 3.5},
-                                  label=f"#{k + 1} trial {r.number}{' = Model 1' if r.baseline else ''} "
+                                  label=f"#{k + 1} trial {r.number}{' = the baseline' if r.baseline else ''} "
                                         f"({100 * r.value:.2f}%)"))
         if baseline is not None:
             ax.plot(range(1, len(baseline.curve) + 1), [100 * v for v in baseline.curve], color=VERMILLION, lw=1.5,
                     ls="--", marker="*", ms=7 if dots or len(baseline.curve) == 1 else 0, zorder=4)
             handles.append(Line2D([], [], color=VERMILLION, ls="--", marker="*", ms=7,
-                                  label=f"Model 1 here: trial {baseline.number}, {baseline.state.lower()}"))
+                                  label=f"{baseline.baseline_label} here: trial {baseline.number}, "
+                                        f"{baseline.state.lower()}"))
         if stopped:
             handles.append(Line2D([], [], color=GREY, lw=0.9, marker="o", ms=2.5,
                                   label=f"{_not_complete(stopped)}: {len(stopped)} trials"))

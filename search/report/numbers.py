@@ -98,7 +98,8 @@ def top_rows(study: optuna.Study, top: int) -> list[dict]:
     for rank, t in enumerate(best_trials(study, top), 1):
         r = TrialRecord.of(t)
         test = exported.get("test_acc") if exported.get("trial") == r.number else None
-        rows.append({"rank": rank, "trial": r.number, "summary": r.summary, "baseline": r.baseline,
+        rows.append({"rank": rank, "trial": r.number, "summary": r.summary,
+                     "baseline": r.baseline_label if r.baseline else "",
                      "params": r.params, "macs": r.macs, "val_acc": r.value, "epochs": len(r.curve),
                      "seconds": sum(r.seconds), "test_acc": test})
     return rows

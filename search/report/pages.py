@@ -78,7 +78,7 @@ def sections(study: StudyRecord, trials: list[TrialRecord], numbers: dict, marks
 
     if rows:
         header = ["rank", "trial", "spec", "params", "MACs", "val acc", "epochs", "train s", "test acc"]
-        body = [[str(r["rank"]), str(r["trial"]), r["summary"] + (" (Model 1)" if r["baseline"] else ""),
+        body = [[str(r["rank"]), str(r["trial"]), r["summary"] + (f" ({r['baseline']})" if r["baseline"] else ""),
                  fmt_int(r["params"]), fmt_int(r["macs"]), pct(r["val_acc"]), str(r["epochs"]),
                  f"{r['seconds']:.1f}", pct(r["test_acc"])] for r in rows]
         out.append(Section(f"Top {len(rows)} trials", table=(header, body), notes=[
@@ -99,14 +99,16 @@ def sections(study: StudyRecord, trials: list[TrialRecord], numbers: dict, marks
         "under the plot."]
     baseline = next((r for r in trials if r.baseline), None)
     if baseline is None:
-        acc_text.append("This study was not seeded with Model 1.")
+        acc_text.append("This study was not seeded with a baseline.")
     elif baseline.trained:
-        acc_text.append(f"The star is Model 1 as trained in this study (trial {baseline.number}, "
+        acc_text.append(f"The star is the seeded baseline, {baseline.baseline_label}, as trained in this study "
+                        f"(trial {baseline.number}, "
                         f"{pct(baseline.best_acc)} validation accuracy after {_plural(len(baseline.curve), 'epoch')}).")
     else:
         why = (f"over the budget ({fmt_int(baseline.params)} parameters)" if baseline.over_budget
                else baseline.state.lower())
-        acc_text.append(f"Model 1 was seeded as trial {baseline.number} but not trained here: {why}.")
+        acc_text.append(f"{baseline.baseline_label} was seeded as trial {baseline.number} but not trained here: "
+                        f"{why}.")
     if numbers["zoomed"]:
         acc_text.append("The right panel zooms on the corner of the Table 1 models (the dotted box on the left).")
     if not trained:
