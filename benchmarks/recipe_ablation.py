@@ -78,7 +78,8 @@ def main():
         runs = [final_accuracy(spec, data, recipe, seed, args.device, Path(tempfile.mkdtemp()))
                 for seed in range(args.seeds)]
         results[name] = {key: round(statistics.mean(r[key] for r in runs), 4) for key in runs[0]}
-        results[name].update(per_seed=[r["val_acc"] for r in runs], seconds=round(time.perf_counter() - start, 1))
+        results[name].update(per_seed=[r["val_acc"] for r in runs], seconds=round(time.perf_counter() - start, 1),
+                             val_acc_median=round(statistics.median(r["val_acc"] for r in runs), 4))
         print(json.dumps({name: results[name]}), flush=True)
     print(json.dumps({
         "spec": spec.summary(), "epochs": args.epochs, "train_images": len(data.train),
