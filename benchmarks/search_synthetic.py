@@ -197,6 +197,18 @@ def curve_rank_correlation(budget: int, epochs: int, draws: int = 400, space_pat
             for e in (1, 3, 9, 27) if e < epochs}
 
 
+def quartiles(cell: dict) -> str:
+    return f"{100 * cell['median']:.2f} [{100 * cell['p25']:.2f}, {100 * cell['p75']:.2f}]"
+
+
+def print_table(columns: list[str], rows: dict[str, list[str]]) -> None:
+    """A markdown table: one row per configuration."""
+    print("| configuration | " + " | ".join(columns) + " |")
+    print("|---|" + "---:|" * len(columns))
+    for name, cells in rows.items():
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=20)
@@ -214,14 +226,10 @@ def main() -> None:
     print(f"Best final validation accuracy (simulated) after N trained trials: median [25%, 75%] over "
           f"{args.seeds} seeds; default space, budget {budget:,}, {args.epochs} epochs; rank correlation of "
           "epoch e with the final accuracy: " + ", ".join(f"e{e} {r}" for e, r in correlation.items()) + "\n")
-    print("| configuration | " + " | ".join(f"after {c} trials" for c in checkpoints)
-          + " | epochs trained (mean) | completed (mean) | seconds |")
-    print("|---|" + "---:|" * (len(checkpoints) + 3))
-    for config, row in results.items():
-        cells = [f"{100 * row[c]['median']:.2f} [{100 * row[c]['p25']:.2f}, {100 * row[c]['p75']:.2f}]"
-                 for c in checkpoints]
-        print(f"| {config} | " + " | ".join(cells) + f" | {row['mean_epochs']:,.0f} | {row['mean_complete']:.1f} "
-              f"| {row['seconds']} |")
+    print_table([f"after {c} trials" for c in checkpoints] + ["epochs trained (mean)", "completed (mean)", "seconds"],
+                {config: [quartiles(row[c]) for c in checkpoints]
+                 + [f"{row['mean_epochs']:,.0f}", f"{row['mean_complete']:.1f}", str(row["seconds"])]
+                 for config, row in results.items()})
     out = {"seeds": args.seeds, "trials": args.trials, "budget": budget, "epochs": args.epochs,
            "rank_correlation_with_final": {str(e): r for e, r in correlation.items()},
            "results": {k: {str(c): v for c, v in row.items()} for k, row in results.items()}}
@@ -229,13 +237,9 @@ def main() -> None:
         epoch_budgets = [int(b) for b in args.epoch_budgets.split(",")]
         per_epoch = compare_per_epoch(configs, args.seeds, epoch_budgets, budget, args.epochs)
         print(f"\nThe same, by epochs trained: best final value within E epochs (all trials' epochs together)\n")
-        print("| configuration | " + " | ".join(f"within {b:,} epochs" for b in epoch_budgets)
-              + " | trials (mean) | seconds |")
-        print("|---|" + "---:|" * (len(epoch_budgets) + 2))
-        for config, row in per_epoch.items():
-            cells = [f"{100 * row[b]['median']:.2f} [{100 * row[b]['p25']:.2f}, {100 * row[b]['p75']:.2f}]"
-                     for b in epoch_budgets]
-            print(f"| {config} | " + " | ".join(cells) + f" | {row['mean_trials']:.0f} | {row['seconds']} |")
+        print_table([f"within {b:,} epochs" for b in epoch_budgets] + ["trials (mean)", "seconds"],
+                    {config: [quartiles(row[b]) for b in epoch_budgets] + [f"{row['mean_trials']:.0f}", str(row["seconds"])]
+                     for config, row in per_epoch.items()})
         out["per_epoch"] = {k: {str(c): v for c, v in row.items()} for k, row in per_epoch.items()}
     print()
     print(json.dumps(out))
