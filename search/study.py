@@ -144,7 +144,7 @@ def baseline_for(budget: int) -> tuple[ResNetSpec, str] | None:
     spec = baseline_spec(budget)
     if spec is None or spec == MODEL_1:
         return spec and (spec, "Model 1")
-    return spec, f"Model 1 scaled to the budget ({count(spec).params:,} params)"
+    return spec, f"Model 1 scaled to the budget, {count(spec).params:,} params"
 
 
 def create_or_load(storage, settings: SearchSettings, space: StudyFile, budget: int, data: Cifar10,

@@ -24,7 +24,7 @@ from resnet_space import ResNetSpec, count
 from resnet_space.table1 import table_1_rows as table_1_records
 from search import record, report
 
-from .conftest import REPO, needs_data, run_small_study
+from .conftest import DATA, REPO, needs_data, run_small_study
 
 JPEG = "cifar10-jpeg (image folder, JPEG)"
 RENDER = REPO / "scripts" / "render_report.py"
@@ -582,7 +582,7 @@ def test_chromium_renders_the_page_with_its_plots(synthetic, tmp_path):
 @pytest.fixture(scope="module")
 def real(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("real-study")
-    study = run_small_study(cwd, "rep", 4)
+    study = run_small_study(cwd, "rep", 4, data=DATA)  # the real images: the report names their copy
     out = cwd / "report"
     return study, out, report.write_report(study, out)
 
@@ -611,12 +611,16 @@ def test_real_study_report(real):
     top = f"Top {len(complete)} trials"
     row = md_table(md, "1", top)
     assert row[1] == str(best.number) and row[5] == pct(best.value) and row[6] == "1"
-    assert row[2] == spec.summary() and row[3] == f"{count(spec).params:,}" and row[4] == f"{count(spec).macs:,}"
+    label = f" ({best.baseline_label})" if best.baseline else ""
+    assert row[2] == spec.summary() + label
+    assert row[3] == f"{count(spec).params:,}" and row[4] == f"{count(spec).macs:,}"
     ranked = [line for line in md_section(md, top).splitlines() if re.match(r"\| \d+ \| \d+ \|", line)]
     assert len(ranked) == len(complete)
     assert result["pruner_trust"] == []  # one epoch: nothing earlier to compare
     assert "the JPEG copy of CIFAR-10" in md and "200 images held out" in md
-    assert "Model 1 was seeded as trial 0 but not trained here: over the budget" in md
+    baseline = trials[0]
+    assert (f"The star is the seeded baseline, Model 1 scaled to the budget, 176,800 params, as trained in this "
+            f"study (trial 0, {pct(baseline.best_acc)} validation accuracy after 1 epoch)") in md
     assert not result["zoomed"]  # no trial near Table 1's 5M
 
 
