@@ -218,6 +218,7 @@ def write_study(study: optuna.Study, **values) -> None:
 
 # What one `retrain` result records: a trial (or spec) trained on train + validation under its
 # recipe with seeds 0..seeds-1, each evaluated once on the test split after its final epoch.
+# "seeds" is how many (seeds 0..seeds-1); "test_acc" holds one fraction per seed.
 RETRAINED_KEYS = ("label", "trial", "baseline", "summary", "params", "dataset", "epochs", "seeds", "test_acc",
                   "mean", "std", "min", "max", "export_dir")
 

@@ -91,6 +91,13 @@ def test_retrain_records_every_seed_and_the_statistics(cwd, retrained):
     assert len(accs) == 2 and all(0 <= a <= 1 for a in accs)
     assert entry["mean"] == pytest.approx(statistics.mean(accs))
     assert entry["std"] == pytest.approx(statistics.stdev(accs))
+    # The report shows it as recorded: the seed count, the mean and the search's validation accuracy.
+    from search.report import write_report
+
+    write_report(study, cwd / "report-with-retrain")
+    md = (cwd / "report-with-retrain" / "report.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith(f"| trial {best.number} |"))
+    assert f"| {entry['epochs']} | 2 | {100 * entry['mean']:.2f}% ±" in row
     assert entry["min"] == min(accs) and entry["max"] == max(accs)
 
     run_dir = Outputs(Path(record.StudyRecord.of(study).artifact_dir), "s").retrain / f"trial-{best.number}" / "epochs-1"

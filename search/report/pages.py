@@ -168,9 +168,8 @@ def _retrained(rows: list[dict], model_1: dict) -> Section:
     header = ["retrained", "spec", "params", "data set", "epochs", "seeds", "test acc", "min–max", "search val acc"]
     body = []
     for r in rows:
-        seeds = r.get("seeds") or []
         body.append([r.get("label", f"trial {r.get('trial')}"), r.get("summary") or "?", fmt_int(r.get("params")),
-                     _dataset_cell(r.get("dataset")), str(r.get("epochs", "?")), ", ".join(map(str, seeds)) or "—",
+                     _dataset_cell(r.get("dataset")), str(r.get("epochs", "?")), str(r.get("seeds", "—")),
                      f"{pct(r.get('mean'))} ± {100 * (r.get('std') or 0):.2f}",
                      f"{100 * r['min']:.2f}–{pct(r['max'])}" if r.get("min") is not None else "—",
                      pct(r.get("val_acc"))])
