@@ -30,6 +30,7 @@ import optuna
 from optuna.trial import TrialState
 
 from resnet_space import count, fits
+from resnet_space.spec import parse_budget
 from resnet_space.space import StudyFile
 from search import strategy
 
@@ -213,13 +214,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=20)
     p.add_argument("--trials", type=int, default=100)
-    p.add_argument("--budget", type=float, default=5e6)
+    p.add_argument("--budget", type=parse_budget, default=5_000_000, help="as `run --budget` reads it: 5e6, 5M, 500k")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated, from: " + ", ".join(CONFIGS))
     p.add_argument("--epoch-budgets", default="",
                    help="also compare by epochs trained, e.g. 600,1200,2400 (each run trains up to the largest)")
     args = p.parse_args()
-    configs, budget = args.configs.split(","), int(args.budget)
+    configs, budget = args.configs.split(","), args.budget
     correlation = curve_rank_correlation(budget, args.epochs)
     results = compare(configs, args.seeds, args.trials, budget, args.epochs)
     checkpoints = [c for c in (25, 50, 100) if c <= args.trials]

@@ -28,10 +28,11 @@ def feasibility(space: StudyFile, budget: int, draws: int, seed: int = 0) -> dic
     params = []
     for _ in range(draws):
         trial = study.ask()
-        spec = space.sample_spec(trial, budget)
+        drawn = []
+        spec = space.sample_spec(trial, budget, on_repair=drawn.append)
         space.sample_recipe(trial)
         n = count(spec).params
-        repaired += "repaired_from" in trial.user_attrs
+        repaired += bool(drawn)
         if fits(n, budget):
             params.append(n)
         else:

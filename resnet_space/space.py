@@ -195,7 +195,7 @@ class StudyFile:
                     raise SpaceError(f"[recipe] {e}") from None
             base[key] = options[0]
 
-    def sample_spec(self, trial, budget: int | None = None) -> ResNetSpec:
+    def sample_spec(self, trial, budget: int | None = None, on_repair=None) -> ResNetSpec:
         """Draw one spec: depth, kernels, pool and growth, then the width that fills the budget.
 
         When even the narrowest width (min_channels) is over the budget, the drawn depth is
@@ -203,8 +203,9 @@ class StudyFile:
         blocks, each only as far as needed) instead of being rejected. The suggested values stay as
         drawn, from the same distributions in every trial, and the spec is a fixed function of
         them: TPE's multivariate, grouped model needs each parameter's distribution unchanged
-        across trials, which narrowing a range per trial would break. A repaired trial records
-        the depth it drew as the user attribute `repaired_from`. The spec is still over budget
+        across trials, which narrowing a range per trial would break. A repair calls
+        on_repair(drawn), drawn the summary of the depth as drawn (the search records it with the
+        trial: search/record.py's repaired_from). The spec is still over budget
         when no network of the space fits at all: callers reject it by its count (`fits`).
         """
         budget = budget or self.budget
@@ -228,8 +229,8 @@ class StudyFile:
         least = {key: min(_options(f"[space] {key}", s[key])) for key in ("stages", "blocks", "conv_kernel", "skip_kernel")}
         depth = fit_depth(lambda b, f, k: make(narrowest, b, f, k), tuple(blocks), tuple(conv), tuple(skip),
                           least, budget)
-        if depth != (tuple(blocks), tuple(conv), tuple(skip)) and hasattr(trial, "set_user_attr"):
-            trial.set_user_attr("repaired_from", make(narrowest).summary())
+        if depth != (tuple(blocks), tuple(conv), tuple(skip)) and on_repair is not None:
+            on_repair(make(narrowest).summary())
         return make(widest_first_channels(lambda c1: make(c1, *depth), target, budget, step, floor), *depth)
 
     def center_recipe(self, epochs: int | None = None) -> tuple[Recipe, dict]:

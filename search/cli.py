@@ -179,16 +179,22 @@ def print_best(study, top: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .record import StudyRecord, TrialRecord, best_trials, trial_counts
+    from .record import StudyRecord, TrialRecord, best_trials, records, trial_counts
 
     console = Console()
     table = Table(title=f"best of study {study.study_name!r} (validation accuracy)")
     for column in ("rank", "trial", "spec", "params", "MACs", "val acc", "epochs", "s/epoch"):
         table.add_column(column, justify="left" if column == "spec" else "right")
-    for rank, t in enumerate(best_trials(study, top), 1):
-        r = TrialRecord.of(t)
+    shown = [TrialRecord.of(t) for t in best_trials(study, top)]
+    # The seeded baseline is what the search is measured against: shown even when it ranks lower.
+    baseline = next((r for r in records(study) if r.baseline and r.trained), None)
+    rows = [(str(rank), r) for rank, r in enumerate(shown, 1)]
+    if baseline is not None and baseline.number not in [r.number for r in shown]:
+        rows.append(("base", baseline))
+    for rank, r in rows:
         secs = r.seconds or [0]
-        table.add_row(str(rank), str(r.number), r.label, f"{r.params or 0:,}", f"{r.macs or 0:,}", f"{r.value:.2%}",
+        table.add_row(rank, str(r.number), r.label, f"{r.params or 0:,}", f"{r.macs or 0:,}",
+                      f"{r.best_acc:.2%}" + ("" if r.value is not None else " (pruned)"),
                       str(len(r.curve)), f"{sum(secs) / len(secs):.1f}")
     console.print(table)
     report = Table(title="the seed report's Table 1, as reported (test accuracy, 200 epochs, true CIFAR-10)")
@@ -205,7 +211,8 @@ def print_best(study, top: int) -> None:
 
 
 def print_pruner_trust(console, study) -> None:
-    """How well each epoch's ranking predicts the final one, on this study's own trials."""
+    """How well the ranking at each epoch where the pruner decides predicts the final one, on this
+    study's own trials."""
     from rich.table import Table
 
     from .report import pruner_trust
@@ -213,7 +220,7 @@ def print_pruner_trust(console, study) -> None:
     rows = [r for r in pruner_trust(study) if r["spearman"] is not None]
     if not rows:
         return
-    table = Table(title="early epochs against the last (Spearman, trials that ran every epoch)")
+    table = Table(title=f"the pruner's epochs against epoch {rows[0]['last']} (Spearman, full-length trials)")
     for column in ("epoch", "trials", "Spearman"):
         table.add_column(column, justify="right")
     for r in rows:
@@ -225,7 +232,7 @@ def print_retrained(console, study) -> None:
     """The study's `retrain` results, beside the search's validation accuracy of each trial."""
     from rich.table import Table
 
-    from .record import StudyRecord
+    from .record import StudyRecord, records
 
     entries = StudyRecord.of(study).retrained
     if not entries:
@@ -240,10 +247,10 @@ def print_retrained(console, study) -> None:
     for column in columns:
         table.add_column(column, justify="left" if column in ("network", "spec", "data set") else "right",
                          no_wrap=column in ("test mean ± std", "min-max", "search val"))
-    trials = study.get_trials(deepcopy=False)
+    trials = {r.number: r for r in records(study)}
     for e in entries:
-        trial = trials[e["trial"]] if e.get("trial") is not None and e["trial"] < len(trials) else None
-        val = f"{trial.value:.2%}" if trial is not None and trial.value is not None else "-"
+        trial = trials.get(e.get("trial"))
+        val = f"{trial.best_acc:.2%}" if trial is not None and trial.best_acc is not None else "-"
         spread = f" ± {e['std']:.2%}" if e.get("std") is not None else ""
         table.add_row(e["label"], e["summary"], *([] if on else [e["dataset"]]), str(e["epochs"]), str(e["seeds"]),
                       val, f"{e['mean']:.2%}{spread}", f"{e['min']:.2%}-{e['max']:.2%}")
@@ -295,7 +302,7 @@ def cmd_retrain(args) -> int:
 def cmd_best(args) -> int:
     import optuna
 
-    from .record import best_trials, write_study
+    from .record import best_trials
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = Path(args.export) if args.export else None
@@ -309,8 +316,6 @@ def cmd_best(args) -> int:
         from .export import export_trial
 
         metrics = export_trial(study, best_trials(study, 1)[0], out, data_root=args.data)
-        write_study(study, exported={"trial": metrics["trial"], "test_acc": metrics["test_acc"],
-                                     "dir": str(out.resolve()), "dataset": metrics["dataset"]})
         print(f"exported trial {metrics['trial']} to {out}: validation {metrics['val_acc']:.2%}, "
               f"test {metrics['test_acc']:.2%} on {metrics['dataset']}")
     return 0

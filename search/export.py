@@ -19,7 +19,7 @@ from resnet_space.errors import UserError
 from resnet_space.model import build_model
 
 from .data import CIFAR10_MEAN, CIFAR10_STD, DataError, load_cifar10
-from .record import StudyRecord, TrialRecord
+from .record import StudyRecord, TrialRecord, write_exported
 from .train import evaluate, load_weights
 
 
@@ -63,6 +63,8 @@ def load_trial_model(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> nn
 
 
 def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: Path, data_root=None) -> dict:
+    """Export the trial's checkpoint to out, scored once on the test split, and record the export
+    with the study (the report names it). Returns the metrics."""
     r, recorded = TrialRecord.of(trial), StudyRecord.of(study)
     spec = ResNetSpec.from_dict(r.spec)
     model = load_trial_model(study, trial)
@@ -74,9 +76,11 @@ def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: Path
     tta = r.recipe.get("flip_tta", False)
     test_acc = evaluate(model, data.test.images, data.test.labels, torch.device("cpu"), flip_tta=tta)
     plain = evaluate(model, data.test.images, data.test.labels, torch.device("cpu")) if tta else test_acc
-    return write_export(out, model, spec, study=study.study_name, trial=trial.number, val_acc=trial.value,
-                        test_acc=test_acc, test_flip_tta=tta, test_acc_without_flip=plain, dataset=data.name,
-                        test_images=len(data.test), seed=r.seed, recipe=r.recipe)
+    metrics = write_export(out, model, spec, study=study.study_name, trial=trial.number, val_acc=trial.value,
+                           test_acc=test_acc, test_flip_tta=tta, test_acc_without_flip=plain, dataset=data.name,
+                           test_images=len(data.test), seed=r.seed, recipe=r.recipe)
+    write_exported(study, trial=trial.number, test_acc=test_acc, dir=str(Path(out).resolve()), dataset=data.name)
+    return metrics
 
 
 def write_export(out: Path, model: nn.Module, spec: ResNetSpec, *, study: str, trial: int | None, **numbers) -> dict:

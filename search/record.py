@@ -43,6 +43,7 @@ class TrialRecord:
     fail_reason: str = ""
     over_budget: bool = False
     duplicate: bool = False
+    repaired_from: str | None = None  # the depth drawn, where the space repaired it to fit the budget
     first_trial: int | None = None  # a retried or re-queued trial: the number of its first run
     resumed_from_trial: int | None = None
     resumed_from_epoch: int = 0  # epochs replayed from an earlier run's checkpoint
@@ -112,6 +113,10 @@ def write_identity(trial: optuna.Trial, *, spec: dict, summary: str, params: int
                        "device": device, "recipe": recipe, "dataset": dataset, "first_trial": first_trial,
                        "checkpoint_dir": checkpoint_dir}.items():
         trial.set_user_attr(key, value)
+
+
+def write_repaired(trial: optuna.Trial, drawn: str) -> None:
+    trial.set_user_attr("repaired_from", drawn)
 
 
 def write_curve(trial: optuna.Trial, curve: list[float], seconds: list[float], loss: float | None = None) -> None:
@@ -195,7 +200,7 @@ class StudyRecord:
     limit_train: int | None = None
     requeued: list[int] = field(default_factory=list)
     retrained: list[dict] = field(default_factory=list)  # `retrain` results: RETRAINED_KEYS each
-    exported: dict | None = None
+    exported: dict | None = None  # `best --export`, written by write_exported
     report_artifacts: dict = field(default_factory=dict)
     settings: dict | None = None  # what its results depend on (SETTING_FLAGS); written last, once ready
 
@@ -216,6 +221,11 @@ def write_study(study: optuna.Study, **values) -> None:
         study.set_user_attr(key, value)
 
 
+def write_exported(study: optuna.Study, *, trial: int, test_acc: float, dir: str, dataset: str) -> None:
+    """What `best --export` records of its export: the trial, its test accuracy, the folder, the data set."""
+    write_study(study, exported={"trial": trial, "test_acc": test_acc, "dir": dir, "dataset": dataset})
+
+
 # What one `retrain` result records: a trial (or spec) trained on train + validation under its
 # recipe with seeds 0..seeds-1, each evaluated once on the test split after its final epoch.
 # "seeds" is how many (seeds 0..seeds-1); "test_acc" holds one fraction per seed.
@@ -225,7 +235,7 @@ RETRAINED_KEYS = ("label", "trial", "baseline", "summary", "params", "dataset", 
 
 def write_retrained(study: optuna.Study, entry: dict) -> list[dict]:
     """Record a retraining result with the study, replacing an earlier one of the same trial (or
-    spec, for a spec that is no trial of the study), epochs and seeds. Returns the new list.
+    spec, for a spec that is no trial of the study), data set, epochs and seeds. Returns the new list.
 
     entry: RETRAINED_KEYS; label ("trial 7", "baseline: Model 1"), trial (number or None),
     baseline (bool), summary, params, dataset, epochs, seeds (how many: 0..seeds-1), test_acc
@@ -236,7 +246,8 @@ def write_retrained(study: optuna.Study, entry: dict) -> list[dict]:
         raise TypeError(f"retrained entry lacks: {', '.join(sorted(missing))}")
 
     def key(e: dict) -> tuple:
-        return (e.get("trial"), e.get("summary") if e.get("trial") is None else None, e.get("epochs"), e.get("seeds"))
+        return (e.get("trial"), e.get("summary") if e.get("trial") is None else None, e.get("dataset"),
+                e.get("epochs"), e.get("seeds"))
 
     kept = [e for e in StudyRecord.of(study).retrained if key(e) != key(entry)]
     kept.append(dict(entry))

@@ -39,7 +39,7 @@ from resnet_space.space import LIST_VALUED_RECIPE_KEYS, StudyFile
 from . import record
 from .data import Cifar10, ImageSet, load_cifar10
 from .layout import DEFAULT_ARTIFACTS, DEFAULT_STORAGE, DEFAULT_STUDY, Outputs
-from .train import Epoch, completed_epochs, cpu_estimate_hours, evaluate, load_weights, resolve_device, train
+from .train import Diverged, Epoch, completed_epochs, cpu_estimate_hours, evaluate, load_weights, resolve_device, train
 
 
 class RetrainError(UserError):
@@ -153,7 +153,8 @@ def _trial_target(study: optuna.Study, trial: optuna.trial.FrozenTrial, epochs: 
 
 def _spec_target(study: optuna.Study, path: Path, epochs: int | None) -> Target:
     """A spec file: the study's trained trial of that very spec if there is one (its recipe and
-    number), else the study's recipe at the middle of its searched ranges, as the baseline got."""
+    number), else the study's recipe at the middle of its searched ranges and at the study's
+    epochs, as the baseline got."""
     try:
         spec = ResNetSpec.from_json(path.read_text())
     except OSError as e:
@@ -174,6 +175,7 @@ def _spec_target(study: optuna.Study, path: Path, epochs: int | None) -> Target:
                            "retrain one of its trials with --trial instead")
     recipe_space = {k: tuple(v) if k in LIST_VALUED_RECIPE_KEYS and isinstance(v, list) else v
                     for k, v in recipe_space.items()}
+    epochs = epochs or (record.StudyRecord.of(study).settings or {}).get("epochs")
     recipe = StudyFile(Path("recorded"), budget or 0, {}, recipe_space).center_recipe(epochs)[0]
     digest = hashlib.sha1(spec.to_json().encode()).hexdigest()[:10]
     return Target(f"spec {spec.summary()}", None, False, spec, recipe, None, f"spec-{digest}")
@@ -293,10 +295,12 @@ def retrain(settings: RetrainSettings, *, log: Callable[[str], None] = _log, pro
     pick = closest_to_mean(accs)
     export_dir = run_dir / f"export-{settings.seeds}-seeds"
     shutil.rmtree(export_dir, ignore_errors=True)  # an export of an earlier result never lingers
+    model = final_model(run_dir / f"seed-{pick}", spec)
+    plain = evaluate(model, data.test.images, data.test.labels, torch.device("cpu")) if recipe.flip_tta else accs[pick]
     export = write_export(
-        export_dir, final_model(run_dir / f"seed-{pick}", spec), spec, study=study.study_name, trial=target.trial,
+        export_dir, model, spec, study=study.study_name, trial=target.trial,
         label=target.label, baseline=target.baseline, val_acc=target.val_acc, test_acc=accs[pick],
-        test_flip_tta=recipe.flip_tta, dataset=data.name, train_images=len(data.train),
+        test_flip_tta=recipe.flip_tta, test_acc_without_flip=plain, dataset=data.name, train_images=len(data.train),
         test_images=len(data.test), seed=pick, recipe=recipe.to_dict(),
         retrained={"training_set": "the search's training and validation images together",
                    "evaluated": "once on the test split, after the final epoch (no selection)",
@@ -327,8 +331,12 @@ def _one_seed(seed: int, run_dir: Path, spec: ResNetSpec, recipe: Recipe, data: 
         if on_epoch is not None:
             on_epoch(seed, e)
 
-    result = train(spec, data, recipe, device=device, seed=seed, checkpoint_dir=checkpoint_dir, progress=progress,
-                   on_epoch=report, validate=False)
+    try:
+        result = train(spec, data, recipe, device=device, seed=seed, checkpoint_dir=checkpoint_dir,
+                       progress=progress, on_epoch=report, validate=False)
+    except Diverged as e:
+        raise RetrainError(f"seed {seed} diverged ({e}); finished seeds are kept in {run_dir}: retrain with "
+                           "fewer --epochs or another recipe") from None
     # The test split, once, from the final weights, on the CPU in float32 as `best --export` does,
     # so the exported model.pt2 gives the very number recorded.
     test_acc = evaluate(final_model(checkpoint_dir, spec), data.test.images, data.test.labels,

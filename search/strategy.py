@@ -86,6 +86,16 @@ def first_rung(max_epochs: int) -> int:
     return max(1, max_epochs // 10)
 
 
+def rung_epochs(max_epochs: int) -> list[int]:
+    """The epochs at which the pruner decides (r, 3r, 9r, ... before the last epoch, after which
+    there is nothing left to save): where `best` and the report check how far it can be trusted."""
+    rungs, epoch = [], first_rung(max_epochs)
+    while epoch < max_epochs:
+        rungs.append(epoch)
+        epoch *= REDUCTION_FACTOR
+    return rungs
+
+
 def make_pruner(max_epochs: int) -> optuna.pruners.SuccessiveHalvingPruner:
     """Asynchronous successive halving on epochs: at epochs r, 3r, 9r, ... (r = a tenth of
     training), a trial goes on only if it is in the best third of the trials that reached that

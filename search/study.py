@@ -181,8 +181,9 @@ def create_or_load(storage, settings: SearchSettings, space: StudyFile, budget: 
 
 def refuse_mixed_settings(study: optuna.Study, given: dict, wait_s: float = 60) -> None:
     """Refuse to add trials measured differently from those the study holds. A study just created
-    by another worker gets its settings written last, so a worker that finds none waits for them."""
-    deadline = time.monotonic() + (wait_s if not study.get_trials(deepcopy=False) else 0)
+    by another worker gets its settings written last (after its baseline is queued), so a worker
+    that finds none waits for them, however many trials it already sees."""
+    deadline = time.monotonic() + wait_s
     recorded = record.StudyRecord.of(study)
     while recorded.settings is None and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -252,7 +253,8 @@ class Objective:
         s = self.settings
         self._refuse_surplus(trial)
         known = record.TrialRecord.of(trial)
-        spec = ResNetSpec.from_dict(known.spec) if known.baseline else self.space.sample_spec(trial, self.budget)
+        spec = (ResNetSpec.from_dict(known.spec) if known.baseline else
+                self.space.sample_spec(trial, self.budget, on_repair=lambda drawn: record.write_repaired(trial, drawn)))
         recipe = self.space.sample_recipe(trial, s.epochs)
         counts = count(spec)
         # A retried (worker died) or re-queued (Ctrl-C) trial inherits its first run's checkpoint dir.

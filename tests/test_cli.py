@@ -101,8 +101,8 @@ def test_best_export_writes_files_that_load_with_plain_torch(workdir):
     # More images than any fixed batch limit: the test set repeated to 5,200.
     torch.save((test.images.float() / 255).repeat(26, 1, 1, 1), workdir / "inputs.pt")
     # -I: an isolated interpreter from another folder; the check shows this package was never imported.
-    script = ("import sys, torch; m = torch.export.load(sys.argv[1]).module(); "
-              "torch.save(m(torch.load(sys.argv[2])), sys.argv[3]); "
+    script = ("import sys, torch; m = torch.export.load(sys.argv[1]).module(); x = torch.load(sys.argv[2]); "
+              "assert m(x[:1]).shape == (1, 10); torch.save(m(x), sys.argv[3]); "
               "assert not any(n.split('.')[0] in ('search', 'resnet_space') for n in sys.modules)")
     subprocess.run([sys.executable, "-I", "-c", script, out / "model.pt2", workdir / "inputs.pt",
                     workdir / "outputs.pt"], check=True, cwd="/")

@@ -24,13 +24,10 @@ from resnet_space import ResNetSpec, count
 from resnet_space.table1 import table_1_rows as table_1_records
 from search import record, report
 
+from . import render_report
 from .conftest import DATA, REPO, needs_data, run_small_study
 
 JPEG = "cifar10-jpeg (image folder, JPEG)"
-RENDER = REPO / "scripts" / "render_report.py"
-_spec = importlib.util.spec_from_file_location("render_report", RENDER)
-render_report = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(render_report)
 CHROMIUM = render_report.find_chromium()
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get install -y chromium); "
@@ -281,7 +278,7 @@ def test_resumed_and_retried_trials_count_their_epochs_once(tmp_path):
 
 def test_exported_winner_test_accuracy_is_shown(tmp_path):
     study = synthetic_study(tmp_path / "artifacts")
-    record.write_study(study, exported={"trial": 3, "test_acc": 0.9377, "dir": str(tmp_path / "winner")})
+    record.write_exported(study, trial=3, test_acc=0.9377, dir=str(tmp_path / "winner"), dataset=JPEG)
     result = report.write_report(study, tmp_path / "report")
     assert result["top"][0]["test_acc"] == 0.9377 and all(r["test_acc"] is None for r in result["top"][1:])
     md = (tmp_path / "report" / "report.md").read_text()
@@ -474,39 +471,41 @@ def test_pruner_trust_same_order_reversed_and_ties():
         [0.4, 0.30, 0.50, 0.90],
     ])
     trust = report.pruner_trust(study)
-    assert [r["epoch"] for r in trust] == [1, 2, 3] and all(r["trials"] == 4 for r in trust)
+    # At 4 epochs the pruner decides after epochs 1 and 3 (a tenth of training, then 3x): those rows only.
+    assert [r["epoch"] for r in trust] == [1, 3] and all(r["trials"] == 4 and r["last"] == 4 for r in trust)
     assert trust[0]["spearman"] == pytest.approx(1.0)
-    assert trust[1]["spearman"] == pytest.approx(-0.8)
-    assert trust[2]["spearman"] == pytest.approx(0.9486833, abs=1e-7)
+    assert trust[1]["spearman"] == pytest.approx(0.9486833, abs=1e-7)
+    assert report.spearman([0.50, 0.55, 0.40, 0.30], [0.6, 0.7, 0.8, 0.9]) == pytest.approx(-0.8)  # epoch 2's
 
     reversed_ = report.pruner_trust(trust_study([[0.4, 0.6], [0.3, 0.7], [0.2, 0.8]]))
-    assert reversed_ == [{"epoch": 1, "trials": 3, "spearman": pytest.approx(-1.0)}]
+    assert reversed_ == [{"epoch": 1, "last": 2, "trials": 3, "spearman": pytest.approx(-1.0)}]
 
 
 def test_pruner_trust_says_nothing_without_enough_trials(tmp_path):
     assert report.pruner_trust(optuna.create_study(direction="maximize")) == []
     two = trust_study([[0.1, 0.5], [0.2, 0.6]])
-    assert report.pruner_trust(two) == [{"epoch": 1, "trials": 2, "spearman": None}]
+    assert report.pruner_trust(two) == [{"epoch": 1, "last": 2, "trials": 2, "spearman": None}]
     flat = trust_study([[0.3, 0.5], [0.3, 0.6], [0.3, 0.7]])  # every trial equal after epoch 1
-    assert report.pruner_trust(flat) == [{"epoch": 1, "trials": 3, "spearman": None}]
+    assert report.pruner_trust(flat) == [{"epoch": 1, "last": 2, "trials": 3, "spearman": None}]
     result = report.write_report(flat, tmp_path / "r")
     md = (tmp_path / "r" / "report.md").read_text()
     assert md_table(md, "epoch e", "Can early epochs be trusted?") == ["epoch e", "trials",
                                                                        "Spearman rho with final accuracy"]
     assert md_table(md, "1", "Can early epochs be trusted?") == ["1", "3", "—"]
-    assert result["pruner_trust"] == [{"epoch": 1, "trials": 3, "spearman": None}]
+    assert result["pruner_trust"] == [{"epoch": 1, "last": 2, "trials": 3, "spearman": None}]
 
 
 def test_synthetic_pruner_trust_in_the_report(synthetic):
     _, out, result = synthetic
     # trials 0-7 ran 30 epochs, each curve a fixed multiple of its final accuracy: the same order at every epoch
-    assert [r["epoch"] for r in result["pruner_trust"]] == list(range(1, 30))
+    assert [r["epoch"] for r in result["pruner_trust"]] == [3, 9, 27]  # the pruner's rungs at 30 epochs
     assert all(r["trials"] == 8 and r["spearman"] == pytest.approx(1.0) for r in result["pruner_trust"])
     md = (out / "report.md").read_text()
     section = md_section(md, "Can early epochs be trusted?")
     assert "over the 8 complete trials that ran every epoch" in section and "(30)" in section
-    assert md_table(md, "1", "Can early epochs be trusted?") == ["1", "8", "1.00"]
-    assert md_table(md, "29", "Can early epochs be trusted?") == ["29", "8", "1.00"]
+    assert md_table(md, "3", "Can early epochs be trusted?") == ["3", "8", "1.00"]
+    assert md_table(md, "27", "Can early epochs be trusted?") == ["27", "8", "1.00"]
+    assert "| 1 |" not in section and "| 29 |" not in section  # no decision there
 
 
 # ---------------------------------------------------------------- retrained networks
@@ -555,7 +554,7 @@ def test_retrained_networks_beside_their_search_and_table_1(tmp_path, synthetic)
 
 
 def render(out: Path, png: Path) -> dict:
-    result = subprocess.run([sys.executable, str(RENDER), str(out), "--out", str(png),
+    result = subprocess.run([sys.executable, str(Path(render_report.__file__)), str(out), "--out", str(png),
                              "--height", "4200"], capture_output=True, text=True, timeout=180)
     assert result.returncode in (0, 1), result.stderr
     stats = json.loads(result.stdout.strip().splitlines()[-1])
@@ -630,3 +629,20 @@ def test_real_study_report_renders(real, tmp_path):
     _, out, _ = real
     stats = render(out, tmp_path / "real.png")
     assert stats["rc"] == 0 and stats["ok"]
+
+
+def test_best_shows_the_baseline_and_the_pruner_trust(tmp_path, capsys):
+    """`best --top 3`: the baseline (fourth by accuracy) still shown, and the Spearman table at the
+    pruner's epochs of a 30-epoch study (3, 9 and 27)."""
+    from search.cli import print_best
+
+    study = synthetic_study(tmp_path / "artifacts")
+    print_best(study, 3)
+    out = capsys.readouterr().out
+    cells = [[c.strip() for c in line.split("│")[1:3]] for line in out.splitlines() if line.count("│") >= 8]
+    assert [c for c in cells if c[0]][:4] == [["1", "3"], ["2", "6"], ["3", "1"], ["base", "0"]]
+    assert "the pruner's epochs against epoch 30" in " ".join(out.split())
+    trust = out[out.index("┃ epoch ┃ trials ┃ Spearman ┃"):]
+    rows = [line.split("│")[1:4] for line in trust.splitlines() if line.count("│") == 4]
+    assert [[c.strip() for c in row] for row in rows] == [["3", "8", "+1.00"], ["9", "8", "+1.00"],
+                                                          ["27", "8", "+1.00"]]

@@ -14,9 +14,10 @@ import torch
 from PIL import Image
 
 from resnet_space import MODEL_1, Recipe, ResNetSpec, count
+from resnet_space.model import build_model
 from search import record
 from search.cli import main
-from search.data import Cifar10, ImageSet, load_cifar10
+from search.data import Cifar10, ImageSet, load_cifar10, normalize
 from search.layout import Outputs
 from search.retrain import (RetrainError, RetrainSettings, choose_target, closest_to_mean, full_training_data,
                             retrain, summarize)
@@ -123,16 +124,18 @@ def test_retrain_exports_the_seed_closest_to_the_mean(cwd, retrained):
     assert metrics["trial"] == entry["trial"] and metrics["val_acc"] == study.best_value
     assert metrics["params"] == entry["params"] and metrics["study"] == "s" and metrics["train_images"] == 300
 
-    # The exported program alone gives the recorded test accuracy of that seed.
+    # The exported program alone (it flips inside when the recipe does) gives the recorded test
+    # accuracy of that seed, and the plain weights give test_acc_without_flip.
     data = load_cifar10(cwd / "data", val_size=100, limit_train=200)
     module = torch.export.load(out / "model.pt2").module()
     x = data.test.images.float() / 255
     with torch.no_grad():
-        logits = module(x)
-        if metrics["test_flip_tta"]:
-            logits = logits + module(x.flip(-1))
-    acc = (logits.argmax(1) == data.test.labels).float().mean().item()
-    assert acc == pytest.approx(metrics["test_acc"], abs=1.01 / len(data.test))
+        acc = (module(x).argmax(1) == data.test.labels).float().mean().item()
+        model = build_model(ResNetSpec.from_json((out / "spec.json").read_text()))
+        model.load_state_dict(torch.load(out / "state_dict.pt"))
+        plain = (model.eval()(normalize(data.test.images)).argmax(1) == data.test.labels).float().mean().item()
+    assert acc == pytest.approx(metrics["test_acc"], abs=1e-6)
+    assert metrics["test_acc_without_flip"] == pytest.approx(plain, abs=1e-6)
 
 
 def test_best_shows_the_retrained_result(cwd, retrained, env):
@@ -261,6 +264,8 @@ def test_spec_file_of_a_trial_is_that_trial_and_another_gets_the_center_recipe(c
     lr = record.StudyRecord.of(study).recipe_space["lr"]
     assert target.recipe.lr == pytest.approx((lr["low"] * lr["high"]) ** 0.5)  # the middle of the log range
     assert target.folder.startswith("spec-")
+    # Without --epochs, the study's own (its run had --epochs 1), not the study file's recipe.
+    assert choose_target(study, settings(cwd, spec=tmp_path / "other.json")).recipe.epochs == 1
 
 
 # ---------------------------------------------------------------- bad input
@@ -336,9 +341,11 @@ def test_write_retrained_replaces_the_same_trial_epochs_and_seeds():
     record.write_retrained(study, base)
     record.write_retrained(study, {**base, "epochs": 20})
     record.write_retrained(study, {**base, "seeds": 2})
-    record.write_retrained(study, {**base, "mean": 0.25})  # same trial, epochs, seeds: replaced
+    record.write_retrained(study, {**base, "dataset": "other"})
+    record.write_retrained(study, {**base, "mean": 0.25})  # same trial, data, epochs, seeds: replaced
     kept = record.StudyRecord.of(study).retrained
-    assert [(e["epochs"], e["seeds"], e["mean"]) for e in kept] == [(20, 3, 0.2), (10, 2, 0.2), (10, 3, 0.25)]
+    assert [(e["dataset"], e["epochs"], e["seeds"], e["mean"]) for e in kept] == [
+        ("d", 20, 3, 0.2), ("d", 10, 2, 0.2), ("other", 10, 3, 0.2), ("d", 10, 3, 0.25)]
     with pytest.raises(TypeError, match="lacks"):
         record.write_retrained(study, {"label": "incomplete"})
 

@@ -176,13 +176,13 @@ DEEP = {"stages": 5, "pool": 1, "growth": 2.0, "fill": 1.0,
 
 def test_repair_is_a_fixed_function_of_the_drawn_values():
     space = StudyFile.load(REPO / "studies" / "default.toml")
-    trial = optuna.trial.FixedTrial(DEEP)
-    spec = space.sample_spec(trial, budget=200_000)
+    repaired = []
+    spec = space.sample_spec(optuna.trial.FixedTrial(DEEP), budget=200_000, on_repair=repaired.append)
     assert fits(spec, 200_000)
     # Stage 5 alone is over 200,000 at 8-16-32-64-128 channels, so 4 stages are kept; then the
     # kernels give way to 3x3 and 1x1 (the blocks still do not fit), then the blocks, as one profile.
     assert spec == ResNetSpec((2, 2, 2, 2), (8, 16, 32, 64), 3, 1, 1)
-    assert trial.user_attrs["repaired_from"] == "N5 B6-6-6-6-6 C8-16-32-64-128 F5 k1-3-3-3-3 P1"
+    assert repaired == ["N5 B6-6-6-6-6 C8-16-32-64-128 F5 k1-3-3-3-3 P1"]
     assert space.sample_spec(optuna.trial.FixedTrial(DEEP), budget=200_000) == spec
     # Unrepaired, this draw is far over the budget even at the narrowest width.
     assert count(ResNetSpec((6,) * 5, (8, 16, 32, 64, 128), 5, (1, 3, 3, 3, 3), 1)).params > 200_000

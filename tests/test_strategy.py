@@ -63,6 +63,7 @@ def test_pruner_is_one_bracket_from_a_tenth_of_training():
     pruner = strategy.make_pruner(30)
     assert isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner)
     assert [strategy.first_rung(e) for e in (1, 9, 10, 30, 200)] == [1, 1, 1, 3, 20]
+    assert [strategy.rung_epochs(e) for e in (1, 2, 4, 30, 200)] == [[], [1], [1, 3], [3, 9, 27], [20, 60, 180]]
     # One bracket: the sampler is shown the whole study, not a Hyperband bracket of it.
     study = optuna.create_study(pruner=pruner)
     trial = study.ask()

@@ -149,8 +149,6 @@ def plot_accuracy_vs_params(study: StudyRecord, trials: list[TrialRecord], marks
             ax.add_patch(Rectangle((xlo, ylo), xhi - xlo, yhi - ylo, fill=False, ec="0.35", lw=0.7, ls=":", zorder=7))
             inside = [m for m in marks if xlo <= m.params <= xhi and ylo <= m.acc <= yhi]
         _fit_legend(fig, handles)
-        fig.canvas.draw()
-        fig.set_layout_engine("none")  # freeze the layout: the numbers are placed in pixels
         if zax is not None:
             _number(zax, inside)
         _number(ax, [m for m in marks if m not in inside])
@@ -160,41 +158,26 @@ def plot_accuracy_vs_params(study: StudyRecord, trials: list[TrialRecord], marks
 
 MARK_COLOURS = {"table_1": "0.1", "best": BLUE, "baseline": VERMILLION}
 MARK_RADIUS = {"table_1": 4, "best": 4, "baseline": 7}  # points: half the marker's width
-# Where a number may sit, as a direction from its point: right, left, above, below, the corners,
-# then twice as far.
-DIRECTIONS = ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, 1), (1, -1), (-1, -1))
-DIRECTIONS += tuple((2 * a, 2 * b) for a, b in DIRECTIONS)
+SHARED = 0.015  # points closer than this (a share of the axes) share one number label
 
 
 def _number(ax, marks: list[Mark]) -> None:
-    """Write the marks' numbers beside their points, each in the first of DIRECTIONS where it
-    stays on the figure and meets neither a number already written nor a marked point. Points
-    closer than a marker's width share one label ("1–8", "3, 10"). Works in pixels: call with
-    the layout frozen."""
-    px = ax.figure.dpi / 72
-    x0, y0, x1, y1 = ax.figure.bbox.extents
-    at = {m.number: ax.transData.transform((m.params, m.acc)) for m in marks}
+    """Write each mark's number just above and right of its point; the table under the plot says
+    what each number is. Points that nearly coincide share one label ("1–8", "3, 10")."""
+    to_axes = ax.transData + ax.transAxes.inverted()
+    at = {m.number: to_axes.transform((m.params, m.acc)) for m in marks}
     groups: list[list[Mark]] = []
     for m in marks:
-        near = next((g for g in groups if any(math.dist(at[m.number], at[o.number]) < 6 * px for o in g)), None)
+        near = next((g for g in groups if any(math.dist(at[m.number], at[o.number]) < SHARED for o in g)), None)
         if near is None:
             groups.append([m])
         else:
             near.append(m)
-    taken = [_box(*at[m.number], 0, 0, 2 * MARK_RADIUS[m.kind] * px, 2 * MARK_RADIUS[m.kind] * px) for m in marks]
     for group in groups:
-        text = _numbers_text([m.number for m in group])
-        x, y = at[group[0].number]
-        w, h = (len(text) * 4.6 + 2) * px, 9 * px
-        gap = (max(MARK_RADIUS[m.kind] for m in group) + 1.5) * px
-        boxes = [_box(x, y, a * gap, b * gap, w, h) for a, b in DIRECTIONS]
-        on_figure = [b for b in boxes if x0 + 2 <= b[0] and b[2] <= x1 - 2 and y0 + 2 <= b[1] and b[3] <= y1 - 2]
-        box = next((b for b in on_figure if not any(_overlap(b, t) for t in taken)), (on_figure or boxes)[0])
-        taken.append(box)
+        gap = max(MARK_RADIUS[m.kind] for m in group) + 1
         colour = MARK_COLOURS[group[0].kind] if len({m.kind for m in group}) == 1 else "0.1"
-        ax.annotate(text, (group[0].params, group[0].acc), xytext=(((box[0] + box[2]) / 2 - x) / px,
-                                                                   ((box[1] + box[3]) / 2 - y) / px),
-                    textcoords="offset points", ha="center", va="center", fontsize=7.5, fontweight="bold",
+        ax.annotate(_numbers_text([m.number for m in group]), (group[0].params, group[0].acc), xytext=(gap, gap),
+                    textcoords="offset points", ha="left", va="bottom", fontsize=7.5, fontweight="bold",
                     color=colour, annotation_clip=False, zorder=8)
 
 
@@ -207,17 +190,6 @@ def _numbers_text(numbers: list[int]) -> str:
         else:
             runs.append([n, n])
     return ", ".join(str(a) if a == b else f"{a}, {b}" if b == a + 1 else f"{a}–{b}" for a, b in runs)
-
-
-def _box(x, y, dx, dy, w, h) -> tuple:
-    """The w x h box beside (x + dx, y + dy), on the side dx and dy point to (centred where 0)."""
-    cx = x + dx + (w / 2 if dx > 0 else -w / 2 if dx < 0 else 0)
-    cy = y + dy + (h / 2 if dy > 0 else -h / 2 if dy < 0 else 0)
-    return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
-
-
-def _overlap(a, b) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def _draw_accuracy_points(ax, trained, front, table_1, baseline, budget) -> list:

@@ -18,6 +18,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ..record import StudyRecord, TrialRecord, best_trials, records, trial_counts
+from ..strategy import rung_epochs
 
 REPORTED = "as reported: test acc, true CIFAR-10, 200 epochs"
 
@@ -250,15 +251,15 @@ def spearman(x, y) -> float | None:
 
 
 def pruner_trust(study: optuna.Study) -> list[dict]:
-    """How well each epoch's validation accuracy orders the trials as the last epoch does, over
-    the complete trials that ran every epoch (the longest curve among complete trials): one
-    {"epoch": e, "trials": n, "spearman": rho or None} per epoch e before the last."""
+    """How well the validation accuracy at each epoch where the pruner decides orders the trials
+    as the last epoch does, over the complete trials that ran every epoch (the longest curve among
+    complete trials): one {"epoch": e, "last": E, "trials": n, "spearman": rho or None} per rung."""
     full = [r for r in records(study, states=(TrialState.COMPLETE,)) if r.trained]
     epochs = max((len(r.curve) for r in full), default=0)
     full = [r for r in full if len(r.curve) == epochs]
     final = [r.curve[-1] for r in full]
-    return [{"epoch": e, "trials": len(full), "spearman": spearman([r.curve[e - 1] for r in full], final)}
-            for e in range(1, epochs)]
+    return [{"epoch": e, "last": epochs, "trials": len(full),
+             "spearman": spearman([r.curve[e - 1] for r in full], final)} for e in rung_epochs(epochs)]
 
 
 # ---------------------------------------------------------------- retrained networks

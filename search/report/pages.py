@@ -151,12 +151,12 @@ def _trust(trust: list[dict]) -> Section:
     title = "Can early epochs be trusted?"
     if not trust:
         return Section(title, ["No complete trial has trained more than one epoch: nothing to compare yet."])
-    n, last = trust[0]["trials"], trust[-1]["epoch"] + 1
+    n, last = trust[0]["trials"], trust[0]["last"]
     body = [[str(r["epoch"]), str(r["trials"]), "—" if r["spearman"] is None else f"{r['spearman']:.2f}"]
             for r in trust]
     return Section(title, [
-        f"Spearman's rank correlation between the validation accuracy after epoch e and after the last epoch "
-        f"({last}), over the {_plural(n, 'complete trial')} that ran every epoch. Near 1 at an early epoch, the "
+        f"Spearman's rank correlation between the validation accuracy after epoch e, where the pruner decides, "
+        f"and after the last epoch ({last}), over the {_plural(n, 'complete trial')} that ran every epoch. Near 1 at an early epoch, the "
         "trials already stand in their final order there, so stopping the weak ones early (as the pruner does) "
         "loses little; well below 1, early stopping may discard trials that would have finished among the best."],
         table=(["epoch e", "trials", "Spearman rho with final accuracy"], body),

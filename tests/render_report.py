@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Render a report's index.html in headless Chromium to a PNG and check that it shows something.
 
-    python scripts/render_report.py REPORT_DIR [--out SCREENSHOT.png] [--height 3000]
+    python tests/render_report.py REPORT_DIR [--out SCREENSHOT.png] [--height 3000]
 
 Exit 0 when the screenshot has text and the plots' colour in it; 1 when it looks blank (or the
 images did not load); 2 when Chromium is missing or fails. Debian: apt-get install chromium.
