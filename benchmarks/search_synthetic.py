@@ -30,7 +30,7 @@ import optuna
 from optuna.trial import TrialState
 
 from resnet_space import count, fits
-from resnet_space.spec import parse_budget
+from search.cli import budget_arg
 from resnet_space.space import StudyFile
 from search import strategy
 
@@ -214,7 +214,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=20)
     p.add_argument("--trials", type=int, default=100)
-    p.add_argument("--budget", type=parse_budget, default=5_000_000, help="as `run --budget` reads it: 5e6, 5M, 500k")
+    p.add_argument("--budget", type=budget_arg, default=5_000_000, help="as `run --budget` reads it: 5e6, 5M, 500k")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated, from: " + ", ".join(CONFIGS))
     p.add_argument("--epoch-budgets", default="",

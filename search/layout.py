@@ -23,7 +23,7 @@ def shipped_spaces() -> list[str]:
 
 def resolve_space(name: str) -> Path:
     """A study file's path, or the name of one shipped with the package ('default', 'paper',
-    'cpu-small'). A file of that name in the current folder wins over a shipped one."""
+    'cpu-small'). A path that exists, as written, wins over a shipped name."""
     path = Path(name)
     if path.exists() or path.parent != Path("."):
         return path

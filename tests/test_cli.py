@@ -60,6 +60,7 @@ def test_run_records_everything(workdir):
     for t in complete:
         metas = optuna.artifacts.get_all_artifact_meta(t, storage=study._storage)
         assert [m.artifact_id for m in metas] == [TrialRecord.of(t).checkpoint_artifact]
+        assert [m.mimetype for m in metas] == ["application/octet-stream"]  # not a guess from ".pt"
 
 
 def test_no_trial_at_or_over_budget_is_trained(workdir):

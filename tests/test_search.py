@@ -57,9 +57,12 @@ def resumable(tmp_path_factory, synthetic_data):
     tmp = tmp_path_factory.mktemp("mixed")
     other_space = tmp / "other.toml"
     other_space.write_text(TINY_SPACE.read_text().replace("skip_kernel = [1, 3]", "skip_kernel = [1]"))
+    other_recipe = tmp / "other-recipe.toml"
+    other_recipe.write_text(TINY_SPACE.read_text().replace("label_smoothing = 0.1", "label_smoothing = 0.2"))
     other_data = write_image_folder(tmp / "other-data", train_per_class=31)
     study = run_search(settings(tmp, synthetic_data, trials=1))
-    return tmp, other_space, other_data, len(study.trials)
+    return tmp, {"space": {"space": str(other_space)}, "recipe": {"space": str(other_recipe)},
+                 "data": {"data": str(other_data)}}, len(study.trials)
 
 
 @pytest.mark.parametrize("change, flag", [
@@ -68,13 +71,15 @@ def resumable(tmp_path_factory, synthetic_data):
     ({"seed": 1}, "--seed 0, not 1"),
     ({"val_size": 60}, "--val-size 50, not 60"),
     ({"limit_train": 100}, "--limit-train none, not 100"),
+    ({"sampler": "random"}, "--sampler tpe, not random"),
     ("space", "--space (its [space] table)"),
+    ("recipe", "--space (its [recipe] table)"),
     ("data", "--data"),
 ])
 def test_resuming_with_other_settings_is_refused_before_anything_is_recorded(resumable, synthetic_data, change, flag):
-    tmp, other_space, other_data, trials = resumable
+    tmp, others, trials = resumable
     if isinstance(change, str):
-        change = {"space": {"space": str(other_space)}, "data": {"data": str(other_data)}}[change]
+        change = others[change]
     with pytest.raises(UserError, match="was run with") as refused:
         run_search(settings(tmp, synthetic_data, trials=3, **change))
     assert flag in str(refused.value) and "new --study" in str(refused.value)
@@ -95,7 +100,10 @@ def test_shipped_study_files_resolve_by_name_from_any_folder(tmp_path, monkeypat
 
     monkeypatch.chdir(tmp_path)
     assert {"default", "paper", "cpu-small"} <= set(shipped_spaces())
-    assert resolve_space("cpu-small").read_text() == TINY_SPACE.read_text()
+    from resnet_space.space import StudyFile
+
+    shipped = resolve_space("cpu-small")
+    assert shipped.is_absolute() and shipped.name == "cpu-small.toml" and StudyFile.load(shipped).budget == 200_000
     (tmp_path / "cpu-small.toml").write_text("# mine\n")
     assert resolve_space("cpu-small.toml") == Path("cpu-small.toml")  # a user's own file wins
 
@@ -111,3 +119,21 @@ def test_same_seed_same_search(tmp_path, synthetic_data):
     first = proposed("a", 3)
     assert len(first) == 4 and first == proposed("b", 3)
     assert first != proposed("c", 4)
+
+
+def test_no_baseline_where_not_even_its_narrowest_fits_says_why(tmp_path, synthetic_data):
+    """Model 1's shape at channels 1-2-4-8 counts 5,235 params; the tiny space's N2 B1-1 C4-8 counts
+    2,654: under a budget of 4,000 the search trains, without a baseline, and says so in one line."""
+    from search.study import Quiet
+
+    lines = []
+
+    class Collect(Quiet):
+        def log(self, message):
+            lines.append(message)
+
+    study = run_search(settings(tmp_path, synthetic_data, budget=4_000, trials=1), Collect())
+    [said] = [line for line in lines if line.startswith("no baseline")]
+    assert "channels 1-2-4-8" in said and "4,000 params" in said
+    trials = record.records(study)
+    assert not any(r.baseline for r in trials) and sum(r.counts_as_trained for r in trials) == 1
