@@ -227,6 +227,8 @@ class StudyFile:
         target = suggest(trial, "fill", s["fill"]) * budget
         narrowest = math.ceil(floor / step) * step
         least = {key: min(_options(f"[space] {key}", s[key])) for key in ("stages", "blocks", "conv_kernel", "skip_kernel")}
+        if not _is_range(s["stages"]):  # choices: only those; a range offers every count between
+            least["stage_counts"] = _options("[space] stages", s["stages"])
         depth = fit_depth(lambda b, f, k: make(narrowest, b, f, k), tuple(blocks), tuple(conv), tuple(skip),
                           least, budget)
         if depth != (tuple(blocks), tuple(conv), tuple(skip)) and on_repair is not None:
@@ -270,7 +272,8 @@ def fit_depth(narrowest, blocks: tuple[int, ...], conv: tuple[int, ...], skip: t
     """The drawn (blocks, conv kernels, skip kernels), reduced until `narrowest(blocks, conv, skip)`
     (the network at the narrowest width) fits under the budget, keeping stages, then blocks,
     then kernels, in that order of priority, and never going below the space's least values
-    (`least`: stages, blocks, conv_kernel, skip_kernel).
+    (`least`: stages, blocks, conv_kernel, skip_kernel; and stage_counts, the numbers of stages
+    the space offers, when not every one from the least up).
 
     The rule: keep the most leading stages whose smallest network (least blocks and kernels in
     every stage) fits; from the last stage back (the widest, where kernels cost most), give
@@ -286,11 +289,11 @@ def fit_depth(narrowest, blocks: tuple[int, ...], conv: tuple[int, ...], skip: t
     if ok(blocks, conv, skip):
         return blocks, conv, skip
     few, small_conv, small_skip = least["blocks"], least["conv_kernel"], least["skip_kernel"]
-    n = len(blocks)
+    offered = least.get("stage_counts", range(least["stages"], len(blocks) + 1))
     # Counts are not monotone in stages (the head shrinks with the map), so each n is tried.
-    while n >= least["stages"] and not ok((few,) * n, (small_conv,) * n, (1,) + (small_skip,) * (n - 1)):
-        n -= 1
-    if n < least["stages"]:
+    n = next((n for n in sorted(offered, reverse=True) if least["stages"] <= n <= len(blocks)
+              and ok((few,) * n, (small_conv,) * n, (1,) + (small_skip,) * (n - 1))), None)
+    if n is None:
         return blocks, conv, skip
     blocks, conv, skip = blocks[:n], list(conv[:n]), list(skip[:n])
     for i in reversed(range(n)):

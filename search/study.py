@@ -98,7 +98,7 @@ def run_search(settings: SearchSettings, view: Quiet | None = None) -> optuna.St
     max_epochs = space.center_recipe(settings.epochs)[0].epochs
     sampler, pruner = make_sampler(settings.seed, settings.sampler), make_pruner(max_epochs)
     study, created = create_or_load(storage, settings, space, budget, data, outputs, sampler, pruner)
-    if created and settings.baseline and baseline_for(budget) is None:
+    if created and settings.baseline and baseline_for(budget, space.space["classes"]) is None:
         view.log(f"no baseline: not even Model 1's shape at its narrowest (channels 1-2-4-8) fits under "
                  f"{budget:,} params")
 
@@ -138,13 +138,16 @@ def run_search(settings: SearchSettings, view: Quiet | None = None) -> optuna.St
     return study
 
 
-def baseline_for(budget: int) -> tuple[ResNetSpec, str] | None:
+def baseline_for(budget: int, classes: int = 10) -> tuple[ResNetSpec, str] | None:
     """(spec, label) of the study's seeded baseline: the report's Model 1 where it fits, else its
     shape scaled to the budget; None where not even the narrowest fits."""
-    spec = baseline_spec(budget)
-    if spec is None or spec == MODEL_1:
-        return spec and (spec, "Model 1")
-    return spec, f"Model 1 scaled to the budget, {count(spec).params:,} params"
+    spec = baseline_spec(budget, classes=classes)
+    if spec is None:
+        return None
+    head = f" with a {classes}-class head" if classes != MODEL_1.classes else ""
+    if spec.channels == MODEL_1.channels:
+        return spec, "Model 1" + head
+    return spec, f"Model 1 scaled to the budget{head}, {count(spec).params:,} params"
 
 
 def create_or_load(storage, settings: SearchSettings, space: StudyFile, budget: int, data: Cifar10,
@@ -170,7 +173,7 @@ def create_or_load(storage, settings: SearchSettings, space: StudyFile, budget: 
         artifact_dir=str(outputs.artifacts.resolve()), split_seed=settings.seed, table_1=table_1_rows(),
         data_root=data.root, dataset=data.name, val_size=settings.val_size, limit_train=settings.limit_train,
     )
-    baseline = baseline_for(budget) if settings.baseline else None
+    baseline = baseline_for(budget, space.space["classes"]) if settings.baseline else None
     if baseline is not None:
         spec, label = baseline
         study.enqueue_trial(space.center_recipe()[1], user_attrs=record.baseline_attrs(label, spec.to_dict()))

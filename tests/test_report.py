@@ -425,8 +425,13 @@ def test_points_too_close_to_tell_apart_share_one_label():
     assert _numbers_text([3, 10]) == "3, 10" and _numbers_text([1, 2, 3, 5, 7, 8]) == "1–3, 5, 7, 8"
 
 
-def test_the_report_imports_neither_torch_nor_the_engine():
-    code = ("import json, sys, search.report; "
+def test_the_report_imports_neither_torch_nor_the_engine(tmp_path):
+    """Not at import, nor while it draws a whole report (with importances) and attaches it."""
+    storage = f"sqlite:///{tmp_path}/s.db"
+    synthetic_study(tmp_path / "artifacts", storage=storage)
+    code = ("import json, sys, optuna, search.report as r; "
+            f"s = optuna.load_study(study_name='synthetic', storage={storage!r}); "
+            f"r.write_report(s, {str(tmp_path / 'report')!r}); r.attach_to_study(s, {str(tmp_path / 'report')!r}); "
             "print(json.dumps([m for m in ('torch', 'search.train', 'search.data', 'search.study', 'search.export') "
             "if m in sys.modules]))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120,

@@ -207,6 +207,11 @@ def test_repair_keeps_stages_then_blocks_then_kernels():
     assert fit_depth(narrowest, blocks, conv, skip, least, 20_914) == (blocks, conv, skip)
     for budget in (20_915, 60_000, 250_000, 400_000, 1_000_000):
         assert fits(narrowest(*fit_depth(narrowest, blocks, conv, skip, least, budget)), budget)
+    # A space offering 3 or 5 stages: where five do not fit, three (not four) are kept.
+    three_or_five = {**least, "stage_counts": [3, 5]}
+    repaired = fit_depth(narrowest, blocks, conv, skip, three_or_five, 250_000)
+    assert len(repaired[0]) == 3 and fits(narrowest(*repaired), 250_000)
+    assert fit_depth(narrowest, blocks, conv, skip, three_or_five, 400_000)[0] == (3, 2, 3, 1, 1)
 
 
 def test_no_network_of_the_space_fits_a_tiny_budget():
@@ -369,3 +374,11 @@ def test_count_cli_per_stage_kernels_and_budget_exit_codes():
     assert (data["params"], data["macs"]) == (params, 442_368 + 9_437_184 + 24_117_248 + 5_120)
     assert run_cli(*args, "--budget", str(params + 1)).returncode == 0
     assert run_cli(*args, "--budget", str(params)).returncode == 1  # at the budget is over it
+
+
+def test_baseline_spec_with_another_head():
+    # Model 1's head is 256 x 10 + 10 = 2,570 params; a 12-class head is 256 x 12 + 12 = 3,084.
+    spec = baseline_spec(5_000_000, classes=12)
+    assert spec == ResNetSpec((8, 6, 4, 3), (32, 64, 128, 256), 3, 1, 4, classes=12)
+    assert count(spec).params == 4_976_426 + 514
+    assert baseline_spec(4_976_427, classes=12).channels[0] < 32  # Model 1 fits there, its 12-class twin does not
