@@ -3,8 +3,11 @@
 On the JPEG copy of CIFAR-10, under studies/cpu-1e5.toml (the default space at 100,000 params):
 the shipped sampler and random search under the same pruner, the same seeds and the same number
 of trained trials, then the seeded baseline (Model 1's shape at the budget) alone, trained for as
-long as one search's mean compute. Each winner is scored as `best --export` scores it: its best
-validation epoch, and that checkpoint once on the test split. Resumable: studies live in
+many epochs as one search's mean training seconds buy (what a user pays; it varies with the
+machine's load). Each run's compute is also counted in MACs per image over its trained epochs:
+the deep, narrow baseline does fewer MACs per second on a CPU than the searched networks. Each
+winner is scored as `best --export` scores it: its best validation epoch, and that checkpoint
+once on the test split. Resumable: studies live in
 OUT/studies.db and finished runs are kept in OUT/results.json.
 
     python benchmarks/search_real.py --seeds 3 --trials 20
@@ -53,12 +56,19 @@ def search_run(args, sampler: str, seed: int) -> dict:
             "trained": sum(r.counts_as_trained for r in trials),
             "pruned_by_pruner": sum(r.state == "PRUNED" and r.counts_as_trained for r in trials),
             "rejected": sum(r.rejected for r in trials),
-            "compute_s": round(sum(sum(r.seconds) for r in trials), 1), "pruner_trust": pruner_trust(study)}
+            "compute_s": round(sum(sum(r.seconds) for r in trials), 1), "mac_epochs": mac_epochs(trials),
+            "pruner_trust": pruner_trust(study)}
+
+
+def mac_epochs(trials: list[record.TrialRecord]) -> int:
+    """A search's compute: MACs per image of each trained epoch, summed over its trials."""
+    return sum((r.macs or 0) * len(r.curve) for r in trials if r.counts_as_trained)
 
 
 def baseline_run(args, seed: int, compute_s: float) -> dict:
     """The baseline alone: trained under the recipe's centre for as many epochs as one search's
-    compute buys, scored like a search winner (best validation epoch, that checkpoint on test)."""
+    training seconds buy, scored like a search winner (best validation epoch, that checkpoint on
+    test)."""
     spec = baseline_spec(BUDGET)
     space = StudyFile.load(resolve_space(SPACE))
     data = load_cifar10(args.data, val_size=args.val_size, limit_train=args.limit_train, seed=seed)
@@ -72,6 +82,7 @@ def baseline_run(args, seed: int, compute_s: float) -> dict:
     test_acc = evaluate(model, data.test.images, data.test.labels, torch.device("cpu"), recipe.flip_tta)
     return {"method": "baseline alone", "seed": seed, "winner": spec.summary(), "params": count(spec).params,
             "val_acc": result.best_val_acc, "test_acc": test_acc, "epochs": epochs,
+            "mac_epochs": count(spec).macs * epochs,
             "compute_s": round(sum(e.seconds for e in result.history), 1)}
 
 
@@ -110,17 +121,20 @@ def main() -> None:
     print(f"CIFAR-10 JPEG copy, budget {BUDGET:,}, {SPACE}, {args.trials} trained trials per search, "
           f"{args.limit_train:,} training / {args.val_size:,} validation images, seeds 0-{args.seeds - 1}; "
           f"this call {time.time() - started:.0f} s\n")
-    print("| method | runs | winner val acc %, mean ± std (min-max) | its test acc % | compute s (mean) |")
-    print("|---|---:|---:|---:|---:|")
+    print("| method | runs | winner val acc %, mean ± std (min-max) | its test acc % | GMAC-epochs per image (mean) "
+          "| compute s (mean) |")
+    print("|---|---:|---:|---:|---:|---:|")
     for method in ("tpe", "random", "baseline alone"):
         rows = [r for r in results if r["method"] == method]
         print(f"| {method} | {len(rows)} | {spread([r['val_acc'] for r in rows])} | "
-              f"{spread([r['test_acc'] for r in rows])} | {statistics.mean(r['compute_s'] for r in rows):.0f} |")
-    print("\n| run | winner | params | val % | test % | trained | pruned | rejected | Spearman e1, e2 vs last |")
+              f"{spread([r['test_acc'] for r in rows])} | {statistics.mean(r['mac_epochs'] for r in rows) / 1e9:.2f} "
+              f"| {statistics.mean(r['compute_s'] for r in rows):.0f} |")
+    print("\n| run | winner | params | val % | test % | trained | pruned | rejected | "
+          "Spearman with the last epoch at the pruner's epochs (trials) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
-        trust = ", ".join(f"{t['spearman']:+.2f} ({t['trials']})" if t["spearman"] is not None else "-"
-                          for t in r.get("pruner_trust", []))
+        trust = ", ".join(f"e{t['epoch']} " + (f"{t['spearman']:+.2f} ({t['trials']})" if t["spearman"] is not None
+                                               else f"- ({t['trials']})") for t in r.get("pruner_trust", []))
         print(f"| {r['method']} seed {r['seed']} | {r['winner']} | {r['params']:,} | {100 * r['val_acc']:.2f} | "
               f"{100 * r['test_acc']:.2f} | {r.get('trained', '-')} | {r.get('pruned_by_pruner', '-')} | "
               f"{r.get('rejected', '-')} | {trust or '-'} |")
