@@ -139,7 +139,7 @@ def test_retrain_exports_the_seed_closest_to_the_mean(cwd, retrained):
 
 
 def test_best_shows_the_retrained_result(cwd, retrained, env):
-    result = run_cli("best", "--study", "s", cwd=cwd, env=env)
+    result = run_cli("best", "--study", "s", cwd=cwd, env={**env, "COLUMNS": "200"})  # rows unwrapped
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.split())
     entry = record.StudyRecord.of(load(cwd)).retrained[0]
