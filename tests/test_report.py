@@ -651,3 +651,12 @@ def test_best_shows_the_baseline_and_the_pruner_trust(tmp_path, capsys):
     rows = [line.split("│")[1:4] for line in trust.splitlines() if line.count("│") == 4]
     assert [[c.strip() for c in row] for row in rows] == [["3", "8", "+1.00"], ["9", "8", "+1.00"],
                                                           ["27", "8", "+1.00"]]
+
+
+def test_the_committed_example_report_names_no_machine_paths():
+    """docs/example-report is read on other machines: no absolute path of the one it was made on."""
+    pages = [REPO / "docs" / "example-report" / name for name in ("report.md", "index.html")]
+    for page in pages:
+        text = page.read_text()
+        found = re.findall(r"(?<![\w.])/(?:tmp|work|root|home|Users|var)/[^\s\"'<)]*", text)
+        assert not found, (page.name, found[:3])

@@ -158,7 +158,7 @@ def plot_accuracy_vs_params(study: StudyRecord, trials: list[TrialRecord], marks
 
 MARK_COLOURS = {"table_1": "0.1", "best": BLUE, "baseline": VERMILLION}
 MARK_RADIUS = {"table_1": 4, "best": 4, "baseline": 7}  # points: half the marker's width
-SHARED = 0.015  # points closer than this (a share of the axes) share one number label
+SHARED = 0.04  # points closer than this (a share of the axes) share one number label
 
 
 def _number(ax, marks: list[Mark]) -> None:
