@@ -12,7 +12,6 @@ import json
 import random
 import time
 
-import torch
 
 from resnet_space import ResNetSpec, count
 from resnet_space.model import build_model

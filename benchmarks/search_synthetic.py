@@ -237,7 +237,7 @@ def main() -> None:
     if args.epoch_budgets:
         epoch_budgets = [int(b) for b in args.epoch_budgets.split(",")]
         per_epoch = compare_per_epoch(configs, args.seeds, epoch_budgets, budget, args.epochs)
-        print(f"\nThe same, by epochs trained: best final value within E epochs (all trials' epochs together)\n")
+        print("\nThe same, by epochs trained: best final value within E epochs (all trials' epochs together)\n")
         print_table([f"within {b:,} epochs" for b in epoch_budgets] + ["trials (mean)", "seconds"],
                     {config: [quartiles(row[b]) for b in epoch_budgets] + [f"{row['mean_trials']:.0f}", str(row["seconds"])]
                      for config, row in per_epoch.items()})

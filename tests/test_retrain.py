@@ -11,7 +11,6 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from PIL import Image
 
 from resnet_space import MODEL_1, Recipe, ResNetSpec, count
 from resnet_space.model import build_model
