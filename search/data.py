@@ -173,27 +173,31 @@ def stratified_order(labels: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 def load_cifar10(root=None, *, val_size: int = 5000, limit_train: int | None = None, seed: int = 0,
-                 download: bool = True) -> Cifar10:
+                 download: bool = True, classes: int | None = None) -> Cifar10:
     """Train/validation/test splits. The validation split is carved from training images
-    (seeded, stratified) and is what a search optimises; test is kept for the final evaluation."""
+    (seeded, stratified) and is what a search optimises; test is kept for the final evaluation.
+    With `classes` (the networks' outputs), data with another number of classes is refused, for
+    an image folder before a single image is decoded."""
     root = Path(root) if root else default_data_root()
     if root.exists() and not root.is_dir():
         raise DataError(f"data path {root} is not a directory")
     if _is_image_folder(root):
         # Both splits are listed and checked before either is decoded, which takes minutes.
-        train_files, train_labels, classes = _list_image_folder(root / "train")
+        train_files, train_labels, names = _list_image_folder(root / "train")
         test_files, test_labels, test_classes = _list_image_folder(root / "test")
-        if test_classes != classes:
-            only_train = ", ".join(sorted(set(classes) - set(test_classes))) or "none"
-            only_test = ", ".join(sorted(set(test_classes) - set(classes))) or "none"
+        if test_classes != names:
+            only_train = ", ".join(sorted(set(names) - set(test_classes))) or "none"
+            only_test = ", ".join(sorted(set(test_classes) - set(names))) or "none"
             raise DataError(f"{root}/train and {root}/test need the same class folders; only in train: {only_train}; "
                             f"only in test: {only_test}")
+        check_classes(root, classes, found=names)
         full_train = _read_image_folder(root / "train", train_files, train_labels)
         test = _read_image_folder(root / "test", test_files, test_labels)
         jpeg = any(f.suffix.lower() in {".jpg", ".jpeg"} for f in train_files)
         name = f"{root.name} (image folder{', JPEG' if jpeg else ''})"
     else:
-        full_train, test, classes = _read_torchvision(root, download)
+        full_train, test, names = _read_torchvision(root, download)
+        check_classes(root, classes, found=names)
         name = "CIFAR-10"
     if not 0 < val_size < len(full_train):
         raise DataError(f"validation size {val_size} must be between 1 and {len(full_train) - 1}")
@@ -205,18 +209,18 @@ def load_cifar10(root=None, *, val_size: int = 5000, limit_train: int | None = N
         digest.update(part.contiguous().numpy().tobytes())
     order = stratified_order(full_train.labels, seed)
     train_index = order[val_size:] if limit_train is None else order[val_size:val_size + limit_train]
-    return Cifar10(full_train.subset(train_index), full_train.subset(order[:val_size]), test, classes, name,
+    return Cifar10(full_train.subset(train_index), full_train.subset(order[:val_size]), test, names, name,
                    str(root), digest.hexdigest()[:16])
 
 
-def check_classes(data: Cifar10, classes: int) -> None:
-    """Refuse, before anything trains, data with another number of classes than the networks'
-    outputs: training would otherwise fail on the first label past the head, or never use some."""
-    if len(data.classes) == classes:
+def check_classes(root: Path, classes: int | None, *, found: list[str]) -> None:
+    """Refuse data with another number of classes than the networks' outputs (None: any):
+    training would otherwise fail on the first label past the head, or never use some."""
+    if classes is None or len(found) == classes:
         return
-    names = ", ".join(data.classes[:12]) + (", ..." if len(data.classes) > 12 else "")
-    raise DataError(f"data at {data.root} has {len(data.classes)} classes ({names}) but the study's networks have "
-                    f"{classes} outputs; set classes = {len(data.classes)} in the study file's [space]")
+    names = ", ".join(found[:12]) + (", ..." if len(found) > 12 else "")
+    raise DataError(f"data at {root} has {len(found)} classes ({names}) but the study's networks have "
+                    f"{classes} outputs; set classes = {len(found)} in the study file's [space]")
 
 
 # ---- augmentation: whole batches of tensors on the training device ----

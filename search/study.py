@@ -30,7 +30,7 @@ from resnet_space.space import StudyFile
 from resnet_space.table1 import table_1_rows
 
 from . import record
-from .data import Cifar10, check_classes, load_cifar10
+from .data import Cifar10, load_cifar10
 from .layout import DEFAULT_ARTIFACTS, DEFAULT_SPACE, DEFAULT_STORAGE, DEFAULT_STUDY, HEARTBEAT_S, Outputs, resolve_space
 from .storage import StudyError, open_storage, redact, storage_outage
 from .strategy import make_pruner, make_sampler
@@ -90,8 +90,7 @@ def run_search(settings: SearchSettings, view: Quiet | None = None) -> optuna.St
         raise UserError(cpu_refusal(space, settings))
     storage = open_storage(settings.storage, settings.heartbeat, retry_s=settings.storage_retry)
     data = load_cifar10(settings.data, val_size=settings.val_size, limit_train=settings.limit_train,
-                        seed=settings.seed)
-    check_classes(data, space.space["classes"])
+                        seed=settings.seed, classes=space.space["classes"])
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial replaces Optuna's
     outputs = Outputs(Path(settings.artifacts), settings.study)

@@ -30,7 +30,8 @@ def cwd(tmp_path_factory):
     (cwd / "export-here").mkdir()
     (cwd / "export-here" / "keep.txt").write_text("mine")
     twelve = tuple(f"c{i}" for i in range(12))
-    for name, classes in (("corrupt", ("cat", "dog")), ("one-class", ("cat",)), ("twelve", twelve),
+    ten = ("cat", "dog") + tuple(f"c{i}" for i in range(8))  # as many as the networks' outputs
+    for name, classes in (("corrupt", ten), ("one-class", ("cat",)), ("twelve", twelve),
                           ("two", ("cat", "dog")), ("empty-class", ("cat", "dog")), ("not-image", ("cat", "dog")),
                           ("mismatch", ("cat", "dog"))):
         for split in ("train", "test"):

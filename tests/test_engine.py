@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from resnet_space import Recipe, ResNetSpec
-from search.data import (CIFAR10_MEAN, CIFAR10_STD, DataError, ImageSet, TrainingSet, check_classes, load_cifar10,
+from search.data import (CIFAR10_MEAN, CIFAR10_STD, DataError, ImageSet, TrainingSet, load_cifar10,
                          normalize, random_cutout, random_grayscale, stratified_order)
 from search.train import DeviceError, Diverged, learning_rate, resolve_device, train
 
@@ -216,12 +216,12 @@ def test_train_and_test_need_the_same_classes(folder):
 def test_data_with_another_number_of_classes_than_the_networks_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("RESNET_SEARCH_CACHE", str(tmp_path / "cache"))
     write_image_folder(tmp_path / "data", classes=("ant", "bee", "cat"))
-    data = load_cifar10(tmp_path / "data", val_size=6)
-    check_classes(data, 3)
     with pytest.raises(DataError) as error:
-        check_classes(data, 10)
+        load_cifar10(tmp_path / "data", val_size=6, classes=10)
     assert str(error.value) == (f"data at {tmp_path / 'data'} has 3 classes (ant, bee, cat) but the study's networks "
                                 "have 10 outputs; set classes = 3 in the study file's [space]")
+    assert not (tmp_path / "cache").exists()  # refused before a single image was decoded
+    assert load_cifar10(tmp_path / "data", val_size=6, classes=3).classes == ["ant", "bee", "cat"]
 
 
 def test_an_image_changed_in_place_is_decoded_again(folder, tmp_path):
