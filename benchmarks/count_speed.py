@@ -12,7 +12,6 @@ import json
 import random
 import time
 
-
 from resnet_space import ResNetSpec, count
 from resnet_space.model import build_model
 from common import add_measure_args, begin, machine_load, repeat

@@ -7,8 +7,8 @@ many epochs as one search's mean training seconds buy (what a user pays; it vari
 machine's load). Each run's compute is also counted in MACs per image over its trained epochs:
 the deep, narrow baseline does fewer MACs per second on a CPU than the searched networks. Each
 winner is scored as `best --export` scores it: its best validation epoch, and that checkpoint
-once on the test split. Resumable: studies live in
-OUT/studies.db and finished runs are kept in OUT/results.json.
+once on the test split. Resumable: studies live in OUT/studies.db and finished runs are kept in
+OUT/results.json.
 
     python benchmarks/search_real.py --seeds 3 --trials 20
 """

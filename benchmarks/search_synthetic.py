@@ -30,9 +30,9 @@ import optuna
 from optuna.trial import TrialState
 
 from resnet_space import count, fits
-from search.cli import budget_arg
 from resnet_space.space import StudyFile
 from search import strategy
+from search.cli import budget_arg
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "studies" / "default.toml"

@@ -156,9 +156,9 @@ def _trust(trust: list[dict]) -> Section:
             for r in trust]
     return Section(title, [
         f"Spearman's rank correlation between the validation accuracy after epoch e, where the pruner decides, "
-        f"and after the last epoch ({last}), over the {_plural(n, 'complete trial')} that ran every epoch. Near 1 at an early epoch, the "
-        "trials already stand in their final order there, so stopping the weak ones early (as the pruner does) "
-        "loses little; well below 1, early stopping may discard trials that would have finished among the best."],
+        f"and after the last epoch ({last}), over the {_plural(n, 'complete trial')} that ran every epoch. "
+        "Near 1 at an early epoch, the trials already stand in their final order there, so stopping the weak "
+        "ones early (as the pruner does) loses little; well below 1, early stopping may discard trials that would have finished among the best."],
         table=(["epoch e", "trials", "Spearman rho with final accuracy"], body),
         notes=["Only trials the pruner let finish count, so this shows how far the order settles among them; "
                "— where fewer than 3 trials or equal accuracies leave nothing to rank."])
