@@ -4,6 +4,7 @@ for the same few epochs on the same images; print validation accuracy per varian
 
     python benchmarks/recipe_ablation.py --epochs 5 --limit-train 10000 --seeds 2
     python benchmarks/recipe_ablation.py --epochs 1 --limit-train 512 --val-size 100 --seeds 1   # a quick check
+    python benchmarks/recipe_ablation.py --lr-sweep 0.05,0.1,0.2,0.4 --epochs 8   # the fast recipe's lr, two shapes
 
 Its repeats are the seeds (each variant's accuracy is their mean); the last line, one JSON
 object, also carries the machine's load before and after (benchmarks/common.py machine_load).
@@ -65,6 +66,10 @@ def main():
     parser.add_argument("--val-size", type=int, default=2_000)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--lr-sweep", metavar="LR,LR,...",
+                        help="instead of the ablation: the fast recipe at each learning rate, on a shallow wide "
+                             "and a deep narrow spec of about 160,000 params, to tell whether the best rate "
+                             "depends on the network")
     args = parser.parse_args()
 
     before = os.getloadavg()
@@ -72,8 +77,14 @@ def main():
     spec = ResNetSpec((1, 1, 1), (16, 32, 64), 3, 1, 4)
     fast, _ = StudyFile.load(STUDIES / "default.toml").center_recipe(args.epochs)
     paper, _ = StudyFile.load(STUDIES / "paper.toml").center_recipe(args.epochs)
+    runs_of = {(name, spec): recipe for name, recipe in variants(fast, paper).items()}
+    if args.lr_sweep:
+        shapes = {"shallow": ResNetSpec((1, 1, 1), (24, 48, 96), 3, 1, 4),
+                  "deep": ResNetSpec((3, 3, 3), (12, 24, 48), 3, 1, 4)}
+        runs_of = {(f"{shape} {s.summary()}, lr {lr}", s): replace(fast, lr=float(lr))
+                   for shape, s in shapes.items() for lr in args.lr_sweep.split(",")}
     results = {}
-    for name, recipe in variants(fast, paper).items():
+    for (name, spec), recipe in runs_of.items():
         start = time.perf_counter()
         runs = [final_accuracy(spec, data, recipe, seed, args.device, Path(tempfile.mkdtemp()))
                 for seed in range(args.seeds)]
@@ -82,7 +93,7 @@ def main():
                              val_acc_median=round(statistics.median(r["val_acc"] for r in runs), 4))
         print(json.dumps({name: results[name]}), flush=True)
     print(json.dumps({
-        "spec": spec.summary(), "epochs": args.epochs, "train_images": len(data.train),
+        "spec": None if args.lr_sweep else spec.summary(), "epochs": args.epochs, "train_images": len(data.train),
         "val_images": len(data.val), "seeds": args.seeds, "dataset": data.name,
         "results": results, **machine_load(before, resolve_device(args.device)),
     }))

@@ -40,7 +40,7 @@ def feasibility(space: StudyFile, budget: int, draws: int, seed: int = 0) -> dic
         study.tell(trial, 0.0)
     return {"budget": budget, "draws": draws, "rejected": rejected, "rejected_pct": round(100 * rejected / draws, 2),
             "repaired": repaired,
-            "median_params_over_budget": round(statistics.median(params) / budget, 3) if params else None}
+            "median_params_share": round(statistics.median(params) / budget, 3) if params else None}
 
 
 def main() -> None:
@@ -58,7 +58,7 @@ def main() -> None:
     print("|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['budget']:,} | {r['draws']} | {r['rejected']} | {r['rejected_pct']:.1f}% | {r['repaired']} "
-              f"| {r['median_params_over_budget']} |")
+              f"| {r['median_params_share']} |")
     print()
     print(json.dumps({"space": args.space, "seed": args.seed, "rows": rows,
                       "max_rejected_pct": max(r["rejected_pct"] for r in rows),

@@ -219,13 +219,15 @@ class StudyFile:
         step, floor = s["channel_step"], s["min_channels"]
 
         def make(c1: int, blocks=blocks, conv=conv, skip=skip) -> ResNetSpec:
-            widths = [max(step, round(c1 * growth**i / step) * step) for i in range(len(blocks))]
+            # C_1 to the channel, the wider stages to channel_step: params grow with C_1 squared,
+            # so steps of 8 in C_1 would leave up to a third of a small budget unused.
+            widths = [c1] + [max(step, round(c1 * growth**i / step) * step) for i in range(1, len(blocks))]
             return ResNetSpec(tuple(blocks), tuple(widths), tuple(conv), tuple(skip), pool, s["classes"])
 
         if "first_channels" in s:
             return make(suggest(trial, "first_channels", s["first_channels"]))
         target = suggest(trial, "fill", s["fill"]) * budget
-        narrowest = math.ceil(floor / step) * step
+        narrowest = floor
         least = {key: min(_options(f"[space] {key}", s[key])) for key in ("stages", "blocks", "conv_kernel", "skip_kernel")}
         if not _is_range(s["stages"]):  # choices: only those; a range offers every count between
             least["stage_counts"] = _options("[space] stages", s["stages"])
@@ -233,7 +235,7 @@ class StudyFile:
                           least, budget)
         if depth != (tuple(blocks), tuple(conv), tuple(skip)) and on_repair is not None:
             on_repair(make(narrowest).summary())
-        return make(widest_first_channels(lambda c1: make(c1, *depth), target, budget, step, floor), *depth)
+        return make(widest_first_channels(lambda c1: make(c1, *depth), target, budget, floor), *depth)
 
     def center_recipe(self, epochs: int | None = None) -> tuple[Recipe, dict]:
         """The recipe at the middle of every searched range (geometric for log ranges, first of
@@ -312,25 +314,25 @@ def fit_depth(narrowest, blocks: tuple[int, ...], conv: tuple[int, ...], skip: t
     return scaled(m), tuple(conv), tuple(skip)
 
 
-def widest_first_channels(make, target: float, budget: int, step: int, floor: int) -> int:
-    """Largest multiple of `step` (at least `floor`) whose spec counts <= target and fits the
-    budget (strictly under it, `fits`).
+def widest_first_channels(make, target: float, budget: int, floor: int) -> int:
+    """Largest C_1 (at least `floor`) whose spec counts <= target and fits the budget (strictly
+    under it, `fits`).
 
-    Counts grow with C_1, so a binary search over multiples of step finds it in ~10 counts.
-    Returns the floor even when it does not fit: the caller's budget check rejects it.
+    Counts grow with C_1, so a binary search finds it in ~20 counts. Returns the floor even when
+    it does not fit: the caller's budget check rejects it.
     """
     def ok(c1):
         params = count(make(c1)).params
         return params <= target and fits(params, budget)
 
-    low = math.ceil(floor / step)
-    if not ok(low * step):
-        return low * step
+    low = floor
+    if not ok(low):
+        return low
     high = low
-    while ok(high * 2 * step):
+    while ok(high * 2):
         high *= 2
-    high *= 2  # ok(low*step) holds, ok(high*step) does not
+    high *= 2  # ok(low) holds, ok(high) does not
     while high - low > 1:
         mid = (low + high) // 2
-        low, high = (mid, high) if ok(mid * step) else (low, mid)
-    return low * step
+        low, high = (mid, high) if ok(mid) else (low, mid)
+    return low

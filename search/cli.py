@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 from pathlib import Path
@@ -12,8 +11,8 @@ from resnet_space import ResNetSpec, SpecError, count, fits, parse_budget
 from resnet_space.errors import UserError
 from resnet_space.spec import parse_int_list
 
-from .layout import (DEFAULT_ARTIFACTS, DEFAULT_SPACE, DEFAULT_STORAGE, DEFAULT_STUDY, HEARTBEAT_S, Outputs,
-                     shipped_spaces)
+from .layout import (DEFAULT_ARTIFACTS, DEFAULT_FINALISTS, DEFAULT_SPACE, DEFAULT_STORAGE, DEFAULT_STORAGE_RETRY_S,
+                     DEFAULT_STUDY, DEFAULT_TRIALS, DEFAULT_VAL_SIZE, HEARTBEAT_S, Outputs, shipped_spaces)
 
 
 class Parser(argparse.ArgumentParser):
@@ -95,6 +94,8 @@ def cmd_count(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from .console import print_best
+    from .live import LiveView
     from .study import SearchSettings, run_search
 
     settings = SearchSettings(
@@ -103,9 +104,10 @@ def cmd_run(args) -> int:
         limit_train=args.limit_train, val_size=args.val_size, seed=args.seed, sampler=args.sampler,
         artifacts=args.artifacts,
         baseline=not args.no_baseline, heartbeat=args.heartbeat, storage_retry=args.storage_retry,
+        finalists=args.finalists, final_epochs=args.final_epochs,
     )
     try:
-        study = run_search(settings, LiveView(args.trials, quiet=args.quiet))
+        study = run_search(settings, LiveView(quiet=args.quiet))
     except KeyboardInterrupt:
         return 130  # the search logged what was kept and how to resume
     print_best(study, top=5)
@@ -118,151 +120,12 @@ def open_study(url: str, name: str):
     return load_study(open_storage(url), name)
 
 
-class LiveView:
-    """A rich view of the study (trials, pruned, over budget, best) with the trainer's epoch bar
-    beneath it; with --quiet, plain log lines on stderr instead."""
-
-    def __init__(self, total: int, quiet: bool):
-        self.study, self.total, self.quiet = None, total, quiet
-        self.progress = False
-        if not quiet:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                                     console=Console(stderr=True, log_path=False))
-            self.task = self.progress.add_task("trials", total=total, info="")
-
-    def _refresh(self):
-        from .record import TrialRecord, trial_counts
-        from .study import trained_trials
-
-        counts = trial_counts(self.study)
-        try:
-            best = TrialRecord.of(self.study.best_trial)
-            best = f"{best.value:.2%} (trial {best.number}, {best.summary})"
-        except ValueError:
-            best = "-"
-        line = (f"complete {counts['complete']}  pruned {counts['pruned']}  over budget {counts['over_budget']}  "
-                f"failed {counts['failed']}  best {best}")
-        if self.progress:
-            self.progress.update(self.task, completed=min(trained_trials(self.study), self.total), info=line)
-        return line
-
-    def log(self, message: str):
-        if self.progress:
-            self.progress.console.log(message)
-        else:
-            print(message, file=sys.stderr, flush=True)
-
-    def on_trial(self, study, trial):
-        from .study import Quiet
-
-        Quiet.on_trial(self, study, trial)
-        line = self._refresh()
-        if self.quiet:
-            self.log(line)
-
-    @contextlib.contextmanager
-    def watch(self, study):
-        self.study = study
-        self._refresh()
-        if not self.progress:
-            yield
-            return
-        with self.progress:
-            yield
-
-
-def print_best(study, top: int) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from .record import StudyRecord, TrialRecord, best_trials, records, trial_counts
-
-    console = Console()
-    table = Table(title=f"best of study {study.study_name!r} (validation accuracy)")
-    for column in ("rank", "trial", "spec", "params", "MACs", "val acc", "epochs", "s/epoch"):
-        table.add_column(column, justify="left" if column == "spec" else "right")
-    shown = [TrialRecord.of(t) for t in best_trials(study, top)]
-    # The seeded baseline is what the search is measured against: shown even when it ranks lower.
-    baseline = next((r for r in records(study) if r.baseline and r.trained), None)
-    rows = [(str(rank), r) for rank, r in enumerate(shown, 1)]
-    if baseline is not None and baseline.number not in [r.number for r in shown]:
-        rows.append(("base", baseline))
-    for rank, r in rows:
-        secs = r.seconds or [0]
-        table.add_row(rank, str(r.number), r.label, f"{r.params or 0:,}", f"{r.macs or 0:,}",
-                      f"{r.best_acc:.2%}" + ("" if r.value is not None else " (pruned)"),
-                      str(len(r.curve)), f"{sum(secs) / len(secs):.1f}")
-    console.print(table)
-    report = Table(title="the seed report's Table 1, as reported (test accuracy, 200 epochs, true CIFAR-10)")
-    for column in ("model", "description", "reported test acc", "reported params", "exact params"):
-        report.add_column(column)
-    for row in StudyRecord.of(study).table_1:
-        report.add_row(row["model"], row["description"], f"{row['reported_test_acc']:.2f}%",
-                       f"{row['reported_params'] / 1e6:.3f}M", f"{row['params']:,}" if row["params"] else "-")
-    console.print(report)
-    print_retrained(console, study)
-    print_pruner_trust(console, study)
-    counts = trial_counts(study)
-    console.print(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
-
-
-def print_pruner_trust(console, study) -> None:
-    """How well the ranking at each epoch where the pruner decides predicts the final one, on this
-    study's own trials."""
-    from rich.table import Table
-
-    from .report import pruner_trust
-
-    rows = [r for r in pruner_trust(study) if r["spearman"] is not None]
-    if not rows:
-        return
-    table = Table(title=f"the pruner's epochs against epoch {rows[0]['last']} (Spearman, full-length trials)")
-    for column in ("epoch", "trials", "Spearman"):
-        table.add_column(column, justify="right")
-    for r in rows:
-        table.add_row(str(r["epoch"]), str(r["trials"]), f"{r['spearman']:+.2f}")
-    console.print(table)
-
-
-def print_retrained(console, study) -> None:
-    """The study's `retrain` results, beside the search's validation accuracy of each trial."""
-    from rich.table import Table
-
-    from .record import StudyRecord, records
-
-    entries = StudyRecord.of(study).retrained
-    if not entries:
-        return
-    sets = {(e["dataset"], e.get("train_images")) for e in entries}
-    (name, images), = sets if len(sets) == 1 else {(None, None)}
-    on = f" on {name}" + (f" ({images:,} images)" if images else "") if name else ""
-    table = Table(title=f"retrained{on} on training + validation images, each seed tested once after its final "
-                        "epoch (test accuracy)")
-    columns = ["network", "spec", *([] if on else ["data set"]), "epochs", "seeds", "search val", "test mean ± std",
-               "min-max"]
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("network", "spec", "data set") else "right",
-                         no_wrap=column in ("test mean ± std", "min-max", "search val"))
-    trials = {r.number: r for r in records(study)}
-    for e in entries:
-        trial = trials.get(e.get("trial"))
-        val = f"{trial.best_acc:.2%}" if trial is not None and trial.best_acc is not None else "-"
-        spread = f" ± {e['std']:.2%}" if e.get("std") is not None else ""
-        table.add_row(e["label"], e["summary"], *([] if on else [e["dataset"]]), str(e["epochs"]), str(e["seeds"]),
-                      val, f"{e['mean']:.2%}{spread}", f"{e['min']:.2%}-{e['max']:.2%}")
-    console.print(table)
-
-
 def cmd_retrain(args) -> int:
     import optuna
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
 
+    from .console import print_retrain_result
     from .retrain import RetrainSettings, retrain
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -279,43 +142,30 @@ def cmd_retrain(args) -> int:
         print("resnet-search: interrupted: finished seeds are kept and the running one resumes from its last "
               "epoch; run the same command again to continue", file=sys.stderr)
         return 130
-    e = result.entry
-    table = Table(title=f"{e['label']} retrained: {e['summary']}, {e['params']:,} params; {e['dataset']}, "
-                        f"{e.get('train_images', 0):,} training + validation images, {e['epochs']} epochs, "
-                        f"{e['seeds']} seed(s); test accuracy after the final epoch")
-    for column in ("seed", "test acc", "train loss", "seconds"):
-        table.add_column(column, justify="right")
-    for s in result.seeds:
-        table.add_row(str(s["seed"]) + (" (exported)" if s["seed"] == e["export_seed"] else ""),
-                      f"{s['test_acc']:.2%}", f"{s['train_loss_last']:.3f}", f"{s['seconds']:.1f}")
-    console = Console()
-    console.print(table)
-    spread = f" ± {e['std']:.2%} (sample std)" if e["std"] is not None else ""
-    console.print(f"test accuracy: mean {e['mean']:.2%}{spread}, min {e['min']:.2%}, max {e['max']:.2%} "
-                  f"over {e['seeds']} seed(s)")
-    if result.target.val_acc is not None:
-        console.print(f"the search measured {result.target.val_acc:.2%} on its validation split")
-    console.print(f"exported seed {e['export_seed']} (closest to the mean) to {e['export_dir']}")
+    print_retrain_result(result)
     return 0
 
 
 def cmd_best(args) -> int:
     import optuna
 
-    from .record import best_trials
+    from .console import print_best
+    from .record import winner
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = Path(args.export) if args.export else None
     if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"export path {out} exists and is not an empty directory; choose a new one")
     study = open_study(args.storage, args.study)
-    if not best_trials(study, 1):
+    found = winner(study)
+    if found is None:
         raise UserError(f"study {args.study!r} has no completed trial yet; run `resnet-search run` first")
     print_best(study, args.top)
     if out is not None:
         from .export import export_trial
 
-        metrics = export_trial(study, best_trials(study, 1)[0], out, data_root=args.data)
+        stage, trial = found
+        metrics = export_trial(stage, trial, out, data_root=args.data, search=study)
         print(f"exported trial {metrics['trial']} to {out}: validation {metrics['val_acc']:.2%}, "
               f"test {metrics['test_acc']:.2%} on {metrics['dataset']}")
     return 0
@@ -345,13 +195,12 @@ def cmd_report(args) -> int:
 def cmd_dashboard(args) -> int:
     import optuna
     import optuna_dashboard
-    from optuna.artifacts import FileSystemArtifactStore
-
     from .record import StudyRecord
+    from .storage import open_artifact_store
 
     study = open_study(args.storage, args.study)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    store = FileSystemArtifactStore(StudyRecord.of(study).artifact_dir or args.artifacts)
+    store = open_artifact_store(StudyRecord.of(study).artifact_dir or args.artifacts)
     print(f"optuna-dashboard for study {args.study!r}: http://{args.host}:{args.port}/dashboard", flush=True)
     optuna_dashboard.run_server(args.storage, host=args.host, port=args.port, artifact_store=store)
     return 0
@@ -384,14 +233,16 @@ def build_parser() -> Parser:
     p.add_argument("--space", default=DEFAULT_SPACE,
                    help="study file (TOML) with the space and recipe, or a shipped one by name: "
                         + ", ".join(shipped_spaces()))
-    p.add_argument("--trials", type=positive_int, default=100, help="trials in the study in all (default 100)")
+    p.add_argument("--trials", type=positive_int, default=DEFAULT_TRIALS,
+                   help=f"trained trials in the study in all (default {DEFAULT_TRIALS})")
     p.add_argument("--timeout", type=positive_float, help="stop starting trials after this many seconds")
     p.add_argument("--epochs", type=positive_int, help="epochs per trial (default: the recipe's)")
     p.add_argument("--device", default="auto", help="auto, cuda, cuda:N or cpu (default auto)")
     p.add_argument("--data", help="CIFAR-10 root: torchvision layout or train/<class>/ test/<class>/ folders "
                                   "(default: $RESNET_SEARCH_DATA, else downloaded to the user cache)")
     p.add_argument("--limit-train", type=positive_int, help="train on only this many images (stratified)")
-    p.add_argument("--val-size", type=positive_int, default=5000, help="validation images held out of train")
+    p.add_argument("--val-size", type=positive_int, default=DEFAULT_VAL_SIZE,
+                   help=f"validation images held out of train (default {DEFAULT_VAL_SIZE:,})")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, sampler and training")
     p.add_argument("--sampler", choices=("tpe", "random"), default="tpe",
                    help="tpe (default), or random search under the same pruner, to measure what TPE adds")
@@ -399,8 +250,14 @@ def build_parser() -> Parser:
     p.add_argument("--no-baseline", action="store_true", help="do not seed the study with the report's Model 1")
     p.add_argument("--heartbeat", type=positive_int, default=HEARTBEAT_S,
                    help="seconds between worker heartbeats; a worker silent for 3 is dead and its trial retried")
-    p.add_argument("--storage-retry", type=positive_float, default=60,
-                   help="seconds to keep retrying an unreachable storage before giving up (default 60)")
+    p.add_argument("--storage-retry", type=positive_float, default=DEFAULT_STORAGE_RETRY_S,
+                   help=f"seconds to keep retrying an unreachable storage before giving up "
+                        f"(default {DEFAULT_STORAGE_RETRY_S:g})")
+    p.add_argument("--finalists", type=integer_at_least(0), default=DEFAULT_FINALISTS,
+                   help="after the search, train its best this many distinct specs (and the baseline) again, "
+                        f"longer and unpruned; the best of them is the winner; 0 skips it (default {DEFAULT_FINALISTS})")
+    p.add_argument("--final-epochs", type=positive_int,
+                   help="epochs of the final stage (default: twice --epochs)")
     p.add_argument("--quiet", action="store_true", help="log lines instead of the live view")
     p.set_defaults(func=cmd_run)
 

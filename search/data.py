@@ -22,6 +22,8 @@ from PIL import Image
 
 from resnet_space.errors import UserError
 
+from .layout import DEFAULT_VAL_SIZE
+
 DATA_ENV = "RESNET_SEARCH_DATA"
 CACHE_ENV = "RESNET_SEARCH_CACHE"
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -172,7 +174,7 @@ def stratified_order(labels: torch.Tensor, seed: int) -> torch.Tensor:
     return perm[torch.argsort(rank * (int(labels.max()) + 1) + shuffled, stable=True)]
 
 
-def load_cifar10(root=None, *, val_size: int = 5000, limit_train: int | None = None, seed: int = 0,
+def load_cifar10(root=None, *, val_size: int = DEFAULT_VAL_SIZE, limit_train: int | None = None, seed: int = 0,
                  download: bool = True, classes: int | None = None) -> Cifar10:
     """Train/validation/test splits. The validation split is carved from training images
     (seeded, stratified) and is what a search optimises; test is kept for the final evaluation.

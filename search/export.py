@@ -11,7 +11,7 @@ from pathlib import Path
 
 import optuna
 import torch
-from optuna.artifacts import FileSystemArtifactStore, download_artifact
+from optuna.artifacts import download_artifact
 from torch import nn
 
 from resnet_space import ResNetSpec, count
@@ -20,6 +20,7 @@ from resnet_space.model import build_model
 
 from .data import CIFAR10_MEAN, CIFAR10_STD, DataError, load_cifar10
 from .record import StudyRecord, TrialRecord, write_exported
+from .storage import open_artifact_store
 from .train import evaluate, load_weights
 
 
@@ -49,7 +50,7 @@ def load_trial_model(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> nn
     r, artifact_dir = TrialRecord.of(trial), StudyRecord.of(study).artifact_dir
     if not r.checkpoint_artifact:
         raise ExportError(f"trial {trial.number} kept no checkpoint")
-    store = FileSystemArtifactStore(artifact_dir)
+    store = open_artifact_store(artifact_dir, create=False)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "best.pt"
         try:
@@ -62,9 +63,11 @@ def load_trial_model(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> nn
     return model.eval()
 
 
-def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: Path, data_root=None) -> dict:
-    """Export the trial's checkpoint to out, scored once on the test split, and record the export
-    with the study (the report names it). Returns the metrics."""
+def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: Path, data_root=None,
+                 search: optuna.Study | None = None) -> dict:
+    """Export the trial of `study` (a search, or its final stage) to out, scored once on the test
+    split, and record the export with the search (`search`, default `study`; the report names it).
+    A finalist is named by the search trial it trained again. Returns the metrics."""
     r, recorded = TrialRecord.of(trial), StudyRecord.of(study)
     spec = ResNetSpec.from_dict(r.spec)
     model = load_trial_model(study, trial)
@@ -76,10 +79,12 @@ def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: Path
     tta = r.recipe.get("flip_tta", False)
     test_acc = evaluate(model, data.test.images, data.test.labels, torch.device("cpu"), flip_tta=tta)
     plain = evaluate(model, data.test.images, data.test.labels, torch.device("cpu")) if tta else test_acc
-    metrics = write_export(out, model, spec, study=study.study_name, trial=trial.number, val_acc=trial.value,
+    number = trial.number if r.finalist_of is None else r.finalist_of
+    metrics = write_export(out, model, spec, study=(search or study).study_name, trial=number, val_acc=trial.value,
                            test_acc=test_acc, test_flip_tta=tta, test_acc_without_flip=plain, dataset=data.name,
-                           test_images=len(data.test), seed=r.seed, recipe=r.recipe)
-    write_exported(study, trial=trial.number, test_acc=test_acc, dir=str(Path(out).resolve()), dataset=data.name)
+                           test_images=len(data.test), seed=r.seed, recipe=r.recipe,
+                           stage="final" if r.finalist_of is not None else "search", epochs=len(r.curve))
+    write_exported(search or study, trial=number, test_acc=test_acc, dir=str(Path(out).resolve()), dataset=data.name)
     return metrics
 
 

@@ -13,7 +13,12 @@ DEFAULT_STUDY = "resnet-search"
 DEFAULT_STORAGE = "sqlite:///studies/resnet-search.db"
 DEFAULT_ARTIFACTS = "studies/artifacts"
 DEFAULT_SPACE = "default"
-HEARTBEAT_S = 30  # a worker silent for 3 heartbeats is dead: its trial is failed and retried
+HEARTBEAT_S = 30  # a worker whose heartbeat is silent for 3 of these periods is dead: its trial is retried
+DEFAULT_TRIALS = 100
+DEFAULT_VAL_SIZE = 5000  # images held out of train: about +/-0.7 points of noise at 50% accuracy
+DEFAULT_STORAGE_RETRY_S = 60.0
+DEFAULT_FINALISTS = 3  # distinct specs the final stage trains again (the baseline besides)
+FINAL_STAGE_SUFFIX = "--final"  # the final stage's study is the search's name with this after it
 
 
 def shipped_spaces() -> list[str]:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 import optuna
 from optuna.trial import TrialState
 
+from .layout import DEFAULT_VAL_SIZE
+
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -35,7 +37,7 @@ class TrialRecord:
     baseline_label: str = ""  # "Model 1", or how Model 1 was scaled to the budget
     curve: list[float] = field(default_factory=list)  # validation accuracy per epoch, fractions
     seconds: list[float] = field(default_factory=list)  # seconds per epoch
-    train_loss_last: float | None = None
+    losses: list[float] = field(default_factory=list)  # mean training loss per epoch
     best_epoch: int | None = None
     checkpoint_artifact: str | None = None
     checkpoint_dir: str | None = None
@@ -47,22 +49,21 @@ class TrialRecord:
     first_trial: int | None = None  # a retried or re-queued trial: the number of its first run
     resumed_from_trial: int | None = None
     resumed_from_epoch: int = 0  # epochs replayed from an earlier run's checkpoint
+    finalist_of: int | None = None  # a final-stage trial: the number of the search trial it trains again
 
     @classmethod
     def of(cls, trial: optuna.trial.FrozenTrial | optuna.Trial) -> "TrialRecord":
         """The record of a finished trial, or of the live one a worker is running."""
         a = trial.user_attrs
-        known = {f.name for f in fields(cls)} - {"number", "state", "value", "curve", "seconds", "baseline"}
+        known = {f.name for f in fields(cls)} - {"number", "state", "value", "curve", "seconds", "losses", "baseline"}
         state = getattr(trial, "state", TrialState.RUNNING)
         record = cls(number=trial.number, state=state.name,
                      value=trial.value if state == TrialState.COMPLETE else None,
                      **{k: a[k] for k in known if a.get(k) is not None})
         record.curve = [float(v) for v in a.get("val_acc_per_epoch") or []]
         record.seconds = [float(s) for s in a.get("seconds_per_epoch") or []]
-        # Studies made before the flag existed stored the label itself ("Model 1").
+        record.losses = [float(v) for v in a.get("train_loss_per_epoch") or []]
         record.baseline = bool(a.get("baseline"))
-        if record.baseline and not record.baseline_label:
-            record.baseline_label = a["baseline"] if isinstance(a["baseline"], str) else "Model 1"
         return record
 
     @property
@@ -107,6 +108,12 @@ def baseline_attrs(label: str, spec: dict) -> dict:
     return {"baseline": True, "baseline_label": label, "spec": spec}
 
 
+def finalist_attrs(r: TrialRecord) -> dict:
+    """User attrs of a final-stage trial: the search trial it trains again, its spec and recipe."""
+    return {"finalist_of": r.number, "spec": r.spec, "recipe": r.recipe, "baseline": r.baseline,
+            "baseline_label": r.baseline_label, "search_val_acc": r.best_acc}
+
+
 def write_identity(trial: optuna.Trial, *, spec: dict, summary: str, params: int, macs: int, recipe: dict,
                    seed: int, device: str, dataset: str, first_trial: int, checkpoint_dir: str) -> None:
     for key, value in {"spec": spec, "summary": summary, "params": params, "macs": macs, "seed": seed,
@@ -119,11 +126,10 @@ def write_repaired(trial: optuna.Trial, drawn: str) -> None:
     trial.set_user_attr("repaired_from", drawn)
 
 
-def write_curve(trial: optuna.Trial, curve: list[float], seconds: list[float], loss: float | None = None) -> None:
+def write_curve(trial: optuna.Trial, curve: list[float], seconds: list[float], losses: list[float]) -> None:
     trial.set_user_attr("val_acc_per_epoch", curve)
     trial.set_user_attr("seconds_per_epoch", seconds)
-    if loss is not None:
-        trial.set_user_attr("train_loss_last", loss)
+    trial.set_user_attr("train_loss_per_epoch", losses)
 
 
 def write_resumed(trial: optuna.Trial, first_trial: int, epochs: int) -> None:
@@ -162,6 +168,40 @@ def best_trials(study: optuna.Study, top: int) -> list[optuna.trial.FrozenTrial]
     return sorted(done, key=lambda t: (-t.value, t.number))[:top]
 
 
+def final_stage(study: optuna.Study) -> optuna.Study | None:
+    """The search's final stage, a study of its own in the same storage, once it began."""
+    name = StudyRecord.of(study).final_study
+    # Study keeps its storage only privately; the final stage lives in that very storage.
+    return None if name is None else optuna.load_study(study_name=name, storage=study._storage)
+
+
+def winner(study: optuna.Study) -> tuple[optuna.Study, optuna.trial.FrozenTrial] | None:
+    """(stage's study, trial) of the network the search names: the best finalist by validation
+    once every finalist has trained, else the search's best trial; None before any completes."""
+    final = final_stage(study)
+    if final is not None:
+        finalists = finalist_trials(final)
+        if any(r.state == "COMPLETE" for r in finalists) and all(r.state in ("COMPLETE", "PRUNED") for r in finalists):
+            return final, best_trials(final, 1)[0]
+    best = best_trials(study, 1)
+    return (study, best[0]) if best else None
+
+
+def trained_count(study: optuna.Study) -> int:
+    """Trials that took a place among the study's --trials (TrialRecord.counts_as_trained)."""
+    return sum(r.counts_as_trained for r in records(study, states=FINISHED))
+
+
+def finalist_trials(final: optuna.Study) -> list[TrialRecord]:
+    """The final stage's trials, one per finalist: the latest run of each (a retried or re-queued
+    finalist is several trials)."""
+    latest = {}
+    for r in records(final):
+        if r.finalist_of is not None:
+            latest[r.finalist_of] = r
+    return list(latest.values())
+
+
 def trial_counts(study: optuna.Study) -> dict:
     """The counts `best`, the live view and the report all show."""
     trials = records(study)
@@ -196,12 +236,14 @@ class StudyRecord:
     table_1: list[dict] = field(default_factory=list)
     data_root: str | None = None
     dataset: str | None = None
-    val_size: int = 5000
+    val_size: int = DEFAULT_VAL_SIZE
     limit_train: int | None = None
     requeued: list[int] = field(default_factory=list)
     retrained: list[dict] = field(default_factory=list)  # `retrain` results: RETRAINED_KEYS each
     exported: dict | None = None  # `best --export`, written by write_exported
     report_artifacts: dict = field(default_factory=dict)
+    stage: str = "search"  # or "final": a study of a search's finalists, trained again longer
+    final_study: str | None = None  # the search's final stage, once it began
     settings: dict | None = None  # what its results depend on (SETTING_FLAGS); written last, once ready
 
     @classmethod

@@ -117,10 +117,10 @@ def choose_target(study: optuna.Study, settings: RetrainSettings) -> Target:
             raise RetrainError(f"study {study.study_name!r} has no trial {settings.trial}"
                                + (f" (its trials are 0 to {len(trials) - 1})" if trials else " (it has none)"))
         return _trial_target(study, trials[settings.trial], settings.epochs)
-    best = record.best_trials(study, 1)
-    if not best:
+    found = record.winner(study)
+    if found is None:
         raise RetrainError(f"study {study.study_name!r} has no completed trial yet; run `resnet-search run` first")
-    return _trial_target(study, best[0], settings.epochs)
+    return _trial_target(*found, settings.epochs)
 
 
 def _why_untrained(r: record.TrialRecord) -> str | None:
@@ -142,13 +142,18 @@ def _recipe(recipe: dict, epochs: int | None) -> Recipe:
 
 
 def _trial_target(study: optuna.Study, trial: optuna.trial.FrozenTrial, epochs: int | None) -> Target:
+    """A trial of the search, or a finalist of its final stage (named by the search trial it
+    trained again, with the final stage's recipe and validation accuracy)."""
     r = record.TrialRecord.of(trial)
     why = _why_untrained(r)
     if why is not None:
         raise RetrainError(f"trial {r.number} of study {study.study_name!r} cannot be retrained: {why}")
-    label = f"baseline: {r.baseline_label or 'Model 1'}" if r.baseline else f"trial {r.number}"
-    return Target(label, r.number, r.baseline, ResNetSpec.from_dict(r.spec), _recipe(r.recipe, epochs),
-                  r.best_acc, f"trial-{r.number}")
+    number = r.number if r.finalist_of is None else r.finalist_of
+    label = f"baseline: {r.baseline_label or 'Model 1'}" if r.baseline else f"trial {number}"
+    if r.finalist_of is not None:
+        label += " (final stage)"
+    return Target(label, number, r.baseline, ResNetSpec.from_dict(r.spec), _recipe(r.recipe, epochs),
+                  r.best_acc, f"trial-{number}")
 
 
 def _spec_target(study: optuna.Study, path: Path, epochs: int | None) -> Target:

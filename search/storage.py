@@ -105,3 +105,15 @@ def load_study(storage, name: str) -> optuna.Study:
         known = study_names(storage)
         raise StudyError(f"no study named {name!r} in this storage"
                          + (f" (it has: {', '.join(known)})" if known else " (it has none)")) from None
+
+
+def open_artifact_store(location: str | Path, create: bool = True) -> optuna.artifacts.FileSystemArtifactStore:
+    """The study's artifact store (checkpoints, report plots), from the location the study
+    records. The one place a store is opened: a store kind of Optuna's for object storage
+    (Boto3ArtifactStore, GCSArtifactStore) is added here, by the location's scheme."""
+    location = str(location)
+    if "://" in location:
+        raise StudyError(f"artifact store {location!r}: only a folder is supported so far")
+    if create:
+        Path(location).mkdir(parents=True, exist_ok=True)
+    return optuna.artifacts.FileSystemArtifactStore(location)

@@ -11,107 +11,89 @@ validation accuracy each epoch to the pruner, and keep its best checkpoint as an
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import torch
-from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.artifacts import upload_artifact
 from optuna.trial import TrialState
 
-from resnet_space import MODEL_1, ResNetSpec, baseline_spec, count, fits
+from resnet_space import MODEL_1, Recipe, ResNetSpec, count, fits
 from resnet_space.errors import UserError
-from resnet_space.space import StudyFile
 from resnet_space.table1 import table_1_rows
 
 from . import record
 from .data import Cifar10, load_cifar10
-from .layout import DEFAULT_ARTIFACTS, DEFAULT_SPACE, DEFAULT_STORAGE, DEFAULT_STUDY, HEARTBEAT_S, Outputs, resolve_space
-from .storage import StudyError, open_storage, redact, storage_outage
+from .live import Quiet
+from .plan import Plan, SearchSettings, baseline_for  # noqa: F401 - the search's API, importable from here
+from .storage import StudyError, open_artifact_store, open_storage, redact, storage_outage
 from .strategy import make_pruner, make_sampler
-from .train import Diverged, completed_epochs, cpu_estimate_hours, resolve_device, train
-
-
-@dataclass
-class SearchSettings:
-    """Everything a search is run with. The CLI fills it from its flags; defaults are the CLI's."""
-
-    budget: int | None = None  # parameters; None takes the study file's
-    space: str | Path = DEFAULT_SPACE  # a study file, or the name of a shipped one
-    study: str = DEFAULT_STUDY
-    storage: str = DEFAULT_STORAGE
-    trials: int = 100  # trained trials in the study in all: running again resumes up to this
-    timeout: float | None = None  # seconds after which no new trial starts
-    epochs: int | None = None  # overrides the recipe's
-    device: str = "auto"  # auto refuses to search on a CPU; name "cpu" to mean it
-    data: str | Path | None = None
-    limit_train: int | None = None
-    val_size: int = 5000
-    seed: int = 0
-    sampler: str = "tpe"  # or "random", the control a search must beat (search/strategy.py)
-    artifacts: str | Path = DEFAULT_ARTIFACTS
-    baseline: bool = True
-    heartbeat: int = HEARTBEAT_S
-    storage_retry: float = 60
-
-
-class Quiet:
-    """How a search shows itself: log lines on stderr. The CLI's live view replaces it."""
-
-    progress = False  # or a rich Progress for the trainer's epoch bar
-
-    def log(self, message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
-    def watch(self, study: optuna.Study):
-        """A context entered around each stretch of optimisation."""
-        return contextlib.nullcontext()
-
-    def on_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        r = record.TrialRecord.of(trial)
-        value = f"{r.value:.2%}" if r.value is not None else "-"
-        self.log(f"trial {r.number} {r.state.lower()}: {value} {r.prune_reason}".rstrip())
+from .train import Diverged, completed_epochs, cpu_estimate_hours, train
 
 
 def run_search(settings: SearchSettings, view: Quiet | None = None) -> optuna.Study:
     """Run (or resume) the study named in settings until it holds settings.trials trained trials,
-    the timeout passes, or Ctrl-C (KeyboardInterrupt, raised after the trial is recorded). Bad
+    the timeout passes, or Ctrl-C (KeyboardInterrupt, raised after the trial is recorded); then its
+    final stage (settings.finalists > 0): the best few distinct specs and the baseline trained
+    again, longer and unpruned, in a study of their own, whose best names the winner. Bad
     settings raise a UserError subclass with a one-line message before anything is recorded."""
     view = view or Quiet()
-    space = StudyFile.load(resolve_space(str(settings.space)))
-    budget = settings.budget or space.budget
-    device = resolve_device(settings.device)
-    if settings.device == "auto" and device.type == "cpu":
-        raise UserError(cpu_refusal(space, settings))
+    plan = Plan.of(settings)
+    if settings.device == "auto" and plan.device.type == "cpu":
+        raise UserError(cpu_refusal(plan))
     storage = open_storage(settings.storage, settings.heartbeat, retry_s=settings.storage_retry)
     data = load_cifar10(settings.data, val_size=settings.val_size, limit_train=settings.limit_train,
-                        seed=settings.seed, classes=space.space["classes"])
-
+                        seed=settings.seed, classes=plan.classes)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial replaces Optuna's
-    outputs = Outputs(Path(settings.artifacts), settings.study)
-    max_epochs = space.center_recipe(settings.epochs)[0].epochs
-    sampler, pruner = make_sampler(settings.seed, settings.sampler), make_pruner(max_epochs)
-    study, created = create_or_load(storage, settings, space, budget, data, outputs, sampler, pruner)
-    if created and settings.baseline and baseline_for(budget, space.space["classes"]) is None:
-        view.log(f"no baseline: not even Model 1's shape at its narrowest (channels 1-2-4-8) fits under "
-                 f"{budget:,} params")
-
-    objective = Objective(study, space, budget, settings, data, device, outputs, view)
-    done = trained_trials(study)
-    requeued = requeue_interrupted(study) if done < settings.trials else []
-    view.log(f"study {settings.study!r} on {redact(settings.storage)}: {done} of {settings.trials} trials finished"
-             + (f", resuming interrupted trial(s) {', '.join(map(str, requeued))}" if requeued else "")
-             + f"; budget {budget:,} params; {data.name}: {len(data.train):,} train / {len(data.val):,} "
-             f"validation images; device {device}")
     deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
-    while trained_trials(study) < settings.trials:
+
+    baseline = [] if plan.baseline is None else [
+        (plan.recipe_params, record.baseline_attrs(plan.baseline[1], plan.baseline[0].to_dict()))]
+    study, created = create_or_load(storage, plan, data, enqueue=baseline)
+    if created and settings.baseline and plan.baseline is None:
+        view.log(f"no baseline: not even Model 1's shape at its narrowest (channels 1-2-4-8) fits under "
+                 f"{plan.budget:,} params")
+    study = optimize(study, plan, data, view, deadline)
+    if settings.finalists and record.trained_count(study) >= settings.trials:  # else timed out: it waits for a run
+        run_final_stage(storage, study, plan, data, view, deadline)
+    refresh_report(study, plan.outputs.reports, view.log)
+    return study
+
+
+def run_final_stage(storage, study: optuna.Study, plan: Plan, data: Cifar10, view: Quiet,
+                    deadline: float | None) -> None:
+    """Train the search's finalists again, longer and unpruned, in the final stage's own study."""
+    settings = plan.settings
+    candidates = finalists(study, settings.finalists)
+    final_plan = plan.final_stage(len(candidates))
+    final, created = create_or_load(storage, final_plan, data,
+                                    enqueue=[({}, record.finalist_attrs(r)) for r in candidates])
+    if not created:  # resumed: the finalists are those queued when the stage began
+        final_plan = plan.final_stage(len(record.finalist_trials(final)))
+    record.write_study(study, final_study=final.study_name)
+    view.log(f"final stage: {final_plan.settings.trials} finalists of study {settings.study!r} trained again for "
+             f"{final_plan.epochs} epochs, unpruned, in study {final.study_name!r}")
+    optimize(final, final_plan, data, view, deadline)
+
+
+def optimize(study: optuna.Study, plan: Plan, data: Cifar10, view: Quiet, deadline: float | None) -> optuna.Study:
+    """Train the stage's trials until it holds plan.settings.trials, riding out storage outages.
+    Returns the study (a new object after a reconnection)."""
+    s = plan.settings
+    sampler, pruner = strategy(plan)
+    objective = Objective(study, plan, data, view)
+    done = record.trained_count(study)
+    requeued = requeue_interrupted(study) if done < s.trials else []
+    view.log(f"study {s.study!r} on {redact(s.storage)}: {done} of {s.trials} trials finished"
+             + (f", resuming interrupted trial(s) {', '.join(map(str, requeued))}" if requeued else "")
+             + f"; budget {plan.budget:,} params; {data.name}: {len(data.train):,} train / {len(data.val):,} "
+             f"validation images; device {plan.device}")
+    while record.trained_count(study) < s.trials:
         try:
-            with view.watch(study):
+            with view.watch(study, s.trials):
                 study.optimize(objective, callbacks=[objective.enough, view.on_trial], gc_after_trial=True,
                                timeout=None if deadline is None else max(0.0, deadline - time.monotonic()),
                                catch=(torch.cuda.OutOfMemoryError, SurplusTrial))
@@ -127,56 +109,62 @@ def run_search(settings: SearchSettings, view: Quiet | None = None) -> optuna.St
             # The server went away: reconnect with backoff for a bounded time. What was recorded
             # stays in the database; the trial in flight is failed by its heartbeat and retried.
             view.log(f"storage unreachable ({str(outage).splitlines()[0][:120]}); "
-                     f"retrying for up to {settings.storage_retry:g} s")
-            storage = open_storage(settings.storage, settings.heartbeat, retry_s=settings.storage_retry)
-            study = optuna.load_study(study_name=settings.study, storage=storage, sampler=sampler, pruner=pruner)
+                     f"retrying for up to {s.storage_retry:g} s")
+            storage = open_storage(s.storage, s.heartbeat, retry_s=s.storage_retry)
+            study = optuna.load_study(study_name=s.study, storage=storage, sampler=sampler, pruner=pruner)
             objective.study = study
-    refresh_report(study, outputs.reports, view.log)
     if objective.gave_up:
+        refresh_report(study, plan.outputs.reports, view.log)
         raise UserError(objective.gave_up)
     return study
 
 
-def baseline_for(budget: int, classes: int = 10) -> tuple[ResNetSpec, str] | None:
-    """(spec, label) of the study's seeded baseline: the report's Model 1 where it fits, else its
-    shape scaled to the budget; None where not even the narrowest fits."""
-    spec = baseline_spec(budget, classes=classes)
-    if spec is None:
-        return None
-    head = f" with a {classes}-class head" if classes != MODEL_1.classes else ""
-    if spec.channels == MODEL_1.channels:
-        return spec, "Model 1" + head
-    return spec, f"Model 1 scaled to the budget{head}, {count(spec).params:,} params"
+def strategy(plan: Plan) -> tuple[optuna.samplers.BaseSampler, optuna.pruners.BasePruner]:
+    """The stage's sampler and pruner. The final stage's trials are all queued and measured whole."""
+    if plan.stage == "final":
+        return optuna.samplers.RandomSampler(seed=plan.settings.seed), optuna.pruners.NopPruner()
+    return make_sampler(plan.settings.seed, plan.settings.sampler), make_pruner(plan.epochs)
 
 
-def create_or_load(storage, settings: SearchSettings, space: StudyFile, budget: int, data: Cifar10,
-                   outputs: Outputs, sampler, pruner) -> tuple[optuna.Study, bool]:
-    """Create the study, or load it to resume. Only the process that creates it enqueues the
-    baseline, and creation is atomic in the database, so several workers enqueue it once."""
-    recipe_table = {k: list(v) if isinstance(v, tuple) else v for k, v in space.recipe.items()}
-    given = {"budget": budget, "space": space.space, "recipe": recipe_table,
-             "epochs": space.center_recipe(settings.epochs)[0].epochs, "dataset": data.identity(),
-             "limit_train": settings.limit_train, "val_size": settings.val_size, "seed": settings.seed,
-             "sampler": settings.sampler}
-    given = json.loads(json.dumps(given))  # as the storage gives it back: lists, not tuples
+def finalists(study: optuna.Study, k: int) -> list[record.TrialRecord]:
+    """The search's best k distinct specs by validation accuracy among its trials trained to the
+    end, then the seeded baseline if it trained and is not among them."""
+    picked, seen = [], set()
+    for t in record.best_trials(study, len(study.get_trials(deepcopy=False))):
+        r = record.TrialRecord.of(t)
+        key = json.dumps(r.spec, sort_keys=True)
+        if key not in seen and len(picked) < k:
+            picked.append(r)
+            seen.add(key)
+    baseline = next((r for r in record.records(study, states=record.FINISHED)
+                     if r.baseline and r.trained and not r.diverged), None)
+    if baseline is not None and json.dumps(baseline.spec, sort_keys=True) not in seen:
+        picked.append(baseline)
+    return picked
+
+
+def create_or_load(storage, plan: Plan, data: Cifar10, enqueue: list[tuple[dict, dict]]) -> tuple[optuna.Study, bool]:
+    """Create the stage's study, or load it to resume. Only the process that creates it enqueues
+    `enqueue` ((params, user attrs) per trial: the baseline, or the finalists), and creation is
+    atomic in the database, so several workers enqueue them once."""
+    given = json.loads(json.dumps(plan.study_settings(data.identity())))  # as the storage gives it back
+    sampler, pruner = strategy(plan)
     try:
-        study = optuna.create_study(study_name=settings.study, storage=storage, sampler=sampler, pruner=pruner,
+        study = optuna.create_study(study_name=plan.study, storage=storage, sampler=sampler, pruner=pruner,
                                     direction="maximize", load_if_exists=False)
     except optuna.exceptions.DuplicatedStudyError:
-        study = optuna.load_study(study_name=settings.study, storage=storage, sampler=sampler, pruner=pruner)
+        study = optuna.load_study(study_name=plan.study, storage=storage, sampler=sampler, pruner=pruner)
         refuse_mixed_settings(study, given)
         return study, False
+    s = plan.settings
     record.write_study(
-        study, budget=budget, space_file=str(space.path), space=space.space,
-        recipe_space=recipe_table,
-        artifact_dir=str(outputs.artifacts.resolve()), split_seed=settings.seed, table_1=table_1_rows(),
-        data_root=data.root, dataset=data.name, val_size=settings.val_size, limit_train=settings.limit_train,
+        study, budget=plan.budget, space_file=str(plan.space.path), space=plan.space.space,
+        recipe_space=given["recipe"], artifact_dir=str(plan.outputs.artifacts.resolve()), split_seed=s.seed,
+        table_1=table_1_rows(), data_root=data.root, dataset=data.name, val_size=s.val_size,
+        limit_train=s.limit_train, stage=plan.stage,
     )
-    baseline = baseline_for(budget, space.space["classes"]) if settings.baseline else None
-    if baseline is not None:
-        spec, label = baseline
-        study.enqueue_trial(space.center_recipe()[1], user_attrs=record.baseline_attrs(label, spec.to_dict()))
-
+    for params, attrs in enqueue:
+        study.enqueue_trial(params, user_attrs=attrs)
     record.write_study(study, settings=given)  # last: other workers wait for it before their first trial
     return study, True
 
@@ -207,10 +195,6 @@ def _shown(value) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def trained_trials(study: optuna.Study) -> int:
-    return sum(r.counts_as_trained for r in record.records(study, states=record.FINISHED))
-
-
 GIVE_UP_AFTER = 100  # proposals in a row over the budget; the shipped space rejects under 5%
 
 
@@ -219,12 +203,9 @@ class SurplusTrial(Exception):
 
 
 class Objective:
-    def __init__(self, study: optuna.Study, space: StudyFile, budget: int, settings: SearchSettings,
-                 data: Cifar10, device: torch.device, outputs: Outputs, view: Quiet):
-        self.study, self.space, self.budget, self.settings = study, space, budget, settings
-        self.data, self.device, self.outputs, self.view = data, device, outputs, view
-        outputs.artifacts.mkdir(parents=True, exist_ok=True)
-        self.store = FileSystemArtifactStore(str(outputs.artifacts))
+    def __init__(self, study: optuna.Study, plan: Plan, data: Cifar10, view: Quiet):
+        self.study, self.plan, self.data, self.view = study, plan, data, view
+        self.store = open_artifact_store(plan.outputs.artifacts)
         self.rejected_in_a_row, self.gave_up = 0, None
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -245,29 +226,32 @@ class Objective:
         long run of them means nothing in the space fits, and the search gives up saying so."""
         self.rejected_in_a_row = self.rejected_in_a_row + 1 if record.TrialRecord.of(trial).over_budget else 0
         if self.rejected_in_a_row >= GIVE_UP_AFTER:
-            self.gave_up = (f"the last {GIVE_UP_AFTER} proposals were all at or over the budget of {self.budget:,} "
+            self.gave_up = (f"the last {GIVE_UP_AFTER} proposals were all at or over the budget of {self.plan.budget:,} "
                             "params: nothing in this space fits; raise --budget or narrow the space")
             study.stop()
-        if trained_trials(study) >= self.settings.trials:
+        if record.trained_count(study) >= self.plan.settings.trials:
             study.stop()
 
     def _run(self, trial: optuna.Trial) -> float:
-        s = self.settings
+        plan, s = self.plan, self.plan.settings
         self._refuse_surplus(trial)
         known = record.TrialRecord.of(trial)
-        spec = (ResNetSpec.from_dict(known.spec) if known.baseline else
-                self.space.sample_spec(trial, self.budget, on_repair=lambda drawn: record.write_repaired(trial, drawn)))
-        recipe = self.space.sample_recipe(trial, s.epochs)
+        if known.finalist_of is not None:  # trained again as it was, only longer
+            spec, recipe = ResNetSpec.from_dict(known.spec), Recipe.from_dict({**known.recipe, "epochs": plan.epochs})
+        else:
+            spec = (ResNetSpec.from_dict(known.spec) if known.baseline else
+                    plan.space.sample_spec(trial, plan.budget, on_repair=lambda drawn: record.write_repaired(trial, drawn)))
+            recipe = plan.space.sample_recipe(trial, plan.epochs)
         counts = count(spec)
         # A retried (worker died) or re-queued (Ctrl-C) trial inherits its first run's checkpoint dir.
         first_run = known.first_trial if known.first_trial is not None else trial.number
-        checkpoint_dir = Path(known.checkpoint_dir or self.outputs.checkpoints / f"trial-{trial.number}")
+        checkpoint_dir = Path(known.checkpoint_dir or plan.outputs.checkpoints / f"trial-{trial.number}")
         record.write_identity(trial, spec=spec.to_dict(), summary=spec.summary(), params=counts.params,
-                              macs=counts.macs, recipe=recipe.to_dict(), seed=s.seed, device=str(self.device),
+                              macs=counts.macs, recipe=recipe.to_dict(), seed=s.seed, device=str(plan.device),
                               dataset=self.data.name, first_trial=first_run,
                               checkpoint_dir=str(checkpoint_dir.resolve()))
-        if not fits(spec, self.budget):
-            reason = f"over budget: {counts.params:,} params >= {self.budget:,}"
+        if not fits(spec, plan.budget):
+            reason = f"over budget: {counts.params:,} params >= {plan.budget:,}"
             record.write_pruned(trial, reason, over_budget=True)
             raise optuna.TrialPruned(reason)
         twin = self._running_twin(trial, spec)
@@ -275,11 +259,12 @@ class Objective:
             record.write_pruned(trial, f"duplicate: trial {twin} is training the same spec", duplicate=True)
             raise optuna.TrialPruned(f"same spec as running trial {twin}")
 
-        curve, seconds = [], []
+        curve, seconds, losses = [], [], []
         resumed = completed_epochs(checkpoint_dir, spec, recipe, s.seed)
         for e in resumed:  # replay what the checkpoint holds, so the curve is whole
             curve.append(e.val_acc)
             seconds.append(e.seconds)
+            losses.append(e.loss)
             trial.report(e.val_acc, e.epoch)
         if resumed:
             record.write_resumed(trial, first_run, len(resumed))
@@ -287,7 +272,8 @@ class Objective:
         def report(e):
             curve.append(e.val_acc)
             seconds.append(e.seconds)
-            record.write_curve(trial, curve, seconds, e.loss)
+            losses.append(e.loss)
+            record.write_curve(trial, curve, seconds, losses)
             trial.report(e.val_acc, e.epoch)
             if e.epoch < recipe.epochs and trial.should_prune():  # after the last epoch there is nothing to save
                 record.write_pruned(trial, f"pruned by the pruner after epoch {e.epoch} at {e.val_acc:.2%}")
@@ -295,9 +281,11 @@ class Objective:
 
         self.view.log(f"trial {trial.number}: {spec.summary()} ({counts.params:,} params)"
                       + (f" [seeded baseline: {known.baseline_label}]" if known.baseline else "")
+                      + (f" [finalist: search trial {known.finalist_of}, {recipe.epochs} epochs]"
+                         if known.finalist_of is not None else "")
                       + (f" [resuming trial {first_run} after epoch {len(curve)}]" if resumed else ""))
         try:
-            result = train(spec, self.data, recipe, device=self.device, seed=s.seed, on_epoch=report,
+            result = train(spec, self.data, recipe, device=plan.device, seed=s.seed, on_epoch=report,
                            checkpoint_dir=checkpoint_dir, progress=self.view.progress)
         except Diverged as e:
             record.write_pruned(trial, f"diverged: {e}")
@@ -316,12 +304,12 @@ class Objective:
     def _refuse_surplus(self, trial: optuna.Trial) -> None:
         """With several workers, each may start a trial just as the study reaches its total.
         Trials numbered lower go first; one that finds the total already taken steps aside."""
+        total = self.plan.settings.trials
         taken = record.records(trial.study, states=(*record.FINISHED, TrialState.RUNNING))
-        if sum(r.number < trial.number and (r.state == "RUNNING" or r.counts_as_trained)
-               for r in taken) >= self.settings.trials:
-            record.write_failed(trial, f"surplus: the study already had its {self.settings.trials} trials")
+        if sum(r.number < trial.number and (r.state == "RUNNING" or r.counts_as_trained) for r in taken) >= total:
+            record.write_failed(trial, f"surplus: the study already had its {total} trials")
             trial.study.stop()
-            raise SurplusTrial(f"the study already has its {self.settings.trials} trials")
+            raise SurplusTrial(f"the study already has its {total} trials")
 
     @staticmethod
     def _running_twin(trial: optuna.Trial, spec: ResNetSpec) -> int | None:
@@ -360,12 +348,11 @@ def refresh_report(study: optuna.Study, out: Path, log) -> None:
         log(f"report not refreshed: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
 
 
-def cpu_refusal(space: StudyFile, settings: SearchSettings) -> str:
-    epochs = settings.epochs or space.center_recipe()[0].epochs
-    images = settings.limit_train or 45_000
+def cpu_refusal(plan: Plan) -> str:
+    images = plan.settings.limit_train or 45_000
     macs = count(MODEL_1).macs
-    hours, rate = cpu_estimate_hours(macs, images, epochs)
+    hours, rate = cpu_estimate_hours(macs, images, plan.epochs)
     return (f"no CUDA device here: one trial like the report's Model 1 ({macs:,} MACs/image, "
-            f"{images:,} images x {epochs} epochs) would take about {hours:,.0f} h on this CPU "
+            f"{images:,} images x {plan.epochs} epochs) would take about {hours:,.0f} h on this CPU "
             f"({rate / 1e9:.1f} GMAC/s measured); for a small search on this CPU run: resnet-search run "
             f"--device cpu --space cpu-small --study cpu-try --epochs 2 --limit-train 2000 --val-size 1000 --trials 5")

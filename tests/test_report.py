@@ -126,7 +126,7 @@ def add(study, hint, state, params=None, acc=None, curve=None, secs=None, device
                           device=device, dataset=JPEG, first_trial=hint if first_trial is None else first_trial,
                           checkpoint_dir="")
     if curve:
-        record.write_curve(trial, curve, secs or [60.0] * len(curve))
+        record.write_curve(trial, curve, secs or [60.0] * len(curve), [])
     if resumed_from:
         record.write_resumed(trial, first_trial, resumed_from)
     if prune_reason:

@@ -63,6 +63,7 @@ def write_report(study: optuna.Study, out_dir: Path, top: int = TOP_K) -> dict:
         "curves": curves,
         "pruner_trust": pruner_trust(study),
         "retrained": numbers.retrained(study),
+        "final_stage": numbers.final_stage_rows(study),
     }
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     shown = pages.sections(recorded, trials, result, marks, imp)

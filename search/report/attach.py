@@ -12,21 +12,21 @@ from ..record import StudyRecord, write_study
 from .figures import PLOTS, placeholder
 
 
-def attach_to_study(study: optuna.Study, out_dir: Path, artifact_dir: str | Path | None = None) -> dict[str, str]:
+def attach_to_study(study: optuna.Study, out_dir: Path) -> dict[str, str]:
     """Upload the report's PNGs as study artifacts, so optuna-dashboard lists them.
 
     A refresh writes over the files of the artifacts it uploaded before (same artifact id, same
     name), so the dashboard shows one copy of each plot however often the report is refreshed.
     A plot this refresh could not draw (no importances yet, say) is replaced by a PNG that says so.
     Returns {filename: artifact id}, also kept in the study user attr `report_artifacts`."""
-    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+    from optuna.artifacts import upload_artifact
+
+    from ..storage import open_artifact_store
 
     recorded = StudyRecord.of(study)
-    artifact_dir = artifact_dir or recorded.artifact_dir
-    if not artifact_dir:
-        raise ValueError(f"study {study.study_name!r} records no artifact_dir; pass artifact_dir")
-    Path(artifact_dir).mkdir(parents=True, exist_ok=True)
-    store = FileSystemArtifactStore(str(artifact_dir))
+    if not recorded.artifact_dir:
+        raise ValueError(f"study {study.study_name!r} records no artifact_dir")
+    store = open_artifact_store(recorded.artifact_dir)
     out_dir = Path(out_dir)
     listed = _listed_artifacts(study)
     ours = {k: v for k, v in recorded.report_artifacts.items() if v in listed.values()}

@@ -17,7 +17,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from ..record import StudyRecord, TrialRecord, best_trials, records, trial_counts
+from ..record import StudyRecord, TrialRecord, best_trials, final_stage, finalist_trials, records, trial_counts, winner
 from ..strategy import rung_epochs
 
 REPORTED = "as reported: test acc, true CIFAR-10, 200 epochs"
@@ -93,17 +93,44 @@ def failures(trials: list[TrialRecord]) -> dict[str, int]:
     return found
 
 
-def top_rows(study: optuna.Study, top: int) -> list[dict]:
+def top_rows(study: optuna.Study, top: int, with_baseline: bool = False) -> list[dict]:
+    """The best `top` complete trials by validation accuracy; with_baseline adds the seeded
+    baseline (rank "base") when it ranks lower, since it is what the search is measured against."""
     exported = StudyRecord.of(study).exported or {}
+    shown = [(rank, TrialRecord.of(t)) for rank, t in enumerate(best_trials(study, top), 1)]
+    baseline = next((r for r in records(study) if r.baseline and r.trained), None) if with_baseline else None
+    if baseline is not None and baseline.number not in [r.number for _, r in shown]:
+        shown.append(("base", baseline))
     rows = []
-    for rank, t in enumerate(best_trials(study, top), 1):
-        r = TrialRecord.of(t)
+    for rank, r in shown:
         test = exported.get("test_acc") if exported.get("trial") == r.number else None
         rows.append({"rank": rank, "trial": r.number, "summary": r.summary,
                      "baseline": r.baseline_label if r.baseline else "",
-                     "params": r.params, "macs": r.macs, "val_acc": r.value, "epochs": len(r.curve),
-                     "seconds": sum(r.seconds), "test_acc": test})
+                     "params": r.params, "macs": r.macs, "val_acc": r.best_acc, "complete": r.value is not None,
+                     "epochs": len(r.curve), "seconds": sum(r.seconds), "test_acc": test})
     return rows
+
+
+def final_stage_rows(study: optuna.Study) -> list[dict]:
+    """The final stage beside the search: each finalist's search trial, its validation accuracy in
+    the search and in the final stage (trained again, longer, unpruned), best first; the winner
+    marked. Empty before the final stage began."""
+    final = final_stage(study)
+    if final is None:
+        return []
+    found = winner(study)
+    won = found[1].number if found is not None and found[0].study_name == final.study_name else None
+    search = {r.number: r for r in records(study)}
+    rows = []
+    for r in finalist_trials(final):
+        source = search.get(r.finalist_of)
+        rows.append({"trial": r.finalist_of, "final_trial": r.number, "summary": r.summary,
+                     "baseline": r.baseline_label if r.baseline else "", "params": r.params, "macs": r.macs,
+                     "search_val_acc": source.best_acc if source else None,
+                     "search_epochs": len(source.curve) if source else None,
+                     "val_acc": r.value if r.state == "COMPLETE" else None, "state": r.state,
+                     "epochs": r.recipe.get("epochs"), "seconds": sum(r.seconds), "winner": r.number == won})
+    return sorted(rows, key=lambda row: (row["val_acc"] is None, -(row["val_acc"] or 0), row["trial"]))
 
 
 # ---------------------------------------------------------------- the accuracy plot's numbers

@@ -87,6 +87,19 @@ def sections(study: StudyRecord, trials: list[TrialRecord], numbers: dict, marks
     else:
         out.append(Section("Top trials", ["No trial has completed yet: nothing to rank."]))
 
+    if numbers["final_stage"]:
+        final = numbers["final_stage"]
+        header = ["", "search trial", "spec", "params", "search val acc", "search epochs", "final val acc",
+                  "final epochs"]
+        body = [["winner" if r["winner"] else "", str(r["trial"]),
+                 r["summary"] + (f" ({r['baseline']})" if r["baseline"] else ""), fmt_int(r["params"]),
+                 pct(r["search_val_acc"]), str(r["search_epochs"]),
+                 pct(r["val_acc"]) if r["val_acc"] is not None else r["state"].lower(), str(r["epochs"])]
+                for r in final]
+        out.append(Section("Final stage", table=(header, body), notes=[
+            "The search's best distinct specs and its baseline, trained again from scratch for longer and "
+            f"unpruned, in a study of their own; the best of them by {split} is the winner."]))
+
     if numbers["retrained"]:
         out.append(_retrained(numbers["retrained"], model_1_reported(study)))
 

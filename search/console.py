@@ -1,0 +1,118 @@
+"""The tables `best`, `run` and `retrain` print. Their rows come from search/report/numbers.py,
+the functions the report's tables use, so the console and the report never disagree."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from .record import StudyRecord, trial_counts
+from .report import numbers
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def console() -> Console:
+    """Standard output; written to a file or a pipe, lines are not folded at 80 columns."""
+    out = Console()
+    return out if out.is_terminal else Console(width=200)
+
+
+def print_best(study, top: int) -> None:
+    out = console()
+    table = Table(title=f"best of study {study.study_name!r} (validation accuracy)")
+    for column in ("rank", "trial", "spec", "params", "MACs", "val acc", "epochs", "s/epoch"):
+        table.add_column(column, justify="left" if column == "spec" else "right")
+    for r in numbers.top_rows(study, top, with_baseline=True):
+        label = r["summary"] + (f" ({r['baseline']})" if r["baseline"] else "")
+        table.add_row(str(r["rank"]), str(r["trial"]), label, f"{r['params'] or 0:,}", f"{r['macs'] or 0:,}",
+                      pct(r["val_acc"]) + ("" if r["complete"] else " (pruned)"), str(r["epochs"]),
+                      f"{r['seconds'] / max(1, r['epochs']):.1f}")
+    out.print(table)
+    report = Table(title="the seed report's Table 1, as reported (test accuracy, 200 epochs, true CIFAR-10)")
+    for column in ("model", "description", "reported test acc", "reported params", "exact params"):
+        report.add_column(column)
+    for row in StudyRecord.of(study).table_1:
+        report.add_row(row["model"], row["description"], f"{row['reported_test_acc']:.2f}%",
+                       f"{row['reported_params'] / 1e6:.3f}M", f"{row['params']:,}" if row["params"] else "-")
+    out.print(report)
+    print_final_stage(out, study)
+    print_retrained(out, study)
+    print_pruner_trust(out, study)
+    out.print(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in trial_counts(study).items()))
+
+
+def print_final_stage(out: Console, study) -> None:
+    """The finalists: the search's validation accuracy beside the final stage's, the winner marked."""
+    rows = numbers.final_stage_rows(study)
+    if not rows:
+        return
+    table = Table(title="final stage: the best distinct specs and the baseline trained again, longer and unpruned "
+                        "(validation accuracy)")
+    for column in ("", "trial", "spec", "params", "search val", "epochs", "final val", "final epochs"):
+        table.add_column(column, justify="left" if column == "spec" else "right")
+    for r in rows:
+        table.add_row("winner" if r["winner"] else "", str(r["trial"]),
+                      r["summary"] + (f" ({r['baseline']})" if r["baseline"] else ""), f"{r['params'] or 0:,}",
+                      pct(r["search_val_acc"]), str(r["search_epochs"]),
+                      pct(r["val_acc"]) if r["val_acc"] is not None else r["state"].lower(), str(r["epochs"]))
+    out.print(table)
+
+
+def print_pruner_trust(out: Console, study) -> None:
+    """How well the ranking at each epoch where the pruner decides predicts the final one, on this
+    study's own trials."""
+    rows = [r for r in numbers.pruner_trust(study) if r["spearman"] is not None]
+    if not rows:
+        return
+    table = Table(title=f"the pruner's epochs against epoch {rows[0]['last']} (Spearman, full-length trials)")
+    for column in ("epoch", "trials", "Spearman"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        table.add_row(str(r["epoch"]), str(r["trials"]), f"{r['spearman']:+.2f}")
+    out.print(table)
+
+
+def print_retrained(out: Console, study) -> None:
+    """The study's `retrain` results, beside the search's validation accuracy of each trial."""
+    entries = numbers.retrained(study)
+    if not entries:
+        return
+    sets = {(e["dataset"], e.get("train_images")) for e in entries}
+    (name, images), = sets if len(sets) == 1 else {(None, None)}
+    on = f" on {name}" + (f" ({images:,} images)" if images else "") if name else ""
+    table = Table(title=f"retrained{on} on training + validation images, each seed tested once after its final "
+                        "epoch (test accuracy)")
+    columns = ["network", "spec", *([] if on else ["data set"]), "epochs", "seeds", "search val", "test mean ± std",
+               "min-max"]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("network", "spec", "data set") else "right",
+                         no_wrap=column in ("test mean ± std", "min-max", "search val"))
+    for e in entries:
+        spread = f" ± {e['std']:.2%}" if e.get("std") is not None else ""
+        table.add_row(e["label"], e["summary"], *([] if on else [e["dataset"]]), str(e["epochs"]), str(e["seeds"]),
+                      pct(e["val_acc"]), f"{e['mean']:.2%}{spread}", f"{e['min']:.2%}-{e['max']:.2%}")
+    out.print(table)
+
+
+def print_retrain_result(result) -> None:
+    """One `retrain` run: each seed's test accuracy, their mean and spread, and the export."""
+    e = result.entry
+    table = Table(title=f"{e['label']} retrained: {e['summary']}, {e['params']:,} params; {e['dataset']}, "
+                        f"{e.get('train_images', 0):,} training + validation images, {e['epochs']} epochs, "
+                        f"{e['seeds']} seed(s); test accuracy after the final epoch")
+    for column in ("seed", "test acc", "train loss", "seconds"):
+        table.add_column(column, justify="right")
+    for s in result.seeds:
+        table.add_row(str(s["seed"]) + (" (exported)" if s["seed"] == e["export_seed"] else ""),
+                      f"{s['test_acc']:.2%}", f"{s['train_loss_last']:.3f}", f"{s['seconds']:.1f}")
+    out = console()
+    out.print(table)
+    spread = f" ± {e['std']:.2%} (sample std)" if e["std"] is not None else ""
+    out.print(f"test accuracy: mean {e['mean']:.2%}{spread}, min {e['min']:.2%}, max {e['max']:.2%} "
+              f"over {e['seeds']} seed(s)")
+    if result.target.val_acc is not None:
+        out.print(f"the search measured {result.target.val_acc:.2%} on its validation split")
+    out.print(f"exported seed {e['export_seed']} (closest to the mean) to {e['export_dir']}")

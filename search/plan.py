@@ -1,0 +1,118 @@
+"""A search's settings, and the plan they resolve to: every derived value worked out once.
+
+    settings = SearchSettings(budget=5_000_000, trials=50)   # what the user asked for
+    plan = Plan.of(settings)                                   # what the search will do
+
+The plan holds what the settings and the study file imply together (the budget, the recipe the
+baseline trains under and its epochs, the classes, the baseline, the output folders, the
+device). The search, its objective and its final stage read the plan; nothing works a setting
+out a second time. Building a plan reads the study file and checks the device, nothing else:
+no storage is opened and no image decoded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from resnet_space import MODEL_1, Recipe, ResNetSpec, baseline_spec, count
+from resnet_space.space import StudyFile
+
+from .layout import (DEFAULT_ARTIFACTS, DEFAULT_FINALISTS, DEFAULT_SPACE, DEFAULT_STORAGE, DEFAULT_STORAGE_RETRY_S,
+                     DEFAULT_STUDY, DEFAULT_TRIALS, DEFAULT_VAL_SIZE, FINAL_STAGE_SUFFIX, HEARTBEAT_S, Outputs,
+                     resolve_space)
+from .train import resolve_device
+
+
+@dataclass
+class SearchSettings:
+    """Everything a search is run with. The CLI fills it from its flags; defaults are the CLI's."""
+
+    budget: int | None = None  # parameters; None takes the study file's
+    space: str | Path = DEFAULT_SPACE  # a study file, or the name of a shipped one
+    study: str = DEFAULT_STUDY
+    storage: str = DEFAULT_STORAGE
+    trials: int = DEFAULT_TRIALS  # trained trials in the study in all: running again resumes up to this
+    timeout: float | None = None  # seconds after which no new trial starts
+    epochs: int | None = None  # overrides the recipe's
+    device: str = "auto"  # auto refuses to search on a CPU; name "cpu" to mean it
+    data: str | Path | None = None
+    limit_train: int | None = None
+    val_size: int = DEFAULT_VAL_SIZE
+    seed: int = 0
+    sampler: str = "tpe"  # or "random", the control a search must beat (search/strategy.py)
+    artifacts: str | Path = DEFAULT_ARTIFACTS
+    baseline: bool = True
+    heartbeat: int = HEARTBEAT_S
+    storage_retry: float = DEFAULT_STORAGE_RETRY_S
+    finalists: int = DEFAULT_FINALISTS  # 0: no final stage, the search's best is the winner
+    final_epochs: int | None = None  # None: twice the search's epochs
+
+
+def baseline_for(budget: int, classes: int = MODEL_1.classes) -> tuple[ResNetSpec, str] | None:
+    """(spec, label) of the study's seeded baseline: the report's Model 1 where it fits, else its
+    shape scaled to the budget; None where not even the narrowest fits."""
+    spec = baseline_spec(budget, classes=classes)
+    if spec is None:
+        return None
+    head = f" with a {classes}-class head" if classes != MODEL_1.classes else ""
+    if spec.channels == MODEL_1.channels:
+        return spec, "Model 1" + head
+    return spec, f"Model 1 scaled to the budget{head}, {count(spec).params:,} params"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The settings of one stage of a search, resolved (see the module docstring)."""
+
+    settings: SearchSettings
+    space: StudyFile
+    budget: int
+    recipe: Recipe  # the recipe at the middle of every searched range, at the stage's epochs
+    recipe_params: dict  # the trial params that select `recipe`
+    baseline: tuple[ResNetSpec, str] | None  # None: not asked for, or nothing of Model 1's shape fits
+    outputs: Outputs
+    device: torch.device
+    stage: str = "search"  # or "final": the finalists trained again, longer and unpruned
+
+    @classmethod
+    def of(cls, settings: SearchSettings) -> "Plan":
+        space = StudyFile.load(resolve_space(str(settings.space)))
+        budget = settings.budget or space.budget
+        recipe, params = space.center_recipe(settings.epochs)
+        baseline = baseline_for(budget, space.space["classes"]) if settings.baseline else None
+        return cls(settings, space, budget, recipe, params, baseline,
+                   Outputs(Path(settings.artifacts), settings.study), resolve_device(settings.device))
+
+    @property
+    def epochs(self) -> int:
+        return self.recipe.epochs
+
+    @property
+    def classes(self) -> int:
+        return self.space.space["classes"]
+
+    @property
+    def study(self) -> str:
+        return self.outputs.study
+
+    def final_stage(self, finalists: int) -> "Plan":
+        """The plan of the final stage: its own study in the same storage (so no pruner or sampler
+        ever mixes training lengths), `finalists` trials, each trained to the final epochs."""
+        epochs = self.settings.final_epochs or 2 * self.epochs
+        study = self.study + FINAL_STAGE_SUFFIX
+        settings = dataclasses.replace(self.settings, study=study, trials=finalists, epochs=epochs, timeout=None)
+        return dataclasses.replace(self, settings=settings, recipe=self.space.center_recipe(epochs)[0],
+                                   outputs=Outputs(self.outputs.artifacts, study), stage="final")
+
+    def study_settings(self, dataset: str) -> dict:
+        """What the stage's results depend on (record.SETTING_FLAGS): a study resumed with other
+        values is refused, since its trials would not compare."""
+        s = self.settings
+        recipe_table = {k: list(v) if isinstance(v, tuple) else v for k, v in self.space.recipe.items()}
+        return {"budget": self.budget, "space": self.space.space, "recipe": recipe_table, "epochs": self.epochs,
+                "dataset": dataset, "limit_train": s.limit_train, "val_size": s.val_size, "seed": s.seed,
+                "sampler": s.sampler}
