@@ -3,6 +3,8 @@
 Every script measures each figure --repeats times (3 by default), reports the median with all
 the runs beside it, and prints as its last line one JSON object that also says how loaded the
 machine was (os.getloadavg() before and after), so a reader can tell a quiet run from a busy one.
+
+docs/measurements.md quotes each script's output beside the command that printed it.
 """
 
 import argparse

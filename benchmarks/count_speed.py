@@ -5,6 +5,8 @@
 
 Each run counts --specs random specs analytically and builds the first --built of them as
 torch models to count their parameters; speedup is the ratio of the two medians.
+
+docs/measurements.md quotes the line this printed on the development machine, with its command.
 """
 
 import argparse

@@ -19,6 +19,9 @@ device, over one batch prepared beforehand.
 
 share_pct = data / (data + step): the part of a training step's time the data work would
 take if nothing overlapped them, from the medians of the two.
+
+docs/measurements.md quotes the line and table this printed on the development machine, with its
+command; the CUDA share has not been measured yet.
 """
 
 import argparse

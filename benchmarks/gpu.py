@@ -20,6 +20,9 @@ under --checkpoints, --time-limit stops after the epoch that crosses it, and the
 are kept in the --out JSON, so rerunning the same command resumes where it stopped. A run's
 seconds are the sum of its epochs' (each covering its steps and its validation pass), which a
 resume does not disturb; data loading, model building and the test evaluation are not in them.
+
+Not run yet (no GPU was lent to the sessions that built it); docs/measurements.md is where its
+numbers go, beside the commands above, once the --out file is committed.
 """
 
 import argparse

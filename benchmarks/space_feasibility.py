@@ -6,6 +6,8 @@ Draws specs through the real sampling (StudyFile.sample_spec, with the recipe dr
 Optuna's RandomSampler with a fixed seed, one study per budget, and counts those at or over
 the budget (`fits`). Prints a markdown table, then one JSON line. Target on the default space:
 at most 5% rejected at every budget.
+
+docs/measurements.md quotes the table this prints, with its command.
 """
 
 import argparse

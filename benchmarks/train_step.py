@@ -14,6 +14,8 @@ pass then costs one tiny forward, not a hidden share of the number.
 Reference: model.train(), a DataLoader over a TensorDataset of pre-normalised float tensors,
 fp32, no autocast, an SGD step. It does no augmentation and never syncs on the loss, so any
 gap is the engine's doing, not a handicapped baseline.
+
+docs/measurements.md quotes the line this printed on the development machine, with its command.
 """
 
 import argparse
