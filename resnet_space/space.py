@@ -240,14 +240,25 @@ class StudyFile:
     def center_recipe(self, epochs: int | None = None) -> tuple[Recipe, dict]:
         """The recipe at the middle of every searched range (geometric for log ranges, first of
         choices), and the trial params that select it: what the seeded baseline trains under."""
-        trial = _CenterTrial()
-        return self.sample_recipe(trial, epochs), trial.params
+        return center_recipe(self.recipe, epochs)
 
     def sample_recipe(self, trial, epochs: int | None = None) -> Recipe:
-        recipe = {k: suggest(trial, k, v) for k, v in self.recipe.items()}
-        if epochs:
-            recipe["epochs"] = epochs
-        return Recipe.from_dict(recipe)
+        return sample_recipe(self.recipe, trial, epochs)
+
+
+def sample_recipe(table: dict, trial, epochs: int | None = None) -> Recipe:
+    """A recipe drawn from a [recipe] table (as a study file holds it, or as a study records it)."""
+    recipe = {k: suggest(trial, k, tuple(v) if k in LIST_VALUED_RECIPE_KEYS and isinstance(v, list) else v)
+              for k, v in table.items()}
+    if epochs:
+        recipe["epochs"] = epochs
+    return Recipe.from_dict(recipe)
+
+
+def center_recipe(table: dict, epochs: int | None = None) -> tuple[Recipe, dict]:
+    """The recipe at the middle of every searched range of a [recipe] table (StudyFile.center_recipe)."""
+    trial = _CenterTrial()
+    return sample_recipe(table, trial, epochs), trial.params
 
 
 class _CenterTrial:

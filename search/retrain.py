@@ -34,7 +34,7 @@ import torch
 from resnet_space import Recipe, ResNetSpec, SpecError, count, fits
 from resnet_space.errors import UserError
 from resnet_space.model import build_model
-from resnet_space.space import LIST_VALUED_RECIPE_KEYS, StudyFile
+from resnet_space.space import center_recipe
 
 from . import record
 from .data import Cifar10, ImageSet, load_cifar10
@@ -166,7 +166,8 @@ def _spec_target(study: optuna.Study, path: Path, epochs: int | None) -> Target:
         raise RetrainError(f"spec file {path} cannot be read: {e.strerror or e}") from None
     except (SpecError, ValueError, TypeError, UnicodeDecodeError) as e:
         raise RetrainError(f"spec file {path} is not a spec: {str(e).splitlines()[0]}") from None
-    budget = record.StudyRecord.of(study).budget
+    recorded = record.StudyRecord.of(study)
+    budget = recorded.budget
     if budget is not None and not fits(spec, budget):
         raise RetrainError(f"spec {spec.summary()} in {path} has {count(spec).params:,} params, not under "
                            f"study {study.study_name!r}'s budget of {budget:,}")
@@ -174,14 +175,12 @@ def _spec_target(study: optuna.Study, path: Path, epochs: int | None) -> Target:
             if (r := record.TrialRecord.of(t)).spec == spec.to_dict() and _why_untrained(r) is None]
     if same:
         return _trial_target(study, max(same, key=lambda t: (record.TrialRecord.of(t).best_acc, -t.number)), epochs)
-    recipe_space = record.StudyRecord.of(study).recipe_space
+    recipe_space = recorded.recipe_space
     if recipe_space is None:
         raise RetrainError(f"study {study.study_name!r} records no recipe for a spec it never trained; "
                            "retrain one of its trials with --trial instead")
-    recipe_space = {k: tuple(v) if k in LIST_VALUED_RECIPE_KEYS and isinstance(v, list) else v
-                    for k, v in recipe_space.items()}
-    epochs = epochs or (record.StudyRecord.of(study).settings or {}).get("epochs")
-    recipe = StudyFile(Path("recorded"), budget or 0, {}, recipe_space).center_recipe(epochs)[0]
+    epochs = epochs or (recorded.settings or {}).get("epochs")
+    recipe = center_recipe(recipe_space, epochs)[0]
     digest = hashlib.sha1(spec.to_json().encode()).hexdigest()[:10]
     return Target(f"spec {spec.summary()}", None, False, spec, recipe, None, f"spec-{digest}")
 
@@ -189,10 +188,9 @@ def _spec_target(study: optuna.Study, path: Path, epochs: int | None) -> Target:
 # ---------------------------------------------------------------- data and folders
 
 
-def full_training_data(study: optuna.Study, data_root=None) -> Cifar10:
+def full_training_data(recorded: record.StudyRecord, data_root=None) -> Cifar10:
     """The study's data with its training and validation images together as the training set
     (the study's --limit-train, if any, still applies) and no validation split."""
-    recorded = record.StudyRecord.of(study)
     data = load_cifar10(data_root or recorded.data_root, val_size=recorded.val_size,
                         limit_train=recorded.limit_train, seed=recorded.split_seed, download=False)
     train_set = ImageSet(torch.cat([data.train.images, data.val.images]),
@@ -201,12 +199,11 @@ def full_training_data(study: optuna.Study, data_root=None) -> Cifar10:
     return dataclasses.replace(data, train=train_set, val=empty)
 
 
-def run_folder(study: optuna.Study, target: Target, settings: RetrainSettings) -> Path:
+def run_folder(recorded: record.StudyRecord, target: Target, settings: RetrainSettings) -> Path:
     if settings.out is not None:
         out = Path(settings.out)
     else:
-        artifacts = record.StudyRecord.of(study).artifact_dir or DEFAULT_ARTIFACTS
-        out = Outputs(Path(artifacts), study.study_name).retrain / target.folder
+        out = Outputs(Path(recorded.artifact_dir or DEFAULT_ARTIFACTS), recorded.name).retrain / target.folder
     if out.exists() and not out.is_dir():
         raise RetrainError(f"retrain folder {out} is a file, not a folder")
     return out / f"epochs-{target.recipe.epochs}"
@@ -274,11 +271,12 @@ def retrain(settings: RetrainSettings, *, log: Callable[[str], None] = _log, pro
         study = load_study(open_storage(settings.storage), settings.study)
     target = choose_target(study, settings)
     spec, recipe, epochs = target.spec, target.recipe, target.recipe.epochs
-    run_dir = run_folder(study, target, settings)
-    data = full_training_data(study, settings.data)
+    counts, recorded = count(spec), record.StudyRecord.of(study)
+    run_dir = run_folder(recorded, target, settings)
+    data = full_training_data(recorded, settings.data)
     device = resolve_device(settings.device)
     if settings.device == "auto" and device.type == "cpu":
-        hours = cpu_estimate_hours(count(spec).macs, len(data.train), epochs)[0] * settings.seeds
+        hours = cpu_estimate_hours(counts.macs, len(data.train), epochs)[0] * settings.seeds
         took = f"{hours:,.0f} h" if hours >= 10 else f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.0f} min"
         raise RetrainError(f"no CUDA device here: retraining {target.label} ({len(data.train):,} images x {epochs} "
                            f"epochs x {settings.seeds} seeds) would take about {took} on this CPU; "
@@ -287,7 +285,7 @@ def retrain(settings: RetrainSettings, *, log: Callable[[str], None] = _log, pro
                 "dataset": data.name, "fingerprint": getattr(data, "fingerprint", None),
                 "train_images": len(data.train), "test_images": len(data.test)}
     _start_over_if_other_run(run_dir, identity, log)
-    log(f"retraining {target.label} ({spec.summary()}, {count(spec).params:,} params) of study {study.study_name!r} "
+    log(f"retraining {target.label} ({spec.summary()}, {counts.params:,} params) of study {study.study_name!r} "
         f"on {data.name}: {len(data.train):,} training + validation images, {epochs} epochs, "
         f"{settings.seeds} seed(s), device {device}; test once on {len(data.test):,} images after the final epoch; "
         f"folder {run_dir}")
@@ -313,7 +311,7 @@ def retrain(settings: RetrainSettings, *, log: Callable[[str], None] = _log, pro
                    "export_seed": pick, "per_seed": seeds},
     )
     entry = {"label": target.label, "trial": target.trial, "baseline": target.baseline, "summary": spec.summary(),
-             "params": count(spec).params, "dataset": data.name, "epochs": epochs, "seeds": settings.seeds,
+             "params": counts.params, "dataset": data.name, "epochs": epochs, "seeds": settings.seeds,
              "test_acc": accs, **stats, "export_dir": str(export_dir.resolve()),
              "train_images": len(data.train), "test_images": len(data.test), "export_seed": pick}
     record.write_retrained(study, entry)

@@ -17,11 +17,12 @@ CLI = Path(sys.executable).with_name("resnet-search")
 TINY_SPACE = REPO / "studies" / "cpu-small.toml"
 
 
-def cpu_run_flags(epochs=1, limit_train=200, val_size=200, data=None) -> list[str]:
+def cpu_run_flags(epochs=1, limit_train=200, val_size=200, data=None, finalists=0) -> list[str]:
     """`run` flags for a small search on CPU: tiny specs, a few hundred synthetic images unless
-    `data` names others."""
+    `data` names others; no final stage unless asked (tests/test_final_stage.py tests it)."""
     return ["--device", "cpu", "--epochs", str(epochs), "--limit-train", str(limit_train), "--val-size",
-            str(val_size), "--data", str(data or synthetic_root()), "--space", str(TINY_SPACE), "--quiet"]
+            str(val_size), "--data", str(data or synthetic_root()), "--space", str(TINY_SPACE), "--quiet",
+            "--finalists", str(finalists)]
 
 
 def have_real_data() -> bool:

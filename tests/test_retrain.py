@@ -354,7 +354,7 @@ def test_write_retrained_replaces_the_same_trial_epochs_and_seeds():
 
 
 def test_full_training_data_is_training_and_validation_together(cwd):
-    data = full_training_data(load(cwd))
+    data = full_training_data(record.StudyRecord.of(load(cwd)))
     split = load_cifar10(cwd / "data", val_size=100, limit_train=200)
     assert len(data.train) == 300 and len(data.val) == 0 and len(data.test) == len(split.test)
     assert torch.equal(data.train.images, torch.cat([split.train.images, split.val.images]))

@@ -20,7 +20,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 def settings(tmp_path, data_root, **changes) -> SearchSettings:
     base = dict(budget=200_000, space=str(TINY_SPACE), study="s", storage=f"sqlite:///{tmp_path}/s.db",
                 trials=2, epochs=1, device="cpu", data=str(data_root), val_size=50, seed=0,
-                artifacts=str(tmp_path / "artifacts"))
+                artifacts=str(tmp_path / "artifacts"), finalists=0)  # the final stage: test_final_stage.py
     return SearchSettings(**{**base, **changes})
 
 
