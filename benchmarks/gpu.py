@@ -17,12 +17,14 @@ Sections:
 A study file's range is read as its geometric mean (log ranges) or midpoint, a list as its first choice.
 
 The results JSON is named by the device and torch's version (results/<gpu name>-torch<version>.json;
-cpu-<processor>-torch<version>.json on a CPU) and written as the run goes: the setup before any
+cpu-<processor>-torch<version>.json on a CPU, with -cuda-numerics appended where --numerics is not the
+device's own) and written as the run goes: the setup before any
 training, a run's progress after each of its epochs, each section when it ends. A run cut off by
 the command limit so leaves everything up to its last finished epoch in the file.
 
 The same code runs end to end on a CPU, tiny, through the engine's CUDA numerics (bf16 autocast,
-channels_last, the bf16 resident training set; --compile needs a C++ compiler):
+channels_last, the bf16 resident training set). torch.compile there needs a C++ compiler: without
+one the epoch section records why its compiled timing was skipped and --compile is refused.
 
     python benchmarks/gpu.py --device cpu --numerics cuda --model small --limit-train 1024 --val-size 256 \
         --epoch-epochs 2 --paper-epochs 2 --fast-epochs 1,2 --out-dir /tmp/gpu-cpu
@@ -276,7 +278,10 @@ def main():
         sys.exit(f"gpu.py: {e}")
 
     name = device_name(device)
-    out = Path(args.out or Path(args.out_dir) / f"{sanitise(name)}-torch{sanitise(torch.__version__)}.json")
+    # Numerics other than the device's own are named too: their runs never mix with the default's.
+    numerics = resolve_numerics(args.numerics, device)
+    other = "" if numerics is resolve_numerics("auto", device) else f"-{numerics.name}-numerics"
+    out = Path(args.out or Path(args.out_dir) / f"{sanitise(name)}-torch{sanitise(torch.__version__)}{other}.json")
     args.checkpoints = args.checkpoints or str(out.parent / "checkpoints" / out.stem)
     try:
         data = load_cifar10(args.data, val_size=args.val_size, limit_train=args.limit_train, download=False)
