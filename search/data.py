@@ -264,8 +264,10 @@ class TrainingSet:
     image, its crop offset and its mirror at once (README measures what this buys)."""
 
     def __init__(self, images: torch.Tensor, recipe, dtype=torch.float32):
+        """dtype: how the prepared images are stored (bf16 under CUDA's numerics). They are
+        normalised in float32 and rounded once to dtype, not normalised in dtype."""
         self.n, self.recipe, self.margin = len(images), recipe, recipe.crop_padding
-        x = F.pad(normalize(images, dtype), (self.margin,) * 4)
+        x = F.pad(normalize(images).to(dtype), (self.margin,) * 4)
         if recipe.flip:
             x = torch.cat([x, x.flip(-1)])
         side = images.shape[-1]

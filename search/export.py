@@ -21,7 +21,7 @@ from resnet_space.model import build_model
 from .data import CIFAR10_MEAN, CIFAR10_STD, DataError, load_cifar10
 from .record import StudyRecord, TrialRecord, write_exported
 from .storage import open_artifact_store
-from .train import evaluate, load_weights
+from .train import evaluate, load_weights, portable_state_dict
 
 
 class ExportError(UserError):
@@ -92,11 +92,14 @@ def write_export(out: Path, model: nn.Module, spec: ResNetSpec, *, study: str, t
     """The one writer of an export, for `best --export` and `retrain`: spec.json, state_dict.pt,
     model.pt2 (float images in [0, 1], normalised inside) and metrics.json, which holds the study,
     trial, spec summary, params and MACs, then `numbers` as given, then how to feed the model and
-    the versions that made it. Returns the metrics."""
-    model = model.cpu().eval()
+    the versions that made it. The model may come as training left it (channels_last, on CUDA,
+    wrapped by torch.compile): it is exported as a float32, contiguous CPU module under its plain
+    names, and moved so in place. Returns the metrics."""
+    model = getattr(model, "_orig_mod", model)
+    model = model.to("cpu", torch.float32, memory_format=torch.contiguous_format).eval()
     out.mkdir(parents=True, exist_ok=True)
     (out / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
-    torch.save(model.state_dict(), out / "state_dict.pt")
+    torch.save(portable_state_dict(model), out / "state_dict.pt")
     wrapped = Exported(model, numbers.get("test_flip_tta", False)).eval()
     batch = torch.export.Dim("batch", min=1)  # no upper bound: any batch size
     program = torch.export.export(wrapped, (torch.rand(2, 3, 32, 32),), dynamic_shapes=({0: batch},))

@@ -3,7 +3,9 @@
 Why it is fast (the habits of the fast public CIFAR-10 trainers, airbench and Page's ResNet-9):
 - the uint8 dataset lives on the training device and is augmented there in whole batches
   (search/data.py), so no per-sample PIL work or DataLoader workers sit on the hot path;
-- on CUDA: bf16 autocast, channels_last, cudnn.benchmark, and torch.compile when asked;
+- on CUDA: bf16 autocast, channels_last, cudnn.benchmark, and torch.compile when asked
+  (Numerics below; the CPU can be asked for the same settings, numerics="cuda", which is how
+  the tests prove that path without a GPU);
 - the learning rate is a pure function of the step, so a resumed run needs no scheduler state;
 - the loss is summed on the device and read once per epoch, so steps never wait on the host.
 It imports neither optuna nor the CLI: anyone can train a spec with `train(spec, data, recipe)`.
@@ -12,6 +14,7 @@ It imports neither optuna nor the CLI: anyone can train a spec with `train(spec,
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,6 +56,74 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+@dataclass(frozen=True)
+class Numerics:
+    """How the training steps and the validation pass compute. Two settings exist, by name:
+    "cuda", what a CUDA device gets by default (bf16 autocast, channels_last memory format, the
+    resident training set stored in bf16, cuDNN autotuning), and "fp32", the CPU's default (plain
+    float32, contiguous tensors). Either runs on either device: "cuda" on a CPU autocasts with
+    torch.autocast("cpu", dtype=torch.bfloat16), so the GPU's code path is exercised without a GPU
+    (cuDNN autotuning is then moot). Whatever the numerics, a model's parameters stay float32 and
+    checkpoints hold float32 contiguous weights (portable_state_dict)."""
+
+    name: str
+    bf16_autocast: bool  # the forward pass (and so the loss) under bf16 autocast
+    channels_last: bool  # the model and every batch in channels_last memory format
+    resident_dtype: torch.dtype  # of the prepared, augmented-on-device training set
+    cudnn_benchmark: bool  # let cuDNN pick the fastest kernels for the fixed shapes (CUDA only)
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+
+NUMERICS = {
+    "cuda": Numerics("cuda", bf16_autocast=True, channels_last=True, resident_dtype=torch.bfloat16,
+                     cudnn_benchmark=True),
+    "fp32": Numerics("fp32", bf16_autocast=False, channels_last=False, resident_dtype=torch.float32,
+                     cudnn_benchmark=False),
+}
+
+
+def resolve_numerics(numerics: str | Numerics, device: torch.device) -> Numerics:
+    """The Numerics meant: "auto" is "cuda" on a CUDA device and "fp32" elsewhere; a name picks
+    that setting on any device."""
+    if isinstance(numerics, Numerics):
+        return numerics
+    if numerics == "auto":
+        return NUMERICS["cuda" if device.type == "cuda" else "fp32"]
+    if numerics not in NUMERICS:
+        raise UserError(f"numerics {numerics!r} is not auto, {' or '.join(NUMERICS)}")
+    return NUMERICS[numerics]
+
+
+def compile_unavailable(device: torch.device) -> str | None:
+    """Why torch.compile cannot run on `device` here, or None when it can. On the CPU, inductor
+    compiles C++ and so needs a C++ compiler (it looks for $CXX, then g++)."""
+    if device.type != "cpu":
+        return None
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        compiler = get_cpp_compiler()
+    except Exception as e:  # noqa: BLE001 - inductor raises several kinds when no compiler is found
+        return f"torch.compile on the CPU needs a C++ compiler and none was found ({type(e).__name__}: " \
+               f"{str(e).splitlines()[0][:120] if str(e) else 'no message'})"
+    if not (shutil.which(compiler) or Path(compiler).is_file()):
+        return f"torch.compile on the CPU needs a C++ compiler; inductor asks for {compiler!r}, which is not on PATH"
+    return None
+
+
+def portable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's weights as any device and any consumer can use them: on the CPU, float32 (the
+    buffers' own dtypes otherwise), contiguous (a channels_last weight refuses .view and surprises
+    whoever reads state_dict.pt), and under the plain module's names (torch.compile's wrapper
+    would prefix every key with "_orig_mod.")."""
+    model = getattr(model, "_orig_mod", model)
+    return {k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu().contiguous()
+            for k, v in model.state_dict().items()}
+
+
 def learning_rate(recipe: Recipe, step: int, total_steps: int) -> float:
     """The schedule as a function of the step (0-based) within total_steps."""
     t = step / total_steps
@@ -79,15 +150,16 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
-             flip_tta: bool = False, batch_size: int = 1000) -> float:
-    """Accuracy in [0, 1] on uint8 images; with flip_tta, logits of the image and its mirror are summed."""
+             flip_tta: bool = False, batch_size: int = 1000, numerics: str | Numerics = "auto") -> float:
+    """Accuracy in [0, 1] on uint8 images; with flip_tta, logits of the image and its mirror are summed.
+    numerics as train()'s: "auto" computes in bf16 on CUDA and in float32 on the CPU."""
+    numerics = resolve_numerics(numerics, device)
     model.eval()
     correct = 0
     for start in range(0, len(labels), batch_size):
         x = normalize(images[start:start + batch_size].to(device, non_blocking=True))
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        x = x.contiguous(memory_format=numerics.memory_format)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=numerics.bf16_autocast):
             logits = model(x).float()
             if flip_tta:
                 logits += model(x.flip(-1)).float()
@@ -112,6 +184,7 @@ class TrainResult:
     best_epoch: int = 0
     resumed_from: int = 0  # the epoch a checkpoint had completed, 0 for a fresh start
     device: str = "cpu"
+    numerics: str = "fp32"  # the name of the Numerics it trained under
 
     @property
     def epochs_done(self) -> int:
@@ -154,7 +227,7 @@ def resumable_state(checkpoint_dir, spec: ResNetSpec, recipe: Recipe, seed: int)
 
 def train(spec: ResNetSpec, data: Cifar10, recipe: Recipe, *, device: str | torch.device = "auto", seed: int = 0,
           on_epoch: EpochCallback | None = None, checkpoint_dir=None, progress=True,
-          compile: bool = False, validate: bool = True) -> TrainResult:
+          compile: bool = False, validate: bool = True, numerics: str | Numerics = "auto") -> TrainResult:
     """Train `spec` under `recipe`; return per-epoch validation accuracy and the best epoch.
 
     checkpoint_dir: where `last.pt` (every epoch; a run resumes from it when spec, recipe and
@@ -165,18 +238,23 @@ def train(spec: ResNetSpec, data: Cifar10, recipe: Recipe, *, device: str | torc
     on_epoch(Epoch) runs after each epoch; whatever it raises (a
     pruning signal, say) ends the run after that epoch's checkpoint is written.
     progress: True for a rich bar, False for none, or a rich Progress to add the bar to.
+    numerics: "auto" (CUDA's settings on a CUDA device, float32 on the CPU), "cuda", "fp32" or a
+    Numerics; see Numerics. compile: torch.compile the training step (on the CPU it needs a C++
+    compiler: compile_unavailable says whether one is there).
     """
     device = resolve_device(device) if isinstance(device, str) else device
-    cuda = device.type == "cuda"
-    if cuda:
+    numerics = resolve_numerics(numerics, device)
+    if device.type == "cuda" and numerics.cudnn_benchmark:
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
+    if compile and (why := compile_unavailable(device)):
+        raise DeviceError(why)
     torch.manual_seed(seed)
-    model = build_model(spec).to(device, memory_format=torch.channels_last if cuda else torch.contiguous_format)
+    model = build_model(spec).to(device, memory_format=numerics.memory_format)
     optimizer = make_optimizer(model, recipe)
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     step_model = torch.compile(model) if compile else model
 
-    result = TrainResult(device=str(device))
+    result = TrainResult(device=str(device), numerics=numerics.name)
     identity = _checkpoint_identity(spec, recipe, seed)
     last = best = None
     if checkpoint_dir is not None:
@@ -192,7 +270,7 @@ def train(spec: ResNetSpec, data: Cifar10, recipe: Recipe, *, device: str | torc
             result.resumed_from = result.epochs_done
 
     # Prepared once, resident on the device (bf16 on CUDA: half the memory traffic per step).
-    train_set = TrainingSet(data.train.images.to(device), recipe, torch.bfloat16 if cuda else torch.float32)
+    train_set = TrainingSet(data.train.images.to(device), recipe, numerics.resident_dtype)
     train_labels = data.train.labels.to(device)
     n = len(train_labels)
     batch = min(recipe.batch_size, n)
@@ -211,13 +289,11 @@ def train(spec: ResNetSpec, data: Cifar10, recipe: Recipe, *, device: str | torc
             lr = recipe.lr
             for step in range(steps_per_epoch):
                 index = order[step * batch:(step + 1) * batch]
-                x = train_set.batch(index, gen)
-                if cuda:
-                    x = x.contiguous(memory_format=torch.channels_last)
+                x = train_set.batch(index, gen).contiguous(memory_format=numerics.memory_format)
                 lr = learning_rate(recipe, (epoch - 1) * steps_per_epoch + step, total_steps)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=numerics.bf16_autocast):
                     loss = criterion(step_model(x), train_labels[index])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -230,7 +306,8 @@ def train(spec: ResNetSpec, data: Cifar10, recipe: Recipe, *, device: str | torc
             if not math.isfinite(mean_loss):
                 raise Diverged(f"training loss became {mean_loss} in epoch {epoch} (lr {lr:.3g}); "
                                "lower the learning rate")
-            val_acc = evaluate(model, data.val.images, data.val.labels, device, recipe.flip_tta) if validate else None
+            val_acc = evaluate(model, data.val.images, data.val.labels, device, recipe.flip_tta,
+                               numerics=numerics) if validate else None
             seconds = time.perf_counter() - start
             record = Epoch(epoch, val_acc, mean_loss, seconds, steps_per_epoch * batch / train_seconds, lr)
             result.history.append(record)
@@ -239,12 +316,13 @@ def train(spec: ResNetSpec, data: Cifar10, recipe: Recipe, *, device: str | torc
             elif val_acc > result.best_val_acc or result.best_epoch == 0:
                 result.best_val_acc, result.best_epoch = val_acc, epoch
                 if best is not None:
-                    _save(best, {"identity": identity, "model": model.state_dict(), "epoch": epoch,
-                                 "val_acc": val_acc})
+                    _save(best, {"identity": identity, "model": portable_state_dict(model), "epoch": epoch,
+                                 "val_acc": val_acc, "numerics": numerics.name})
             if last is not None:
-                _save(last, {"identity": identity, "model": model.state_dict(),
+                _save(last, {"identity": identity, "model": portable_state_dict(model),
                              "optimizer": optimizer.state_dict(), "history": [asdict(e) for e in result.history],
-                             "best_val_acc": result.best_val_acc, "best_epoch": result.best_epoch})
+                             "best_val_acc": result.best_val_acc, "best_epoch": result.best_epoch,
+                             "numerics": numerics.name})
             if bar is not None:
                 bar.update(task, completed=epoch, description=f"epoch {epoch}/{recipe.epochs}",
                            info=f"{record.images_per_s:,.0f} img/s  loss {mean_loss:.3f}"
