@@ -56,6 +56,7 @@ from optuna.trial import TrialState
 from search import strategy
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+warnings.filterwarnings("ignore", message=".*`gamma` has been deprecated", category=FutureWarning)
 REPO = Path(__file__).resolve().parent.parent
 NB201_ENV = "RESNET_SEARCH_NB201"
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")  # op_key digits index these
@@ -360,6 +361,10 @@ def main(argv=None) -> dict:
         print()
     results = compare(methods, args.seeds, args.trials, budgets, log=lambda m: print(m, flush=True))
     out["results"] = results
+    line = json.dumps(out, sort_keys=True)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(line + "\n")
     for name, cell in results.items():
         cps = list(cell["equal_epochs"])
         print(f"\nRegret (points of 200-epoch validation accuracy) on {cell['dataset']}, budget "
@@ -375,10 +380,6 @@ def main(argv=None) -> dict:
                            f"{row['rejected_per_trial']:.2f}", str(row["seconds"])])
         print_table(header, rows)
     print()
-    line = json.dumps(out, sort_keys=True)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(line + "\n")
     print(line)
     return out
 
