@@ -332,15 +332,21 @@ def main(argv=None) -> dict:
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help="comma-separated, the first is the reference for equal epochs; from: " + ", ".join(METHODS))
     p.add_argument("--budgets", default=",".join(f"{d}:{b}" for d, b in BUDGETS), help="dataset:params,...")
+    p.add_argument("--rejection", choices=("pruned", "constraint", "fail"), default=strategy.REJECTION,
+                   help="how over-budget proposals are told to the sampler (to measure the choice; "
+                        f"the search's is {strategy.REJECTION!r})")
     p.add_argument("--no-curves", action="store_true", help="skip the learning-curve tables")
     p.add_argument("--out", default=str(REPO / "results" / "search-tabular" / "results.json"))
     args = p.parse_args(argv)
+    global REJECTION
+    REJECTION = args.rejection
     methods = args.methods.split(",")
     budgets = [(d, int(float(b))) for d, b in (x.split(":") for x in args.budgets.split(","))]
     out = {"seeds": args.seeds, "trials": args.trials, "methods": methods, "params": "params_formula",
            "rung": strategy.rung_epochs(FULL)[0], "short_epochs": SHORT, "full_epochs": FULL,
            "final_stage_size": strategy.FINAL_STAGE_SIZE, "keep": strategy.KEEP_FRACTION,
-           "min_trials_at_rung": strategy.MIN_TRIALS_AT_RUNG, "rung_fractions": list(strategy.RUNG_FRACTIONS)}
+           "min_trials_at_rung": strategy.MIN_TRIALS_AT_RUNG, "rung_fractions": list(strategy.RUNG_FRACTIONS),
+           "rejection": REJECTION}
     if not args.no_curves:
         curves = load_curves()
         ranking = curve_ranking(curves)
@@ -361,7 +367,7 @@ def main(argv=None) -> dict:
         print()
     results = compare(methods, args.seeds, args.trials, budgets, log=lambda m: print(m, flush=True))
     out["results"] = results
-    line = json.dumps(out, sort_keys=True)
+    line = json.dumps(out)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(line + "\n")
