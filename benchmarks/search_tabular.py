@@ -209,6 +209,13 @@ def regret_within(run: dict, epochs: float):
     return within[-1] if within else None
 
 
+def _median_epochs(runs, trials: int):
+    """The median search epochs at `trials` trained trials, over the runs that got that far (a
+    run gives up after a long run of rejections)."""
+    reached = [r["history"][trials - 1][0] for r in runs if len(r["history"]) >= trials]
+    return statistics.median(reached) if reached else 0
+
+
 def _quartiles(values) -> dict:
     values = [v for v in values if v is not None]
     if len(values) < 2:
@@ -234,13 +241,13 @@ def compare(methods, seeds: int, trials: int, budgets=BUDGETS, root: Path | None
             min_epochs = max(equal.values(), default=0)
             runs[method] = [search(method, seed, table, budget, trials, min_epochs) for seed in range(seeds)]
             if method == reference:
-                equal = {c: statistics.median(r["history"][c - 1][0] for r in runs[method]) for c in checkpoints}
+                equal = {c: _median_epochs(runs[method], c) for c in checkpoints}
                 cell["equal_epochs"] = {str(c): e for c, e in equal.items()}
             rs = runs[method]
             row = {"seconds": round(time.perf_counter() - start, 1)}
             row["after"] = {str(c): _quartiles(regret_after(r, c) for r in rs) for c in checkpoints}
             row["within"] = {str(c): _quartiles(regret_within(r, e) for r in rs) for c, e in equal.items()}
-            row["epochs"] = {str(c): statistics.median(r["history"][c - 1][0] for r in rs) for c in checkpoints}
+            row["epochs"] = {str(c): _median_epochs(rs, c) for c in checkpoints}
             row["pruned_share"] = round(statistics.mean(
                 sum(x == SHORT for x in r["costs"][:trials]) / trials for r in rs), 3)
             row["rejected_per_trial"] = round(statistics.mean(r["rejected"] for r in rs) / trials, 2)
@@ -315,7 +322,7 @@ def fmt(q: dict) -> str:
         return "-"
     if q["p25"] is None:
         return f"{q['median']:.2f}"
-    return f"{q['median']:.2f} [{q['p25']:.2f}, {q['p75']:.2f}]" + (f" (n={q['n']})" if q.get("partial") else "")
+    return f"{q['median']:.2f} [{q['p25']:.2f}, {q['p75']:.2f}]"
 
 
 def print_table(header: list[str], rows: list[list[str]]) -> None:
