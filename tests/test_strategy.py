@@ -59,12 +59,53 @@ def test_workers_sharing_a_study_draw_different_start_up_trials():
     assert drawn == proposals(seed=7, trials=10)
 
 
-def test_pruner_is_one_bracket_from_a_tenth_of_training():
-    pruner = strategy.make_pruner(30)
-    assert isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner)
-    assert [strategy.first_rung(e) for e in (1, 9, 10, 30, 200)] == [1, 1, 1, 3, 20]
-    assert [strategy.rung_epochs(e) for e in (1, 2, 4, 30, 200)] == [[], [1], [1, 3], [3, 9, 27], [20, 60, 180]]
-    # One bracket: the sampler is shown the whole study, not a Hyperband bracket of it.
-    study = optuna.create_study(pruner=pruner)
+def test_rungs_start_at_half_of_training():
+    assert [strategy.rung_epochs(e) for e in (1, 2, 3, 4, 10, 30, 200)] == [[], [1], [1], [2], [5], [15], [100]]
+    for epochs in range(1, 301):
+        assert all(epochs / 2 - 1 < r < epochs for r in strategy.rung_epochs(epochs)), epochs
+
+
+def _trial_at(study, value_by_step: dict, complete: bool = True):
+    """A trial that reported these values; told COMPLETE (or left running) afterwards. Returns
+    what the pruner said after each report."""
+    trial, said = study.ask(), []
+    for step, value in sorted(value_by_step.items()):
+        trial.report(value, step)
+        said.append(trial.should_prune())
+    if complete:
+        study.tell(trial, max(value_by_step.values()))
+    return said
+
+
+def test_pruner_waits_for_enough_trials_at_the_rung_then_stops_a_clearly_bad_one():
+    n, rung = strategy.MIN_TRIALS_AT_RUNG, strategy.rung_epochs(30)[0]
+    study = optuna.create_study(direction="maximize", pruner=strategy.make_pruner(30))
+    # Fewer than n trials at the rung: even a much worse one goes on.
+    for i in range(n):
+        assert _trial_at(study, {rung: 0.9 - (0.5 if i == n - 1 else 0.01 * i)}) == [False]
+    # Now n have reached it: a clearly bad one is stopped, a good one is not.
+    assert _trial_at(study, {rung: 0.1}) == [True]
+    assert _trial_at(study, {rung: 0.95}) == [False]
+    # Trials still running at the rung count as having reached it.
+    running = optuna.create_study(direction="maximize", pruner=strategy.make_pruner(30))
+    for _ in range(n):
+        _trial_at(running, {rung: 0.9}, complete=False)
+    assert _trial_at(running, {rung: 0.1}) == [True]
+
+
+def test_pruner_keeps_the_best_fraction_and_never_decides_before_half_of_training():
+    rung = strategy.rung_epochs(30)[0]
+    study = optuna.create_study(direction="maximize", pruner=strategy.make_pruner(30))
+    for i in range(20):  # values 0.0 .. 0.95 at every epoch, all before the rung judged already
+        said = _trial_at(study, {e: i / 20 for e in range(1, 30)})
+        assert not any(said[: rung - 1])  # epochs before the rung: never stopped
+    stopped = [_trial_at(study, {e: v for e in range(1, 30)})[rung - 1] for v in (0.02, 0.3, 0.6, 0.9)]
+    # Among 20 at the rung, the best KEEP_FRACTION go on.
+    assert stopped == [True, True, False, False] and strategy.KEEP_FRACTION == 0.5
+
+
+def test_pruner_is_used_as_one_bracket():
+    # The sampler is shown the whole study (no Hyperband-style brackets).
+    study = optuna.create_study(pruner=strategy.make_pruner(30))
     trial = study.ask()
     assert optuna.pruners._filter_study(study, study._storage.get_trial(trial._trial_id)) is study
