@@ -63,7 +63,8 @@ OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")  
 EDGES = 6
 SHORT, FULL = 12, 200  # the table's two training lengths, in epochs
 REAL_EPOCHS = 30  # the search's default training length, for mapping its rungs onto the 200-epoch curves
-BUDGETS = (("cifar10", 100_000), ("cifar10", 300_000), ("cifar10", 600_000), ("cifar10", 900_000), ("cifar100", 600_000))
+BUDGETS = (("cifar10", 100_000), ("cifar10", 300_000), ("cifar10", 600_000), ("cifar10", 900_000),
+           ("cifar100", 600_000))
 CHECKPOINTS = (25, 50, 100)
 CURVE_EPOCHS = (1, 2, 3, 5, 10, 20, 50, 100, 150)
 
@@ -110,12 +111,12 @@ def _tpe(seed: int, **changes):
     """The shipped TPE with some of its settings changed (to measure a choice)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        kw = dict(multivariate=True, group=True, constant_liar=True, n_startup_trials=strategy.N_STARTUP_TRIALS)
+        kw = {"multivariate": True, "group": True, "constant_liar": True, "n_startup_trials": strategy.N_STARTUP_TRIALS}
         return strategy.TrialSeededTPE(seed, **{**kw, **changes})
 
 
 def _rung_pruner(**changes):
-    kw = dict(keep=strategy.KEEP_FRACTION, min_trials=strategy.MIN_TRIALS_AT_RUNG)
+    kw = {"keep": strategy.KEEP_FRACTION, "min_trials": strategy.MIN_TRIALS_AT_RUNG}
     return strategy.RungPruner(strategy.rung_epochs(FULL), **{**kw, **changes})
 
 
@@ -133,8 +134,12 @@ METHODS = {
     "tpe + pruner wait 0": lambda s: (strategy.make_sampler(s), _rung_pruner(min_trials=0)),
     "tpe univariate": lambda s: (_tpe(s, multivariate=False, group=False), strategy.make_pruner(FULL)),
     "tpe startup 20": lambda s: (_tpe(s, n_startup_trials=20), strategy.make_pruner(FULL)),
+    "tpe twins rejected": lambda s: (strategy.make_sampler(s), strategy.make_pruner(FULL)),
     "tpe gamma 0.25": lambda s: (_tpe(s, gamma=lambda n: min(math.ceil(0.25 * n), 25)), strategy.make_pruner(FULL)),
 }
+# A proposal of a spec already trained in the study is rejected free, as a duplicate of a running
+# trial is by the objective (the objective itself trains such a twin again, as "shipped" does here).
+REJECT_TWINS = {"tpe twins rejected"}
 REJECTION = strategy.REJECTION  # how rejections are told; changed only to measure the choice
 DEFAULT_METHODS = ("shipped", "random + pruner", "random no pruning")
 
@@ -149,7 +154,7 @@ def search(method: str, seed: int, table: Table, budget: int, trials: int, min_e
     best = table.best_under(budget)
     rung = strategy.rung_epochs(FULL)[0] if pruner is not None else None
     trained = spent = rejected = in_a_row = 0
-    completed, history, costs = [], [], []
+    completed, history, costs, seen = [], [], [], set()
     while trained < trials or spent < min_epochs:
         trial = study.ask()
         key = tuple(trial.suggest_categorical(f"edge{i}", OPS) for i in range(EDGES))
@@ -160,6 +165,13 @@ def search(method: str, seed: int, table: Table, budget: int, trials: int, min_e
             if in_a_row >= give_up_after:
                 break
             continue
+        if method in REJECT_TWINS and key in seen:
+            study.tell(trial, state=TrialState.PRUNED)
+            rejected, in_a_row = rejected + 1, in_a_row + 1
+            if in_a_row >= give_up_after:
+                break
+            continue
+        seen.add(key)
         trained, in_a_row = trained + 1, 0
         cost = FULL
         if rung is not None:
@@ -196,7 +208,7 @@ def winner(table: Table, completed: list) -> float:
 
 
 def _winner_key(completed: list):
-    return max(finalists(completed), key=lambda k: dict((k2, v) for v, k2 in completed)[k]) if completed else None
+    return max(finalists(completed), key=lambda k: {k2: v for v, k2 in completed}[k]) if completed else None
 
 
 def regret_after(run: dict, trials: int):
@@ -378,7 +390,7 @@ def main(argv=None) -> dict:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(line + "\n")
-    for name, cell in results.items():
+    for cell in results.values():
         cps = list(cell["equal_epochs"])
         print(f"\nRegret (points of 200-epoch validation accuracy) on {cell['dataset']}, budget "
               f"{cell['budget']:,} params ({cell['feasible']:.1%} of cells fit, best {cell['best_under_budget']:.2f}): "
