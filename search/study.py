@@ -195,7 +195,7 @@ def _shown(value) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-GIVE_UP_AFTER = 100  # proposals in a row over the budget; the shipped space rejects under 5%
+GIVE_UP_AFTER = 100  # proposals in a row rejected (over the budget, or trained already)
 
 
 class SurplusTrial(Exception):
@@ -224,10 +224,13 @@ class Objective:
     def enough(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """Stop once the study holds its trained trials; rejected proposals take no place, but a
         long run of them means nothing in the space fits, and the search gives up saying so."""
-        self.rejected_in_a_row = self.rejected_in_a_row + 1 if record.TrialRecord.of(trial).over_budget else 0
+        r = record.TrialRecord.of(trial)
+        self.rejected_in_a_row = self.rejected_in_a_row + 1 if r.rejected else 0
         if self.rejected_in_a_row >= GIVE_UP_AFTER:
             self.gave_up = (f"the last {GIVE_UP_AFTER} proposals were all at or over the budget of {self.plan.budget:,} "
-                            "params: nothing in this space fits; raise --budget or narrow the space")
+                            "params: nothing in this space fits; raise --budget or narrow the space" if r.over_budget else
+                            f"the last {GIVE_UP_AFTER} proposals were all over the budget or trained already: the space "
+                            "holds no other network that fits; ask for fewer --trials or widen the space")
             study.stop()
         if record.trained_count(study) >= self.plan.settings.trials:
             study.stop()
@@ -258,6 +261,12 @@ class Objective:
         if twin is not None:
             record.write_pruned(trial, f"duplicate: trial {twin} is training the same spec", duplicate=True)
             raise optuna.TrialPruned(f"same spec as running trial {twin}")
+        twin = self._trained_twin(trial, spec, recipe)
+        if twin is not None:
+            # TPE proposes trained specs again in a categorical space; training one again buys
+            # only seed noise (benchmarks/search_tabular.py measured it, "tpe twins rejected").
+            record.write_pruned(trial, f"duplicate: trial {twin} trained the same spec and recipe", duplicate=True)
+            raise optuna.TrialPruned(f"same spec and recipe as trained trial {twin}")
 
         curve, seconds, losses = [], [], []
         resumed = completed_epochs(checkpoint_dir, spec, recipe, s.seed)
@@ -310,6 +319,14 @@ class Objective:
             record.write_failed(trial, f"surplus: the study already had its {total} trials")
             trial.study.stop()
             raise SurplusTrial(f"the study already has its {total} trials")
+
+    @staticmethod
+    def _trained_twin(trial: optuna.Trial, spec: ResNetSpec, recipe: Recipe) -> int | None:
+        """A trial that already trained this very spec under this very recipe, if any."""
+        for r in record.records(trial.study, states=record.FINISHED):
+            if r.counts_as_trained and r.spec == spec.to_dict() and r.recipe == json.loads(json.dumps(recipe.to_dict())):
+                return r.number
+        return None
 
     @staticmethod
     def _running_twin(trial: optuna.Trial, spec: ResNetSpec) -> int | None:

@@ -47,7 +47,7 @@ def cwd(tmp_path_factory, env):
     scaled to the 2e5 budget) and another trial, 1 epoch each on 200 images, 100 held out."""
     cwd = tmp_path_factory.mktemp("retrain")
     write_image_folder(cwd / "data", train_per_class=32, test_per_class=10)
-    result = run_cli("run", "--budget", "2e5", "--trials", "2", "--study", "s", "--device", "cpu", "--epochs", "1",
+    result = run_cli("run", "--budget", "2e5", "--trials", "2", "--study", "s", "--finalists", "0", "--device", "cpu", "--epochs", "1",
                      "--limit-train", "200", "--val-size", "100", "--data", cwd / "data", "--space", TINY_SPACE,
                      "--quiet", cwd=cwd, env=env)
     assert result.returncode == 0, result.stderr

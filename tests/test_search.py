@@ -137,3 +137,21 @@ def test_no_baseline_where_not_even_its_narrowest_fits_says_why(tmp_path, synthe
     assert "channels 1-2-4-8" in said and "4,000 params" in said
     trials = record.records(study)
     assert not any(r.baseline for r in trials) and sum(r.counts_as_trained for r in trials) == 1
+
+
+def test_a_spec_and_recipe_trained_already_is_not_trained_again(tmp_path, synthetic_data):
+    """A space of two networks under a fixed recipe: each trains once, every later proposal of
+    either is recorded as a duplicate (free, no place among --trials), and asking for a third
+    network ends in one line once the proposals are all duplicates."""
+    space = tmp_path / "two.toml"
+    space.write_text(TINY_SPACE.read_text().replace('fill = {low = 0.05, high = 0.2}', 'first_channels = [8, 12]')
+                     .replace("stages = [2, 3]", "stages = [2]").replace("blocks = {low = 1, high = 2}", "blocks = 1")
+                     .replace("skip_kernel = [1, 3]", "skip_kernel = [1]")
+                     .replace("lr = {low = 0.05, high = 0.2, log = true}", "lr = 0.1"))
+    with pytest.raises(UserError, match="holds no other network"):
+        run_search(settings(tmp_path, synthetic_data, space=str(space), trials=3, baseline=False, limit_train=100))
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/s.db")
+    trials = record.records(study)
+    trained = [r.summary for r in trials if r.counts_as_trained]
+    assert sorted(trained) == sorted(set(trained)) and len(trained) == 2
+    assert all("trained the same spec and recipe" in r.prune_reason for r in trials if r.duplicate)

@@ -130,7 +130,7 @@ def final_stage_rows(study: optuna.Study) -> list[dict]:
                      "search_epochs": len(source.curve) if source else None,
                      "val_acc": r.value if r.state == "COMPLETE" else None, "state": r.state,
                      "epochs": r.recipe.get("epochs"), "seconds": sum(r.seconds), "winner": r.number == won})
-    return sorted(rows, key=lambda row: (row["val_acc"] is None, -(row["val_acc"] or 0), row["trial"]))
+    return sorted(rows, key=lambda row: (row["val_acc"] is None, -(row["val_acc"] or 0), row["final_trial"]))
 
 
 # ---------------------------------------------------------------- the accuracy plot's numbers
