@@ -13,8 +13,10 @@ test); Model 1's shape at the budget retrained the same way, for the final stage
 that baseline retrained for as many epochs as the shipped search plus its retrain took seconds
 (what a user pays on this machine; the MACs of each run are printed beside). The studies run
 without a seeded baseline: on these cores the 30-block baseline trains at a fifth of the speed
-of a searched network, and it is measured apart here. Resumable: studies live in OUT/studies.db,
-finished runs in OUT/results.json. Prints markdown tables, then one JSON line.
+of a searched network, and it is measured apart here. Resumable: each seed's studies live in
+OUT/studies-seedS.db and its finished runs in OUT/results-seedS.json, so seeds can run as
+processes of their own (--only-seed S; one thread each on a small machine) and any call prints
+the tables over every seed found in OUT. Prints markdown tables, then one JSON line.
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ def quiet(message: str) -> None:
     pass
 
 
-def storage(args) -> str:
-    return f"sqlite:///{args.out}/studies.db"
+def storage(args, seed: int) -> str:
+    return f"sqlite:///{args.out}/studies-seed{seed}.db"
 
 
 def retrained_row(result) -> dict:
@@ -55,7 +57,7 @@ def retrained_row(result) -> dict:
 
 def search_run(args, sampler: str, seed: int) -> dict:
     name = f"{sampler}-seed{seed}"
-    settings = SearchSettings(budget=BUDGET, space=SPACE, study=name, storage=storage(args), trials=args.trials,
+    settings = SearchSettings(budget=BUDGET, space=SPACE, study=name, storage=storage(args, seed), trials=args.trials,
                               epochs=args.epochs, device="cpu", data=args.data, limit_train=args.limit_train,
                               val_size=args.val_size, seed=seed, sampler=sampler, baseline=False,
                               artifacts=args.out / "artifacts", finalists=args.finalists,
@@ -64,7 +66,7 @@ def search_run(args, sampler: str, seed: int) -> dict:
     final = record.final_stage(study)
     stage, won = record.winner(study)
     searched = record.TrialRecord.of(record.best_trials(study, 1)[0])
-    result = retrain(RetrainSettings(study=name, storage=storage(args), seeds=1, device="cpu"), log=quiet,
+    result = retrain(RetrainSettings(study=name, storage=storage(args, seed), seeds=1, device="cpu"), log=quiet,
                      study=study)
     trials = record.records(study) + record.records(final)
     return {"method": sampler, "seed": seed, "winner": record.TrialRecord.of(won).summary,
@@ -84,11 +86,15 @@ def baseline_run(args, seed: int, epochs: int, method: str) -> dict:
     spec = baseline_spec(BUDGET)
     spec_file = args.out / "baseline-spec.json"
     spec_file.write_text(spec.to_json())
-    result = retrain(RetrainSettings(study=f"tpe-seed{seed}", storage=storage(args), spec=str(spec_file),
+    result = retrain(RetrainSettings(study=f"tpe-seed{seed}", storage=storage(args, seed), spec=str(spec_file),
                                      epochs=epochs, seeds=1, device="cpu"), log=quiet)
     row = retrained_row(result)
     return {"method": method, "seed": seed, "winner": spec.summary(), "params": count(spec).params,
             "search_s": 0.0, "mac_epochs": 0, **row}
+
+
+def settings_of(args) -> dict:
+    return {k: getattr(args, k) for k in ("trials", "epochs", "finalists", "final_epochs", "limit_train", "val_size")}
 
 
 def spread(values: list[float]) -> str:
@@ -107,24 +113,25 @@ def main() -> None:
     parser.add_argument("--final-epochs", type=int, default=12, help="epochs of the final stage and the retrain")
     parser.add_argument("--limit-train", type=int, default=3000)
     parser.add_argument("--val-size", type=int, default=2000)
+    parser.add_argument("--only-seed", type=int, help="run this seed alone (the tables still cover every seed in OUT)")
     parser.add_argument("--out", type=Path, default=Path("results/search-real"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    results_file = args.out / "results.json"
-    results = json.loads(results_file.read_text()) if results_file.exists() else []
     started = time.time()
 
     def run_once(method: str, seed: int, make) -> dict:
-        found = next((r for r in results if (r["method"], r["seed"]) == (method, seed)), None)
+        results_file = args.out / f"results-seed{seed}.json"
+        results = json.loads(results_file.read_text()) if results_file.exists() else []
+        found = next((r for r in results if r["method"] == method), None)
         if found is None:
-            found = make()
+            found = {**make(), "settings": settings_of(args)}
             results.append(found)
             results_file.write_text(json.dumps(results, indent=2) + "\n")
             print(json.dumps({k: v for k, v in found.items() if k != "pruner_trust"}), flush=True)
         return found
 
-    for seed in range(args.seeds):
+    for seed in range(args.seeds) if args.only_seed is None else [args.only_seed]:
         shipped = run_once("tpe", seed, lambda: search_run(args, "tpe", seed))
         run_once("random", seed, lambda: search_run(args, "random", seed))
         base = run_once("baseline retrained", seed,
@@ -134,10 +141,11 @@ def main() -> None:
         epochs = max(1, round((shipped["search_s"] + shipped["retrain_s"]) / per_epoch))
         run_once("baseline alone", seed, lambda: baseline_run(args, seed, epochs, "baseline alone"))
 
+    results = [r for path in sorted(args.out.glob("results-seed*.json")) for r in json.loads(path.read_text())]
     print(f"\nCIFAR-10 JPEG copy, budget {BUDGET:,}, {SPACE}; searches of {args.trials} trained trials x "
           f"{args.epochs} epochs, final stage {args.finalists} finalists x {args.final_epochs} epochs; "
           f"{args.limit_train:,} training / {args.val_size:,} validation images (retrained on both together), "
-          f"test on 10,000; seeds 0-{args.seeds - 1}; this call {time.time() - started:.0f} s\n")
+          f"test on 10,000; seeds {sorted({r['seed'] for r in results})}; this call {time.time() - started:.0f} s\n")
     print("| method | runs | retrained test acc %, mean ± std (min-max) | epochs retrained | compute s, search + "
           "retrain (mean) | GMAC-epochs per image (mean) |")
     print("|---|---:|---:|---:|---:|---:|")
@@ -161,7 +169,7 @@ def main() -> None:
               f"{r['trained']} | {r['pruned_by_pruner']} | {trust or '-'} |")
     means = {m: statistics.mean(r["test_acc"] for r in results if r["method"] == m)
              for m in METHODS if any(r["method"] == m for r in results)}
-    print(json.dumps({"results": str(results_file), "runs": len(results), "mean_test_acc": means,
+    print(json.dumps({"results": str(args.out), "runs": len(results), "mean_test_acc": means, "settings": settings_of(args),
                       "seconds": round(time.time() - started)}))
 
 

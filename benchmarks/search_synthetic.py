@@ -37,6 +37,7 @@ from resnet_space import count, fits
 from resnet_space.space import StudyFile
 from search import strategy
 from search.cli import budget_arg
+from search.report import spearman
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "studies" / "default.toml"
@@ -190,15 +191,8 @@ def curve_rank_correlation(budget: int, epochs: int, draws: int = 400, space_pat
             curves.append(curve(spec, recipe, budget, epochs))
         study.tell(trial, 0.0)
 
-    def ranks(values):
-        order = sorted(range(len(values)), key=values.__getitem__)
-        out = [0] * len(values)
-        for rank, i in enumerate(order):
-            out[i] = rank
-        return out
-
-    final = ranks([c[-1] for c in curves])
-    return {e: round(statistics.correlation(ranks([c[e - 1] for c in curves]), final), 2)
+    final = [c[-1] for c in curves]
+    return {e: round(spearman([c[e - 1] for c in curves], final), 2)
             for e in (1, 3, 9, 27) if e < epochs}
 
 

@@ -58,6 +58,7 @@ import optuna
 from optuna.trial import TrialState
 
 from search import strategy
+from search.report import spearman as rank_correlation
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 warnings.filterwarnings("ignore", message=".*`gamma` has been deprecated", category=FutureWarning)
@@ -282,16 +283,6 @@ def load_curves(root: Path | None = None) -> list[list[float]]:
         return [json.loads(row["val_accs"]) for row in csv.DictReader(f)]
 
 
-def _ranks(values):
-    order = sorted(range(len(values)), key=values.__getitem__)
-    out = [0] * len(values)
-    for rank, i in enumerate(order):
-        out[i] = rank
-    return out
-
-
-def spearman(a, b) -> float:
-    return statistics.correlation(_ranks(list(a)), _ranks(list(b)))
 
 
 def curve_ranking(curves, epochs=CURVE_EPOCHS) -> dict:
@@ -299,8 +290,8 @@ def curve_ranking(curves, epochs=CURVE_EPOCHS) -> dict:
     the better half by the last epoch (where a pruner's decisions matter)."""
     last = [c[-1] for c in curves]
     top = sorted(range(len(curves)), key=lambda i: -last[i])[: len(curves) // 2]
-    return {e: {"all": round(spearman([c[e - 1] for c in curves], last), 3),
-                "top_half": round(spearman([curves[i][e - 1] for i in top], [last[i] for i in top]), 3)}
+    return {e: {"all": round(rank_correlation([c[e - 1] for c in curves], last), 3),
+                "top_half": round(rank_correlation([curves[i][e - 1] for i in top], [last[i] for i in top]), 3)}
             for e in epochs}
 
 

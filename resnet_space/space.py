@@ -195,7 +195,7 @@ class StudyFile:
                     raise SpaceError(f"[recipe] {e}") from None
             base[key] = options[0]
 
-    def sample_spec(self, trial, budget: int | None = None, on_repair=None) -> ResNetSpec:
+    def sample_spec(self, trial, budget: int, on_repair=None) -> ResNetSpec:
         """Draw one spec: depth, kernels, pool and growth, then the width that fills the budget.
 
         When even the narrowest width (min_channels) is over the budget, the drawn depth is
@@ -208,7 +208,6 @@ class StudyFile:
         trial: search/record.py's repaired_from). The spec is still over budget
         when no network of the space fits at all: callers reject it by its count (`fits`).
         """
-        budget = budget or self.budget
         s = self.space
         n = suggest(trial, "stages", s["stages"])
         blocks = [suggest(trial, f"blocks_{i + 1}", s["blocks"]) for i in range(n)]

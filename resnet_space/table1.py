@@ -50,20 +50,16 @@ def table_1_rows() -> list[dict]:
              "summary": r.spec.summary() if r.spec else None} for r in TABLE_1]
 
 
-def baseline_spec(budget: int, step: int = 1, classes: int = 10) -> ResNetSpec | None:
+def baseline_spec(budget: int, classes: int = 10) -> ResNetSpec | None:
     """The report's Model 1 (N4 B8-6-4-3 C32-64-128-256 F3 k1 P4, 4,976,426 params) when it fits
     strictly under `budget`; otherwise Model 1's shape scaled to the budget: blocks 8,6,4,3,
-    widths c, 2c, 4c, 8c, with the widest c that is a multiple of `step` and fits; None when
-    not even c = step fits.
+    widths c, 2c, 4c, 8c, with the widest c that fits; None when not even c = 1 fits.
 
-    The step defaults to 1, so the baseline uses as much of the budget as its shape allows
-    (at 1e6, c = 14 and 955,496 params, where multiples of 8 would give c = 8 and 31% of the
-    budget): it is trained once, so its fair share of parameters matters more than the speed of
-    widths that are multiples of 8. Pass step=8 for those. A space of other than 10 classes gets
-    the same shape with its own head, counted with it.
+    Any c, not multiples of 8, so the baseline uses as much of the budget as its shape allows (at
+    1e6, c = 14 and 955,496 params, where multiples of 8 would give c = 8 and 31% of the
+    budget). A space of other than 10 classes gets the same shape with its own head, counted
+    with it.
     """
-    if step < 1:
-        raise ValueError(f"baseline_spec: step {step} must be at least 1")
     full = replace(MODEL_1, classes=classes)
     if fits(full, budget):
         return full
@@ -71,12 +67,12 @@ def baseline_spec(budget: int, step: int = 1, classes: int = 10) -> ResNetSpec |
     def scaled(c: int) -> ResNetSpec:
         return replace(full, channels=(c, 2 * c, 4 * c, 8 * c))
 
-    if not fits(scaled(step), budget):
+    if not fits(scaled(1), budget):
         return None
-    low, high = 1, 2  # multiples of step: scaled(low * step) fits; find one that does not
-    while fits(scaled(high * step), budget):
+    low, high = 1, 2  # scaled(low) fits; find a high that does not
+    while fits(scaled(high), budget):
         low, high = high, high * 2
     while high - low > 1:  # params grow with c, so bisect
         mid = (low + high) // 2
-        low, high = (mid, high) if fits(scaled(mid * step), budget) else (low, mid)
-    return scaled(low * step)
+        low, high = (mid, high) if fits(scaled(mid), budget) else (low, mid)
+    return scaled(low)

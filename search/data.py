@@ -261,7 +261,7 @@ class TrainingSet:
     """The training images prepared once on the training device, so that an augmented batch is
     one gather: normalised, zero-padded by the crop margin (0 is the mean colour after
     normalising), and with flips on, stored beside a mirrored copy. One index then picks an
-    image, its crop offset and its mirror at once (README measures what this buys)."""
+    image, its crop offset and its mirror at once (docs/measurements.md measures what this buys)."""
 
     def __init__(self, images: torch.Tensor, recipe, dtype=torch.float32):
         """dtype: how the prepared images are stored (bf16 under CUDA's numerics). They are

@@ -107,8 +107,6 @@ def rung_epochs(max_epochs: int) -> list[int]:
     """The epochs at which the pruner decides: RUNG_FRACTIONS of training, rounded down, at
     least 1 and before the last epoch (after it there is nothing left to save). `best` and the
     report check at these epochs how far the pruner can be trusted."""
-    if max_epochs < 1:
-        raise ValueError(f"max_epochs {max_epochs} must be >= 1")
     return sorted({max(1, int(max_epochs * f)) for f in RUNG_FRACTIONS} - {max_epochs}
                   if max_epochs > 1 else set())
 

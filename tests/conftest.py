@@ -21,8 +21,8 @@ def cpu_run_flags(epochs=1, limit_train=200, val_size=200, data=None, finalists=
     """`run` flags for a small search on CPU: tiny specs, a few hundred synthetic images unless
     `data` names others; no final stage unless asked (tests/test_final_stage.py tests it)."""
     return ["--device", "cpu", "--epochs", str(epochs), "--limit-train", str(limit_train), "--val-size",
-            str(val_size), "--data", str(data or synthetic_root()), "--space", str(TINY_SPACE), "--quiet",
-            "--finalists", str(finalists)]
+            str(val_size), "--finalists", str(finalists), "--data", str(data or synthetic_root()),
+            "--space", str(TINY_SPACE), "--quiet"]
 
 
 def have_real_data() -> bool:

@@ -476,11 +476,11 @@ def test_pruner_trust_same_order_reversed_and_ties():
         [0.4, 0.30, 0.50, 0.90],
     ])
     trust = report.pruner_trust(study)
-    # At 4 epochs the pruner decides after epochs 1 and 3 (a tenth of training, then 3x): those rows only.
-    assert [r["epoch"] for r in trust] == [1, 3] and all(r["trials"] == 4 and r["last"] == 4 for r in trust)
-    assert trust[0]["spearman"] == pytest.approx(1.0)
-    assert trust[1]["spearman"] == pytest.approx(0.9486833, abs=1e-7)
-    assert report.spearman([0.50, 0.55, 0.40, 0.30], [0.6, 0.7, 0.8, 0.9]) == pytest.approx(-0.8)  # epoch 2's
+    # At 4 epochs the pruner decides after epoch 2 (half of training): that row only.
+    assert [r["epoch"] for r in trust] == [2] and all(r["trials"] == 4 and r["last"] == 4 for r in trust)
+    assert trust[0]["spearman"] == pytest.approx(-0.8)
+    assert report.spearman([0.1, 0.2, 0.3, 0.4], [0.6, 0.7, 0.8, 0.9]) == pytest.approx(1.0)  # epoch 1's
+    assert report.spearman([0.30, 0.40, 0.40, 0.50], [0.6, 0.7, 0.8, 0.9]) == pytest.approx(0.9486833, abs=1e-7)
 
     reversed_ = report.pruner_trust(trust_study([[0.4, 0.6], [0.3, 0.7], [0.2, 0.8]]))
     assert reversed_ == [{"epoch": 1, "last": 2, "trials": 3, "spearman": pytest.approx(-1.0)}]
@@ -503,14 +503,13 @@ def test_pruner_trust_says_nothing_without_enough_trials(tmp_path):
 def test_synthetic_pruner_trust_in_the_report(synthetic):
     _, out, result = synthetic
     # trials 0-7 ran 30 epochs, each curve a fixed multiple of its final accuracy: the same order at every epoch
-    assert [r["epoch"] for r in result["pruner_trust"]] == [3, 9, 27]  # the pruner's rungs at 30 epochs
+    assert [r["epoch"] for r in result["pruner_trust"]] == [15]  # the pruner's rung at 30 epochs
     assert all(r["trials"] == 8 and r["spearman"] == pytest.approx(1.0) for r in result["pruner_trust"])
     md = (out / "report.md").read_text()
     section = md_section(md, "Can early epochs be trusted?")
     assert "over the 8 complete trials that ran every epoch" in section and "(30)" in section
-    assert md_table(md, "3", "Can early epochs be trusted?") == ["3", "8", "1.00"]
-    assert md_table(md, "27", "Can early epochs be trusted?") == ["27", "8", "1.00"]
-    assert "| 1 |" not in section and "| 29 |" not in section  # no decision there
+    assert md_table(md, "15", "Can early epochs be trusted?") == ["15", "8", "1.00"]
+    assert "| 3 |" not in section and "| 29 |" not in section  # no decision there
 
 
 # ---------------------------------------------------------------- retrained networks
@@ -639,7 +638,7 @@ def test_real_study_report_renders(real, tmp_path):
 def test_best_shows_the_baseline_and_the_pruner_trust(tmp_path, capsys):
     """`best --top 3`: the baseline (fourth by accuracy) still shown, and the Spearman table at the
     pruner's epochs of a 30-epoch study (3, 9 and 27)."""
-    from search.cli import print_best
+    from search.console import print_best
 
     study = synthetic_study(tmp_path / "artifacts")
     print_best(study, 3)
