@@ -31,7 +31,7 @@ import optuna
 
 from common import default_data
 from resnet_space import baseline_spec, count
-from search import record
+from search import record, strategy
 from search.report import pruner_trust
 from search.retrain import RetrainSettings, retrain
 from search.study import SearchSettings, run_search
@@ -133,7 +133,11 @@ def main() -> None:
 
     for seed in range(args.seeds) if args.only_seed is None else [args.only_seed]:
         shipped = run_once("tpe", seed, lambda: search_run(args, "tpe", seed))
-        run_once("random", seed, lambda: search_run(args, "random", seed))
+        if args.trials > strategy.N_STARTUP_TRIALS:
+            run_once("random", seed, lambda: search_run(args, "random", seed))
+        else:  # every trial is one of TPE's random start-up trials, drawn as random search draws them
+            print(f"seed {seed}: random search not run: with {args.trials} trials TPE is still in its "
+                  f"{strategy.N_STARTUP_TRIALS} random start-up trials, the very draws of random search", flush=True)
         base = run_once("baseline retrained", seed,
                         lambda: baseline_run(args, seed, args.final_epochs, "baseline retrained"))
         # The baseline alone gets the seconds the shipped search and its retrain took, at its own pace.
