@@ -243,13 +243,14 @@ def build_parser() -> Parser:
     p.add_argument("--limit-train", type=positive_int, help="train on only this many images (stratified)")
     p.add_argument("--val-size", type=positive_int, default=DEFAULT_VAL_SIZE,
                    help=f"validation images held out of train (default {DEFAULT_VAL_SIZE:,})")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split, sampler and training")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, sampler and training (default 0)")
     p.add_argument("--sampler", choices=("tpe", "random"), default="tpe",
                    help="tpe (default), or random search under the same pruner, to measure what TPE adds")
     p.add_argument("--artifacts", default=DEFAULT_ARTIFACTS, help="artifact store directory for checkpoints")
     p.add_argument("--no-baseline", action="store_true", help="do not seed the study with the report's Model 1")
     p.add_argument("--heartbeat", type=positive_int, default=HEARTBEAT_S,
-                   help="seconds between worker heartbeats; a worker silent for 3 is dead and its trial retried")
+                   help=f"seconds between worker heartbeats (default {HEARTBEAT_S}); a worker that misses 3 in a "
+                        "row is taken for dead and its trial is retried from its last checkpoint")
     p.add_argument("--storage-retry", type=positive_float, default=DEFAULT_STORAGE_RETRY_S,
                    help=f"seconds to keep retrying an unreachable storage before giving up "
                         f"(default {DEFAULT_STORAGE_RETRY_S:g})")
@@ -294,9 +295,10 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("dashboard", help="optuna-dashboard on the study's storage, artifacts wired in")
     add_study_args(p)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=positive_int, default=8080)
-    p.add_argument("--artifacts", default=DEFAULT_ARTIFACTS)
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
+    p.add_argument("--port", type=positive_int, default=8080, help="port to serve on (default 8080)")
+    p.add_argument("--artifacts", default=DEFAULT_ARTIFACTS,
+                   help=f"artifact store, for a study that records none (default {DEFAULT_ARTIFACTS})")
     p.set_defaults(func=cmd_dashboard)
     return parser
 
