@@ -244,10 +244,11 @@ def test_fill_chooses_widest_fitting_width():
     spec = space.sample_spec(optuna.trial.FixedTrial({**base, "fill": 1.0}), budget=1_000_000)
     # Judged by the built networks' own parameters, not by the counter the rule itself uses.
     assert torch_params(spec) < 1_000_000
-    wider = ResNetSpec(spec.blocks, tuple(c + 8 * 2**i for i, c in enumerate(spec.channels)), 3, 1, 4)
+    c1 = spec.channels[0] + 1  # C_1 goes to the channel, the wider stages to multiples of channel_step (8)
+    wider = ResNetSpec(spec.blocks, (c1, *(max(8, round(c1 * 2**i / 8) * 8) for i in (1, 2))), 3, 1, 4)
     assert torch_params(wider) >= 1_000_000
-    half = space.sample_spec(optuna.trial.FixedTrial({**base, "fill": 0.5}), budget=1_000_000)
-    assert torch_params(half) <= 500_000 < torch_params(spec)
+    lower = space.sample_spec(optuna.trial.FixedTrial({**base, "fill": 0.9}), budget=1_000_000)
+    assert torch_params(lower) <= 900_000 and torch_params(lower) <= torch_params(spec)
 
 
 MINIMAL = "[space]\nstages = [3]\nblocks = 1\n"
