@@ -4,7 +4,7 @@ for the same few epochs on the same images; print validation accuracy per varian
 
     python benchmarks/recipe_ablation.py --epochs 5 --limit-train 10000 --seeds 2
     python benchmarks/recipe_ablation.py --epochs 1 --limit-train 512 --val-size 100 --seeds 1   # a quick check
-    python benchmarks/recipe_ablation.py --lr-sweep 0.05,0.1,0.2,0.4 --epochs 8   # the fast recipe's lr, two shapes
+    python benchmarks/recipe_ablation.py --lr-sweep 0.05,0.14,0.4 --space studies/cpu-1e5.toml   # its lr, two shapes
 
 Its repeats are the seeds (each variant's accuracy is their mean); the last line, one JSON
 object, also carries the machine's load before and after (benchmarks/common.py machine_load).
@@ -69,6 +69,8 @@ def main():
     parser.add_argument("--val-size", type=int, default=2_000)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--space", default=str(STUDIES / "default.toml"),
+                        help="study file whose recipe is the fast recipe here (default studies/default.toml)")
     parser.add_argument("--lr-sweep", metavar="LR,LR,...",
                         help="instead of the ablation: the fast recipe at each learning rate, on a shallow wide "
                              "and a deep narrow spec of about 160,000 params, to tell whether the best rate "
@@ -78,7 +80,7 @@ def main():
     before = os.getloadavg()
     data = load_cifar10(args.data, val_size=args.val_size, limit_train=args.limit_train)
     spec = ResNetSpec((1, 1, 1), (16, 32, 64), 3, 1, 4)
-    fast, _ = StudyFile.load(STUDIES / "default.toml").center_recipe(args.epochs)
+    fast, _ = StudyFile.load(args.space).center_recipe(args.epochs)
     paper, _ = StudyFile.load(STUDIES / "paper.toml").center_recipe(args.epochs)
     runs_of = {(name, spec): recipe for name, recipe in variants(fast, paper).items()}
     if args.lr_sweep:
