@@ -111,7 +111,7 @@ def baseline_attrs(label: str, spec: dict) -> dict:
 def finalist_attrs(r: TrialRecord) -> dict:
     """User attrs of a final-stage trial: the search trial it trains again, its spec and recipe."""
     return {"finalist_of": r.number, "spec": r.spec, "recipe": r.recipe, "baseline": r.baseline,
-            "baseline_label": r.baseline_label, "search_val_acc": r.best_acc}
+            "baseline_label": r.baseline_label}
 
 
 def write_identity(trial: optuna.Trial, *, spec: dict, summary: str, params: int, macs: int, recipe: dict,
@@ -179,12 +179,19 @@ def winner(study: optuna.Study) -> tuple[optuna.Study, optuna.trial.FrozenTrial]
     """(stage's study, trial) of the network the search names: the best finalist by validation
     once every finalist has trained, else the search's best trial; None before any completes."""
     final = final_stage(study)
-    if final is not None:
-        finalists = finalist_trials(final)
-        if any(r.state == "COMPLETE" for r in finalists) and all(r.state in ("COMPLETE", "PRUNED") for r in finalists):
-            return final, best_trials(final, 1)[0]
+    won = final_winner(final) if final is not None else None
+    if won is not None:
+        return final, won
     best = best_trials(study, 1)
     return (study, best[0]) if best else None
+
+
+def final_winner(final: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The final stage's best trial once every finalist has trained (and one completed), else None."""
+    finalists = finalist_trials(final)
+    if any(r.state == "COMPLETE" for r in finalists) and all(r.state in ("COMPLETE", "PRUNED") for r in finalists):
+        return best_trials(final, 1)[0]
+    return None
 
 
 def trained_count(study: optuna.Study) -> int:

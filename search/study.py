@@ -83,7 +83,6 @@ def optimize(study: optuna.Study, plan: Plan, data: Cifar10, view: Quiet, deadli
     """Train the stage's trials until it holds plan.settings.trials, riding out storage outages.
     Returns the study (a new object after a reconnection)."""
     s = plan.settings
-    sampler, pruner = strategy(plan)
     objective = Objective(study, plan, data, view)
     done = record.trained_count(study)
     requeued = requeue_interrupted(study) if done < s.trials else []
@@ -111,7 +110,7 @@ def optimize(study: optuna.Study, plan: Plan, data: Cifar10, view: Quiet, deadli
             view.log(f"storage unreachable ({str(outage).splitlines()[0][:120]}); "
                      f"retrying for up to {s.storage_retry:g} s")
             storage = open_storage(s.storage, s.heartbeat, retry_s=s.storage_retry)
-            study = optuna.load_study(study_name=s.study, storage=storage, sampler=sampler, pruner=pruner)
+            study = optuna.load_study(study_name=s.study, storage=storage, sampler=study.sampler, pruner=study.pruner)
             objective.study = study
     if objective.gave_up:
         refresh_report(study, plan.outputs.reports, view.log)
@@ -264,7 +263,7 @@ class Objective:
         twin = self._trained_twin(trial, spec, recipe)
         if twin is not None:
             # TPE proposes trained specs again in a categorical space; training one again buys
-            # only seed noise (benchmarks/search_tabular.py measured it, "tpe twins rejected").
+            # only seed noise (benchmarks/search_tabular.py, "shipped training twins again").
             record.write_pruned(trial, f"duplicate: trial {twin} trained the same spec and recipe", duplicate=True)
             raise optuna.TrialPruned(f"same spec and recipe as trained trial {twin}")
 

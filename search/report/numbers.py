@@ -17,7 +17,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from ..record import StudyRecord, TrialRecord, best_trials, final_stage, finalist_trials, records, trial_counts, winner
+from ..record import StudyRecord, TrialRecord, best_trials, final_stage, final_winner, finalist_trials, records, trial_counts
 from ..strategy import rung_epochs
 
 REPORTED = "as reported: test acc, true CIFAR-10, 200 epochs"
@@ -118,8 +118,8 @@ def final_stage_rows(study: optuna.Study) -> list[dict]:
     final = final_stage(study)
     if final is None:
         return []
-    found = winner(study)
-    won = found[1].number if found is not None and found[0].study_name == final.study_name else None
+    won = final_winner(final)
+    won = won.number if won is not None else None
     search = {r.number: r for r in records(study)}
     rows = []
     for r in finalist_trials(final):
