@@ -7,6 +7,7 @@ records touches this file alone. It imports optuna but neither torch nor the tra
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field, fields
 
 import optuna
@@ -50,6 +51,7 @@ class TrialRecord:
     resumed_from_trial: int | None = None
     resumed_from_epoch: int = 0  # epochs replayed from an earlier run's checkpoint
     finalist_of: int | None = None  # a final-stage trial: the number of the search trial it trains again
+    training_started: str | None = None  # local ISO time its training began, past every check against other trials
 
     @classmethod
     def of(cls, trial: optuna.trial.FrozenTrial | optuna.Trial) -> "TrialRecord":
@@ -120,6 +122,10 @@ def write_identity(trial: optuna.Trial, *, spec: dict, summary: str, params: int
                        "device": device, "recipe": recipe, "dataset": dataset, "first_trial": first_trial,
                        "checkpoint_dir": checkpoint_dir}.items():
         trial.set_user_attr(key, value)
+
+
+def write_training_started(trial: optuna.Trial) -> None:
+    trial.set_user_attr("training_started", datetime.datetime.now().isoformat())
 
 
 def write_repaired(trial: optuna.Trial, drawn: str) -> None:

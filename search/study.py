@@ -266,6 +266,7 @@ class Objective:
             # only seed noise (benchmarks/search_tabular.py, "shipped training twins again").
             record.write_pruned(trial, f"duplicate: trial {twin} trained the same spec and recipe", duplicate=True)
             raise optuna.TrialPruned(f"same spec and recipe as trained trial {twin}")
+        record.write_training_started(trial)
 
         curve, seconds, losses = [], [], []
         resumed = completed_epochs(checkpoint_dir, spec, recipe, s.seed)

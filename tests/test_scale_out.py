@@ -1,5 +1,6 @@
 """Several workers on one PostgreSQL study, and workers that die or are interrupted (issue: scale-out)."""
 
+import datetime
 import itertools
 import os
 import shutil
@@ -62,9 +63,11 @@ def test_four_workers_share_one_study(tmp_path, postgres_url):
     for t in map(TrialRecord.of, trials):
         if t.params is not None and t.params >= 200_000:
             assert not t.curve  # never trained
-    trained = [t for t in trials if t.datetime_complete and "val_acc_per_epoch" in t.user_attrs]
-    for a, b in itertools.combinations(trained, 2):
-        overlap = a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete
+    # A trial is created before it draws its spec: what must not overlap is the training itself.
+    trained = [(datetime.datetime.fromisoformat(t.user_attrs["training_started"]), t) for t in trials
+               if t.datetime_complete and "val_acc_per_epoch" in t.user_attrs]
+    for (start_a, a), (start_b, b) in itertools.combinations(trained, 2):
+        overlap = start_a < b.datetime_complete and start_b < a.datetime_complete
         assert not (overlap and a.user_attrs["spec"] == b.user_attrs["spec"]), (a.number, b.number)
 
 
