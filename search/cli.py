@@ -114,30 +114,31 @@ def cmd_run(args) -> int:
     return 0
 
 
-def open_study(url: str, name: str):
+def note(message: str) -> None:
+    print(f"resnet-search: {message}", file=sys.stderr)
+
+
+def open_study(args):
     from .storage import load_study, open_storage
 
-    return load_study(open_storage(url), name)
+    return load_study(open_storage(args.storage), args.study, log=note)
 
 
 def cmd_retrain(args) -> int:
     import optuna
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .console import print_retrain_result
+    from .live import progress_bar
     from .retrain import RetrainSettings, retrain
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     settings = RetrainSettings(study=args.study, storage=args.storage, trial=args.trial, spec=args.spec,
                                baseline=args.baseline, epochs=args.epochs, seeds=args.seeds, device=args.device,
                                data=args.data, out=args.out)
-    err = Console(stderr=True, log_path=False)
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
-                   TimeElapsedColumn(), console=err, transient=True)
+    bar = progress_bar(transient=True)
     try:
         with bar:
-            result = retrain(settings, log=lambda m: err.log(m, markup=False, highlight=False), progress=bar)
+            result = retrain(settings, log=lambda m: bar.console.log(m, markup=False, highlight=False), progress=bar)
     except KeyboardInterrupt:
         print("resnet-search: interrupted: finished seeds are kept and the running one resumes from its last "
               "epoch; run the same command again to continue", file=sys.stderr)
@@ -156,10 +157,10 @@ def cmd_best(args) -> int:
     out = Path(args.export) if args.export else None
     if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"export path {out} exists and is not an empty directory; choose a new one")
-    study = open_study(args.storage, args.study)
+    study = open_study(args)
     found = winner(study)
     if found is None:
-        raise UserError(f"study {args.study!r} has no completed trial yet; run `resnet-search run` first")
+        raise UserError(f"study {study.study_name!r} has no completed trial yet; run `resnet-search run` first")
     print_best(study, args.top)
     if out is not None:
         from .export import export_trial
@@ -178,16 +179,16 @@ def cmd_report(args) -> int:
     from .report import attach_to_study, write_report
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = open_study(args.storage, args.study)
+    study = open_study(args)
     recorded = StudyRecord.of(study)
-    out = Path(args.out) if args.out else Outputs(Path(recorded.artifact_dir or DEFAULT_ARTIFACTS), args.study).reports
+    out = Path(args.out) if args.out else Outputs(Path(recorded.artifact_dir or DEFAULT_ARTIFACTS), study.study_name).reports
     if out.exists() and not out.is_dir():
         raise UserError(f"report path {out} is a file, not a folder")
     numbers = write_report(study, out, top=args.top)
     if not args.no_attach and recorded.artifact_dir:
         attach_to_study(study, out)
     counts = numbers["counts"]
-    print(f"report for study {args.study!r}: {out / 'index.html'} ({counts['trials']} trials, "
+    print(f"report for study {study.study_name!r}: {out / 'index.html'} ({counts['trials']} trials, "
           f"{counts['trained']} trained)")
     return 0
 
@@ -198,16 +199,18 @@ def cmd_dashboard(args) -> int:
     from .record import StudyRecord
     from .storage import open_artifact_store
 
-    study = open_study(args.storage, args.study)
+    study = open_study(args)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store = open_artifact_store(StudyRecord.of(study).artifact_dir or args.artifacts)
-    print(f"optuna-dashboard for study {args.study!r}: http://{args.host}:{args.port}/dashboard", flush=True)
+    print(f"optuna-dashboard for study {study.study_name!r}: http://{args.host}:{args.port}/dashboard", flush=True)
     optuna_dashboard.run_server(args.storage, host=args.host, port=args.port, artifact_store=store)
     return 0
 
 
-def add_study_args(p) -> None:
-    p.add_argument("--study", type=study_name, default=DEFAULT_STUDY, help=f"study name (default {DEFAULT_STUDY})")
+def add_study_args(p, default: str | None = None) -> None:
+    p.add_argument("--study", type=study_name, default=default,
+                   help=f"study name (default {default})" if default else
+                   "study name (default: the storage's only study, else the one whose trials ran last)")
     p.add_argument("--storage", default=DEFAULT_STORAGE,
                    help=f"Optuna storage URL (default {DEFAULT_STORAGE}; postgresql://... to share among workers)")
 
@@ -229,7 +232,7 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("run", help="search: train sampled ResNets under the budget, prune the weak ones")
     p.add_argument("--budget", type=budget_arg, help="parameter budget, e.g. 5e6 or 5M (default: the space file's)")
-    add_study_args(p)
+    add_study_args(p, DEFAULT_STUDY)
     p.add_argument("--space", default=DEFAULT_SPACE,
                    help="study file (TOML) with the space and recipe, or a shipped one by name: "
                         + ", ".join(shipped_spaces()))

@@ -6,6 +6,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from .layout import plural
+from .live import terminal
 from .record import StudyRecord, trial_counts
 from .report import numbers
 
@@ -15,16 +17,15 @@ def pct(value: float | None) -> str:
 
 
 def console() -> Console:
-    """Standard output; written to a file or a pipe, lines are not folded at 80 columns."""
-    out = Console()
-    return out if out.is_terminal else Console(width=200)
+    return terminal(stderr=False)
 
 
 def print_best(study, top: int) -> None:
     out = console()
     table = Table(title=f"best of study {study.study_name!r} (validation accuracy)")
     for column in ("rank", "trial", "spec", "params", "MACs", "val acc", "epochs", "s/epoch"):
-        table.add_column(column, justify="left" if column == "spec" else "right")
+        table.add_column(column, justify="left" if column == "spec" else "right", no_wrap=column != "spec",
+                         overflow="fold")
     for r in numbers.top_rows(study, top, with_baseline=True):
         label = r["summary"] + (f" ({r['baseline']})" if r["baseline"] else "")
         table.add_row(str(r["rank"]), str(r["trial"]), label, f"{r['params'] or 0:,}", f"{r['macs'] or 0:,}",
@@ -52,7 +53,8 @@ def print_final_stage(out: Console, study) -> None:
     table = Table(title="final stage: the best distinct specs and the baseline trained again, longer and unpruned "
                         "(validation accuracy)")
     for column in ("", "trial", "spec", "params", "search val", "epochs", "final val", "final epochs"):
-        table.add_column(column, justify="left" if column == "spec" else "right")
+        table.add_column(column, justify="left" if column == "spec" else "right", no_wrap=column != "spec",
+                         overflow="fold")
     for r in rows:
         table.add_row("winner" if r["winner"] else "", str(r["trial"]),
                       r["summary"] + (f" ({r['baseline']})" if r["baseline"] else ""), f"{r['params'] or 0:,}",
@@ -69,7 +71,7 @@ def print_pruner_trust(out: Console, study) -> None:
         return
     table = Table(title=f"the pruner's epochs against epoch {rows[0]['last']} (Spearman, full-length trials)")
     for column in ("epoch", "trials", "Spearman"):
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", no_wrap=True)
     for r in rows:
         table.add_row(str(r["epoch"]), str(r["trials"]), f"{r['spearman']:+.2f}")
     out.print(table)
@@ -89,7 +91,7 @@ def print_retrained(out: Console, study) -> None:
                "min-max"]
     for column in columns:
         table.add_column(column, justify="left" if column in ("network", "spec", "data set") else "right",
-                         no_wrap=column in ("test mean ± std", "min-max", "search val"))
+                         no_wrap=column in ("test mean ± std", "min-max", "search val"), overflow="fold")
     for e in entries:
         spread = f" ± {e['std']:.2%}" if e.get("std") is not None else ""
         table.add_row(e["label"], e["summary"], *([] if on else [e["dataset"]]), str(e["epochs"]), str(e["seeds"]),
@@ -101,10 +103,10 @@ def print_retrain_result(result) -> None:
     """One `retrain` run: each seed's test accuracy, their mean and spread, and the export."""
     e = result.entry
     table = Table(title=f"{e['label']} retrained: {e['summary']}, {e['params']:,} params; {e['dataset']}, "
-                        f"{e.get('train_images', 0):,} training + validation images, {e['epochs']} epochs, "
+                        f"{e.get('train_images', 0):,} training + validation images, {plural(e['epochs'], 'epoch')}, "
                         f"{e['seeds']} seed(s); test accuracy after the final epoch")
     for column in ("seed", "test acc", "train loss", "seconds"):
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", no_wrap=True)
     for s in result.seeds:
         table.add_row(str(s["seed"]) + (" (exported)" if s["seed"] == e["export_seed"] else ""),
                       f"{s['test_acc']:.2%}", f"{s['train_loss_last']:.3f}", f"{s['seconds']:.1f}")

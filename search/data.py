@@ -118,7 +118,7 @@ def _fingerprint(split_dir: Path, files: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _read_image_folder(split_dir: Path, files: list[Path], labels: list[int]) -> ImageSet:
+def _read_image_folder(split_dir: Path, files: list[Path], labels: list[int], log=None) -> ImageSet:
     """The listed images decoded, or read back from the cache written when they were last decoded."""
     cache = cache_root() / "decoded" / f"{split_dir.name}-{_fingerprint(split_dir, files)}.pt"
     if cache.exists():
@@ -127,6 +127,8 @@ def _read_image_folder(split_dir: Path, files: list[Path], labels: list[int]) ->
             return ImageSet(saved["images"], saved["labels"])
         except Exception:  # a torn cache is rebuilt, never trusted
             cache.unlink(missing_ok=True)
+    if log is not None:  # the first decode of a large folder takes a while: say so before it starts
+        log(f"decoding {len(files):,} images of {split_dir} (cached in {cache.parent} for later runs)")
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
         images = torch.stack(list(pool.map(_decode, files, chunksize=256)))
     result = ImageSet(images, torch.tensor(labels, dtype=torch.int64))
@@ -175,11 +177,11 @@ def stratified_order(labels: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 def load_cifar10(root=None, *, val_size: int = DEFAULT_VAL_SIZE, limit_train: int | None = None, seed: int = 0,
-                 download: bool = True, classes: int | None = None) -> Cifar10:
+                 download: bool = True, classes: int | None = None, log=None) -> Cifar10:
     """Train/validation/test splits. The validation split is carved from training images
     (seeded, stratified) and is what a search optimises; test is kept for the final evaluation.
     With `classes` (the networks' outputs), data with another number of classes is refused, for
-    an image folder before a single image is decoded."""
+    an image folder before a single image is decoded. `log` hears of a decode before it starts."""
     root = Path(root) if root else default_data_root()
     if root.exists() and not root.is_dir():
         raise DataError(f"data path {root} is not a directory")
@@ -193,8 +195,8 @@ def load_cifar10(root=None, *, val_size: int = DEFAULT_VAL_SIZE, limit_train: in
             raise DataError(f"{root}/train and {root}/test need the same class folders; only in train: {only_train}; "
                             f"only in test: {only_test}")
         check_classes(root, classes, found=names)
-        full_train = _read_image_folder(root / "train", train_files, train_labels)
-        test = _read_image_folder(root / "test", test_files, test_labels)
+        full_train = _read_image_folder(root / "train", train_files, train_labels, log)
+        test = _read_image_folder(root / "test", test_files, test_labels, log)
         jpeg = any(f.suffix.lower() in {".jpg", ".jpeg"} for f in train_files)
         name = f"{root.name} (image folder{', JPEG' if jpeg else ''})"
     else:

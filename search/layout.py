@@ -1,4 +1,5 @@
-"""Where things live: the defaults, the shipped study files, and every output folder of a study.
+"""Where things live: the defaults, the shipped study files, and every output folder of a study
+(and `plural`, for the counts the messages say).
 
 Light on purpose: parsing flags imports this and neither torch nor optuna.
 """
@@ -56,3 +57,7 @@ class Outputs:
     @property
     def retrain(self) -> Path:
         return self.artifacts.parent / "retrain" / self.study
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"

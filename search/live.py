@@ -11,6 +11,33 @@ import optuna
 from . import record
 
 
+def terminal(stderr: bool = True):
+    """A rich console on stderr (or stdout); written to a file or a pipe, lines are not folded
+    at 80 columns, so paths stay whole."""
+    from rich.console import Console
+
+    shown = Console(stderr=stderr, log_path=False)
+    return shown if shown.is_terminal else Console(stderr=stderr, log_path=False, width=200)
+
+
+def progress_bar(transient: bool = False, console=None):
+    """The one progress bar on stderr: what, bar, done of total, a free text (`info`), elapsed;
+    above them a status line (`.status`) that wraps rather than squeezing the bars."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.text import Text
+
+    class WithStatus(Progress):
+        status = ""
+
+        def get_renderables(self):
+            if self.status:
+                yield Text(self.status)
+            yield from super().get_renderables()
+
+    return WithStatus(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console or terminal(), transient=transient)
+
+
 class Quiet:
     """Log lines on stderr, one per trial; what `run --quiet` and Python callers get."""
 
@@ -25,8 +52,8 @@ class Quiet:
 
     def on_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         r = record.TrialRecord.of(trial)
-        value = f"{r.value:.2%}" if r.value is not None else "-"
-        self.log(f"trial {r.number} {r.state.lower()}: {value} {r.prune_reason}".rstrip())
+        said = " ".join(x for x in (f"{r.value:.2%}" if r.value is not None else "", r.prune_reason or r.fail_reason) if x)
+        self.log(f"trial {r.number} {r.state.lower()}" + (f": {said}" if said else ""))
 
 
 class LiveView(Quiet):
@@ -35,15 +62,8 @@ class LiveView(Quiet):
 
     def __init__(self, quiet: bool):
         self.study, self.total, self.quiet = None, 0, quiet
-        self.progress = False
-        if not quiet:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                                     console=Console(stderr=True, log_path=False))
-            self.task = self.progress.add_task("trials", total=None, info="")
+        self.progress, self.task = False, None
+        self.console = None if quiet else terminal()
 
     def _refresh(self) -> str:
         counts = record.trial_counts(self.study)
@@ -55,12 +75,13 @@ class LiveView(Quiet):
         line = (f"complete {counts['complete']}  pruned {counts['pruned']}  over budget {counts['over_budget']}  "
                 f"failed {counts['failed']}  best {best}")
         if self.progress:
-            self.progress.update(self.task, completed=min(record.trained_count(self.study), self.total), info=line)
+            self.progress.status = line
+            self.progress.update(self.task, completed=min(record.trained_count(self.study), self.total))
         return line
 
     def log(self, message: str) -> None:
-        if self.progress:
-            self.progress.console.log(message)
+        if self.console is not None and self.console.is_terminal:  # to a file, whole lines
+            self.console.log(message)
         else:
             super().log(message)
 
@@ -73,12 +94,17 @@ class LiveView(Quiet):
     @contextlib.contextmanager
     def watch(self, study, total: int):
         self.study, self.total = study, total
-        if self.progress:
-            final = record.StudyRecord.of(study).stage == "final"
-            self.progress.update(self.task, description="finalists" if final else "trials", total=total)
-        self._refresh()
-        if not self.progress:
+        if self.quiet:
+            self._refresh()
             yield
             return
-        with self.progress:
-            yield
+        # A new bar each time: a rich display started again draws over the lines logged since it stopped.
+        self.progress = progress_bar(console=self.console)
+        final = record.StudyRecord.of(study).stage == "final"
+        self.task = self.progress.add_task("finalists" if final else "trials", total=total, info="")
+        self._refresh()
+        try:
+            with self.progress:
+                yield
+        finally:
+            self.progress = False

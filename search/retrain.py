@@ -38,7 +38,7 @@ from resnet_space.space import center_recipe
 
 from . import record
 from .data import Cifar10, ImageSet, load_cifar10
-from .layout import DEFAULT_ARTIFACTS, DEFAULT_STORAGE, DEFAULT_STUDY, Outputs
+from .layout import DEFAULT_ARTIFACTS, DEFAULT_STORAGE, Outputs, plural
 from .train import Diverged, Epoch, completed_epochs, cpu_estimate_hours, evaluate, load_weights, resolve_device, train
 
 
@@ -50,7 +50,7 @@ class RetrainError(UserError):
 class RetrainSettings:
     """What `resnet-search retrain` is run with; the defaults are the CLI's."""
 
-    study: str = DEFAULT_STUDY
+    study: str | None = None  # None: the storage's only study, else the one run last
     storage: str = DEFAULT_STORAGE
     trial: int | None = None  # None: the study's best trial
     spec: str | Path | None = None  # a spec.json (as `best --export` writes) instead of a trial
@@ -268,7 +268,7 @@ def retrain(settings: RetrainSettings, *, log: Callable[[str], None] = _log, pro
     from .storage import load_study, open_storage
 
     if study is None:
-        study = load_study(open_storage(settings.storage), settings.study)
+        study = load_study(open_storage(settings.storage), settings.study, log)
     target = choose_target(study, settings)
     spec, recipe, epochs = target.spec, target.recipe, target.recipe.epochs
     counts, recorded = count(spec), record.StudyRecord.of(study)
@@ -278,16 +278,16 @@ def retrain(settings: RetrainSettings, *, log: Callable[[str], None] = _log, pro
     if settings.device == "auto" and device.type == "cpu":
         hours = cpu_estimate_hours(counts.macs, len(data.train), epochs)[0] * settings.seeds
         took = f"{hours:,.0f} h" if hours >= 10 else f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.0f} min"
-        raise RetrainError(f"no CUDA device here: retraining {target.label} ({len(data.train):,} images x {epochs} "
-                           f"epochs x {settings.seeds} seeds) would take about {took} on this CPU; "
+        raise RetrainError(f"no CUDA device here: retraining {target.label} ({len(data.train):,} images x {plural(epochs, 'epoch')} "
+                           f"x {plural(settings.seeds, 'seed')}) would take about {took} on this CPU; "
                            "pass --device cpu to retrain on it anyway")
     identity = {"study": study.study_name, "label": target.label, "spec": spec.to_dict(), "recipe": recipe.to_dict(),
                 "dataset": data.name, "fingerprint": getattr(data, "fingerprint", None),
                 "train_images": len(data.train), "test_images": len(data.test)}
     _start_over_if_other_run(run_dir, identity, log)
     log(f"retraining {target.label} ({spec.summary()}, {counts.params:,} params) of study {study.study_name!r} "
-        f"on {data.name}: {len(data.train):,} training + validation images, {epochs} epochs, "
-        f"{settings.seeds} seed(s), device {device}; test once on {len(data.test):,} images after the final epoch; "
+        f"on {data.name}: {len(data.train):,} training + validation images, {plural(epochs, 'epoch')}, "
+        f"{plural(settings.seeds, 'seed')}, device {device}; test once on {len(data.test):,} images after the final epoch; "
         f"folder {run_dir}")
 
     seeds = []
@@ -349,5 +349,5 @@ def _one_seed(seed: int, run_dir: Path, spec: ResNetSpec, recipe: Recipe, data: 
                    "seconds": sum(e.seconds for e in history), "resumed_from_epoch": result.resumed_from,
                    "device": result.device}
     _write_json(result_file, seed_result)
-    log(f"seed {seed}: test {test_acc:.2%} after {recipe.epochs} epochs (final weights)")
+    log(f"seed {seed}: test {test_acc:.2%} after {plural(recipe.epochs, 'epoch')} (final weights)")
     return seed_result

@@ -3,6 +3,7 @@ reconnection, the schema-creation race of workers starting together, and URLs wi
 
 from __future__ import annotations
 
+import datetime
 import time
 import warnings
 from pathlib import Path
@@ -12,7 +13,7 @@ import sqlalchemy
 
 from resnet_space.errors import UserError
 
-from .layout import HEARTBEAT_S
+from .layout import FINAL_STAGE_SUFFIX, HEARTBEAT_S
 
 # Heartbeats and the stale-trial retry are marked experimental.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -98,13 +99,28 @@ def study_names(storage) -> list[str]:
     return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
 
 
-def load_study(storage, name: str) -> optuna.Study:
-    try:
-        return optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        known = study_names(storage)
+def load_study(storage, name: str | None, log=None) -> optuna.Study:
+    """The study called `name`; with no name, the storage's only search, else the one whose trials
+    ran last, said through `log`, so the commands after a `run` need no --study."""
+    known = study_names(storage)
+    if name is None:
+        searches = [n for n in known if not n.endswith(FINAL_STAGE_SUFFIX)]
+        if not searches:
+            raise StudyError("this storage holds no study yet; run `resnet-search run` first")
+        name = searches[0] if len(searches) == 1 else max(searches, key=lambda n: _last_activity(storage, n))
+        if log is not None:
+            log(f"study {name!r}: " + ("the storage's only study" if len(searches) == 1 else
+                f"the last one run of {len(searches)} ({', '.join(searches)})") + "; --study chooses another")
+    if name not in known:
         raise StudyError(f"no study named {name!r} in this storage"
-                         + (f" (it has: {', '.join(known)})" if known else " (it has none)")) from None
+                         + (f" (it has: {', '.join(known)})" if known else " (it has none)"))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def _last_activity(storage, name: str) -> datetime.datetime:
+    study_id = storage.get_study_id_from_name(name)
+    times = [t.datetime_complete or t.datetime_start for t in storage.get_all_trials(study_id, deepcopy=False)]
+    return max((t for t in times if t is not None), default=datetime.datetime.min)
 
 
 def open_artifact_store(location: str | Path, create: bool = True) -> optuna.artifacts.FileSystemArtifactStore:

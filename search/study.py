@@ -12,7 +12,9 @@ validation accuracy each epoch to the pruner, and keep its best checkpoint as an
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from resnet_space.errors import UserError
 from resnet_space.table1 import table_1_rows
 
 from . import record
+from .layout import plural
 from .data import Cifar10, load_cifar10
 from .live import Quiet
 from .plan import Plan, SearchSettings, baseline_for  # noqa: F401 - the search's API, importable from here
@@ -46,7 +49,7 @@ def run_search(settings: SearchSettings, view: Quiet | None = None) -> optuna.St
         raise UserError(cpu_refusal(plan))
     storage = open_storage(settings.storage, settings.heartbeat, retry_s=settings.storage_retry)
     data = load_cifar10(settings.data, val_size=settings.val_size, limit_train=settings.limit_train,
-                        seed=settings.seed, classes=plan.classes)
+                        seed=settings.seed, classes=plan.classes, log=view.log)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial replaces Optuna's
     deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
 
@@ -75,7 +78,7 @@ def run_final_stage(storage, study: optuna.Study, plan: Plan, data: Cifar10, vie
         final_plan = plan.final_stage(len(record.finalist_trials(final)))
     record.write_study(study, final_study=final.study_name)
     view.log(f"final stage: {final_plan.settings.trials} finalists of study {settings.study!r} trained again for "
-             f"{final_plan.epochs} epochs, unpruned, in study {final.study_name!r}")
+             f"{plural(final_plan.epochs, 'epoch')}, unpruned, in study {final.study_name!r}")
     optimize(final, final_plan, data, view, deadline)
 
 
@@ -290,7 +293,7 @@ class Objective:
 
         self.view.log(f"trial {trial.number}: {spec.summary()} ({counts.params:,} params)"
                       + (f" [seeded baseline: {known.baseline_label}]" if known.baseline else "")
-                      + (f" [finalist: search trial {known.finalist_of}, {recipe.epochs} epochs]"
+                      + (f" [finalist: search trial {known.finalist_of}, {plural(recipe.epochs, 'epoch')}]"
                          if known.finalist_of is not None else "")
                       + (f" [resuming trial {first_run} after epoch {len(curve)}]" if resumed else ""))
         try:
@@ -370,6 +373,13 @@ def cpu_refusal(plan: Plan) -> str:
     macs = count(MODEL_1).macs
     hours, rate = cpu_estimate_hours(macs, images, plan.epochs)
     return (f"no CUDA device here: one trial like the report's Model 1 ({macs:,} MACs/image, "
-            f"{images:,} images x {plan.epochs} epochs) would take about {hours:,.0f} h on this CPU "
-            f"({rate / 1e9:.1f} GMAC/s measured); for a small search on this CPU run: resnet-search run "
-            f"--device cpu --space cpu-small --study cpu-try --epochs 2 --limit-train 2000 --val-size 1000 --trials 5")
+            f"{images:,} images x {plural(plan.epochs, 'epoch')}) would take about {hours:,.0f} h on this CPU "
+            f"({rate / 1e9:.1f} GMAC/s measured); for a small search on this CPU run: {invoked_as()} run "
+            f"--device cpu --space cpu-small --study cpu-try --epochs 2 --limit-train 2000 --val-size 1000 --trials 5"
+            + (f" --data {shlex.quote(str(plan.settings.data))}" if plan.settings.data else ""))
+
+
+def invoked_as() -> str:
+    """The command as the user typed it (.venv/bin/resnet-search, say), so a suggestion runs as printed."""
+    typed = Path(sys.argv[0])
+    return shlex.quote(str(typed)) if typed.name == "resnet-search" else "resnet-search"

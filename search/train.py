@@ -324,7 +324,7 @@ def train(spec: ResNetSpec, data: Cifar10, recipe: Recipe, *, device: str | torc
                              "best_val_acc": result.best_val_acc, "best_epoch": result.best_epoch,
                              "numerics": numerics.name})
             if bar is not None:
-                bar.update(task, completed=epoch, description=f"epoch {epoch}/{recipe.epochs}",
+                bar.update(task, completed=epoch,
                            info=f"{record.images_per_s:,.0f} img/s  loss {mean_loss:.3f}"
                                 + ("" if val_acc is None else f"  val {val_acc:.2%}"))
             if on_epoch is not None:
@@ -348,14 +348,13 @@ def _progress(progress, epochs: int, done: int):
     """(bar, whether we own it, task id) for the epoch bar, or (None, False, None) when off."""
     if progress is False or progress is None:
         return None, False, None
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from .live import progress_bar
 
     own = progress is True
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
-                   TimeElapsedColumn(), transient=True) if own else progress
+    bar = progress_bar(transient=True) if own else progress
     if own:
         bar.start()
-    task = bar.add_task(f"epoch {done + 1}/{epochs}", total=epochs, completed=done, info="")
+    task = bar.add_task("epochs", total=epochs, completed=done, info="")
     return bar, own, task
 
 

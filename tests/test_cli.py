@@ -161,6 +161,18 @@ def test_plain_run_without_cuda_refuses_and_explains(tmp_path):
     assert not (tmp_path / "studies").exists()  # nothing was created
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_the_refusals_suggested_command_runs_as_printed(tmp_path):
+    line = assert_user_error(run_cli("run", "--budget", "5e6", "--data", synthetic_root(), cwd=tmp_path))
+    suggested = line.split("for a small search on this CPU run: ")[1]
+    assert suggested.startswith(f"{CLI} run ") and f"--data {synthetic_root()}" in suggested
+    # Shorter here than printed (the last flag given wins): the command, its flags and its data are the point.
+    quick = "--trials 1 --finalists 0 --limit-train 200 --val-size 100 --epochs 1 --quiet"
+    result = subprocess.run(f"{suggested} {quick}", shell=True, cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert load(tmp_path, "cpu-try").trials
+
+
 def test_run_refreshes_the_report_and_report_writes_one(workdir):
     assert (workdir / "studies" / "reports" / "e2e" / "index.html").exists()  # written at the end of run
     assert load(workdir).user_attrs.get("report_artifacts")  # the plots, attached for the dashboard
@@ -168,3 +180,35 @@ def test_run_refreshes_the_report_and_report_writes_one(workdir):
     assert result.returncode == 0, result.stderr
     assert (workdir / "my-report" / "index.html").exists() and (workdir / "my-report" / "report.md").exists()
     assert "e2e" in result.stdout
+
+
+def test_commands_after_a_run_find_its_study_without_study_flag(workdir):
+    result = run_cli("best", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert "study 'e2e': the storage's only study" in result.stderr and "best of study 'e2e'" in result.stdout
+
+
+def test_without_a_name_the_study_whose_trials_ran_last_is_taken(tmp_path):
+    from search.storage import StudyError, load_study, open_storage
+
+    storage = open_storage(storage_url(tmp_path))
+    with pytest.raises(StudyError, match="holds no study yet"):
+        load_study(storage, None)
+    said = []
+    for name in ("older", "newer", "older-again"):
+        optuna.create_study(study_name=name, storage=storage)
+    for name in ("newer", "older", "newer--final"):  # a final stage is never taken for its search
+        study = optuna.load_study(study_name=name, storage=storage) if name != "newer--final" else \
+            optuna.create_study(study_name=name, storage=storage)
+        study.tell(study.ask(), 0.5)
+        time.sleep(0.01)
+    assert load_study(storage, None, log=said.append).study_name == "older"
+    assert said == ["study 'older': the last one run of 3 (older, newer, older-again); --study chooses another"]
+
+
+def test_the_live_view_written_to_a_pipe_keeps_long_lines_whole(tmp_path):
+    flags = [f for f in QUICK if f != "--quiet"]
+    result = run_cli("run", "--budget", "2e5", "--trials", "1", "--study", "piped", *flags, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    study_line = next(line for line in result.stderr.splitlines() if "study 'piped' on sqlite" in line)
+    assert "validation images; device cpu" in study_line  # one line, not folded at 80 columns

@@ -184,6 +184,15 @@ def test_image_folder_layout_reads(folder, tmp_path):
     assert list((tmp_path / "cache" / "decoded").glob("*.pt"))  # cached outside the data dir
 
 
+def test_a_decode_is_announced_before_it_starts_and_a_cache_read_is_not(folder):
+    said = []
+    load_cifar10(folder, val_size=4, log=said.append)
+    assert [line.split(" (")[0] for line in said] == [f"decoding 24 images of {folder / s}" for s in ("train", "test")]
+    said.clear()
+    load_cifar10(folder, val_size=4, log=said.append)
+    assert said == []
+
+
 @pytest.mark.parametrize("name, content, message, found_by_listing", [
     ("train/dog/broken.jpg", b"not an image at all", r"cannot read image .*train/dog/broken\.jpg", False),
     ("test/cat/notes.txt", b"a note", r"test/cat/notes\.txt is not an image \(\.gif, .*move it out of", True),

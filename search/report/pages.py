@@ -6,6 +6,7 @@ import html
 from pathlib import Path
 from dataclasses import dataclass, field
 
+from ..layout import plural
 from ..record import StudyRecord, TrialRecord
 from .figures import ACC_PLOT, CURVES_PLOT, IMPORTANCE_PLOT
 from .numbers import REPORTED, Importances, Mark, dataset_phrase, dataset_short, failures, model_1_reported
@@ -29,10 +30,6 @@ def pct(x: float | None) -> str:
 
 def fmt_int(x) -> str:
     return "—" if x is None else f"{x:,}"
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'s' if n != 1 else ''}"
 
 
 def sections(study: StudyRecord, trials: list[TrialRecord], numbers: dict, marks: list[Mark],
@@ -116,7 +113,7 @@ def sections(study: StudyRecord, trials: list[TrialRecord], numbers: dict, marks
     elif baseline.trained:
         acc_text.append(f"The star is the seeded baseline, {baseline.baseline_label}, as trained in this study "
                         f"(trial {baseline.number}, "
-                        f"{pct(baseline.best_acc)} validation accuracy after {_plural(len(baseline.curve), 'epoch')}).")
+                        f"{pct(baseline.best_acc)} validation accuracy after {plural(len(baseline.curve), 'epoch')}).")
     else:
         why = (f"over the budget ({fmt_int(baseline.params)} parameters)" if baseline.over_budget
                else baseline.state.lower())
@@ -169,7 +166,7 @@ def _trust(trust: list[dict]) -> Section:
             for r in trust]
     return Section(title, [
         f"Spearman's rank correlation between the validation accuracy after epoch e, where the pruner decides, "
-        f"and after the last epoch ({last}), over the {_plural(n, 'complete trial')} that ran every epoch. "
+        f"and after the last epoch ({last}), over the {plural(n, 'complete trial')} that ran every epoch. "
         "Near 1 at an early epoch, the trials already stand in their final order there, so stopping the weak "
         "ones early (as the pruner does) loses little; well below 1, early stopping may discard trials that would have finished among the best."],
         table=(["epoch e", "trials", "Spearman rho with final accuracy"], body),
