@@ -57,10 +57,10 @@ import torch
 from common import SMALL, default_data
 from resnet_space import MODEL_1, Recipe
 from resnet_space.errors import UserError
-from resnet_space.model import build_model
 from resnet_space.space import StudyFile
 from search.data import DataError, load_cifar10
-from search.train import (NUMERICS, completed_epochs, compile_unavailable, evaluate, load_weights, resolve_device,
+from search.layout import save_atomic
+from search.train import (NUMERICS, completed_epochs, compile_unavailable, evaluate, load_model, resolve_device,
                           resolve_numerics, train)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -111,9 +111,7 @@ class Bench:
 
     def save(self) -> None:
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.results, indent=2) + "\n")
-        tmp.replace(self.out)
+        save_atomic(self.out, lambda tmp: tmp.write_text(json.dumps(self.results, indent=2) + "\n"))
 
     def run(self, label: str, recipe: Recipe, *, compile: bool, checkpoint: Path | None = None, on_history=None):
         """Train the model; (history as dicts, whether it finished). Progress lines go to stderr;
@@ -139,8 +137,8 @@ class Bench:
     def test_accuracy(self, checkpoint: Path, recipe: Recipe) -> float:
         """The final epoch's weights (last.pt), not the best validation epoch's, on the test split,
         under the numerics it trained with."""
-        model = build_model(self.model).to(self.device, memory_format=self.numerics.memory_format)
-        model.load_state_dict(load_weights(checkpoint / "last.pt"))
+        model = load_model(self.model, checkpoint / "last.pt").to(self.device,
+                                                                  memory_format=self.numerics.memory_format)
         return evaluate(model, self.data.test.images, self.data.test.labels, self.device, recipe.flip_tta,
                         numerics=self.numerics)
 

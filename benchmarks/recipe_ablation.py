@@ -29,11 +29,10 @@ from pathlib import Path
 import torch
 
 from resnet_space import ResNetSpec
-from resnet_space.model import build_model
 from resnet_space.space import StudyFile
 from common import default_data, machine_load
 from search.data import load_cifar10
-from search.train import evaluate, load_weights, resolve_device, train
+from search.train import evaluate, load_model, resolve_device, train
 
 STUDIES = Path(__file__).resolve().parent.parent / "studies"
 
@@ -54,8 +53,7 @@ def final_accuracy(spec, data, recipe, seed, device, checkpoints: Path) -> dict:
     result = train(spec, data, recipe, device=device, seed=seed, progress=False, checkpoint_dir=checkpoints)
     out = {"val_acc": result.history[-1].val_acc}
     if recipe.flip_tta:
-        model = build_model(spec)
-        model.load_state_dict(load_weights(checkpoints / "last.pt"))
+        model = load_model(spec, checkpoints / "last.pt")
         out["val_acc_without_tta"] = evaluate(model, data.val.images, data.val.labels, torch.device("cpu"))
     shutil.rmtree(checkpoints, ignore_errors=True)
     return out

@@ -22,7 +22,7 @@ from PIL import Image
 
 from resnet_space.errors import UserError
 
-from .layout import DEFAULT_VAL_SIZE
+from .layout import DEFAULT_VAL_SIZE, save_atomic
 
 DATA_ENV = "RESNET_SEARCH_DATA"
 CACHE_ENV = "RESNET_SEARCH_CACHE"
@@ -134,9 +134,7 @@ def _read_image_folder(split_dir: Path, files: list[Path], labels: list[int], lo
     result = ImageSet(images, torch.tensor(labels, dtype=torch.int64))
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"images": result.images, "labels": result.labels}, tmp)
-        tmp.replace(cache)
+        save_atomic(cache, lambda tmp: torch.save({"images": result.images, "labels": result.labels}, tmp))
     except OSError:
         pass  # an unwritable cache only costs the next run a decode
     return result

@@ -16,12 +16,11 @@ from torch import nn
 
 from resnet_space import ResNetSpec, count
 from resnet_space.errors import UserError
-from resnet_space.model import build_model
 
 from .data import CIFAR10_MEAN, CIFAR10_STD, DataError, load_cifar10
 from .record import StudyRecord, TrialRecord, write_exported
 from .storage import open_artifact_store
-from .train import evaluate, load_weights, portable_state_dict
+from .train import evaluate, load_model, portable_state_dict
 
 
 class ExportError(UserError):
@@ -57,10 +56,7 @@ def load_trial_model(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> nn
             download_artifact(artifact_store=store, artifact_id=r.checkpoint_artifact, file_path=str(path))
         except Exception as e:  # noqa: BLE001 - missing store, missing file, permissions
             raise ExportError(f"checkpoint of trial {trial.number} not found in {artifact_dir}: {e}") from None
-        weights = load_weights(path)
-    model = build_model(ResNetSpec.from_dict(r.spec))
-    model.load_state_dict(weights)
-    return model.eval()
+        return load_model(ResNetSpec.from_dict(r.spec), path)
 
 
 def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: Path, data_root=None,

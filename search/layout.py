@@ -1,11 +1,13 @@
 """Where things live: the defaults, the shipped study files, and every output folder of a study
-(and `plural`, for the counts the messages say).
+(and two small helpers every part uses: `save_atomic` for files, `plural` for messages).
 
 Light on purpose: parsing flags imports this and neither torch nor optuna.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -61,3 +63,14 @@ class Outputs:
 
 def plural(n: int, word: str) -> str:
     return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def save_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """write(a temporary path beside `path`), then rename it over `path`: a crash mid-write never
+    leaves a torn file, and two processes writing at once never interleave."""
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)

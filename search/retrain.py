@@ -33,13 +33,12 @@ import torch
 
 from resnet_space import Recipe, ResNetSpec, SpecError, count, fits
 from resnet_space.errors import UserError
-from resnet_space.model import build_model
 from resnet_space.space import center_recipe
 
 from . import record
 from .data import Cifar10, ImageSet, load_cifar10
-from .layout import DEFAULT_ARTIFACTS, DEFAULT_STORAGE, Outputs, plural
-from .train import Diverged, Epoch, completed_epochs, cpu_estimate_hours, evaluate, load_weights, resolve_device, train
+from .layout import DEFAULT_ARTIFACTS, DEFAULT_STORAGE, Outputs, plural, save_atomic
+from .train import Diverged, Epoch, completed_epochs, cpu_estimate_hours, evaluate, load_model, resolve_device, train
 
 
 class RetrainError(UserError):
@@ -211,9 +210,7 @@ def run_folder(recorded: record.StudyRecord, target: Target, settings: RetrainSe
 
 def _write_json(path: Path, value: dict) -> None:
     """Write then rename, so a stop mid-write never leaves a torn file."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
-    tmp.replace(path)
+    save_atomic(path, lambda tmp: tmp.write_text(json.dumps(value, indent=2) + "\n"))
 
 
 def _read_json(path: Path) -> dict | None:
@@ -238,9 +235,7 @@ def _start_over_if_other_run(run_dir: Path, identity: dict, log) -> None:
 
 def final_model(checkpoint_dir: Path, spec: ResNetSpec) -> torch.nn.Module:
     """The weights after a seed's final epoch (its last.pt), on the CPU."""
-    model = build_model(spec)
-    model.load_state_dict(load_weights(checkpoint_dir / "last.pt"))
-    return model.eval()
+    return load_model(spec, checkpoint_dir / "last.pt")
 
 
 def summarize(accs: list[float]) -> dict:

@@ -28,6 +28,7 @@ from resnet_space.errors import UserError
 from resnet_space.model import build_model
 
 from .data import Cifar10, TrainingSet, normalize
+from .layout import save_atomic
 
 
 class DeviceError(UserError):
@@ -207,6 +208,13 @@ def load_weights(path) -> dict:
     return load_checkpoint(path)["model"]
 
 
+def load_model(spec: ResNetSpec, path) -> torch.nn.Module:
+    """The network of a checkpoint written by train(), on the CPU, in eval mode."""
+    model = build_model(spec)
+    model.load_state_dict(load_weights(path))
+    return model.eval()
+
+
 def completed_epochs(checkpoint_dir, spec: ResNetSpec, recipe: Recipe, seed: int) -> list[Epoch]:
     """The epochs a resumable checkpoint of this very run holds (none if there is none)."""
     state = resumable_state(checkpoint_dir, spec, recipe, seed)
@@ -338,10 +346,7 @@ def train(spec: ResNetSpec, data: Cifar10, recipe: Recipe, *, device: str | torc
 
 
 def _save(path: Path, state: dict) -> None:
-    """Write then rename, so a crash mid-write never leaves a torn checkpoint."""
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    save_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
 def _progress(progress, epochs: int, done: int):
