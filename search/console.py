@@ -44,6 +44,20 @@ def print_best(study, top: int) -> None:
     out.print(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in trial_counts(study).items()))
 
 
+def print_front(study) -> None:
+    """`best --front`: the trade-off front of accuracy, params and MACs, fewest params first."""
+    out = console()
+    table = Table(title=f"front of study {study.study_name!r}: complete trials no other beats on validation "
+                        "accuracy, params and MACs together")
+    for column in ("trial", "spec", "params", "MACs", "val acc", "epochs"):
+        table.add_column(column, justify="left" if column == "spec" else "right")
+    for r in numbers.front_rows(study):
+        table.add_row(str(r["trial"]), r["summary"] + (f" ({r['baseline']})" if r["baseline"] else ""),
+                      f"{r['params']:,}", f"{r['macs']:,}", pct(r["val_acc"]), str(r["epochs"]))
+    out.print(table)
+    out.print("export one with: resnet-search best --export DIR --trial N")
+
+
 def print_final_stage(out: Console, study) -> None:
     """The finalists: the search's validation accuracy beside the final stage's, the winner marked."""
     rows = numbers.final_stage_rows(study)
@@ -51,12 +65,12 @@ def print_final_stage(out: Console, study) -> None:
         return
     table = Table(title="final stage: the best distinct specs and the baseline trained again, longer and unpruned "
                         "(validation accuracy)")
-    for column in ("", "trial", "spec", "params", "search val", "epochs", "final val", "final epochs"):
+    for column in ("", "trial", "spec", "params", "MACs", "search val", "epochs", "final val", "final epochs"):
         table.add_column(column, justify="left" if column == "spec" else "right")
     for r in rows:
         table.add_row("winner" if r["winner"] else "", str(r["trial"]),
                       r["summary"] + (f" ({r['baseline']})" if r["baseline"] else ""), f"{r['params'] or 0:,}",
-                      pct(r["search_val_acc"]), str(r["search_epochs"]),
+                      f"{r['macs'] or 0:,}", pct(r["search_val_acc"]), str(r["search_epochs"]),
                       pct(r["val_acc"]) if r["val_acc"] is not None else r["state"].lower(), str(r["epochs"]))
     out.print(table)
 
@@ -100,7 +114,8 @@ def print_retrained(out: Console, study) -> None:
 def print_retrain_result(result) -> None:
     """One `retrain` run: each seed's test accuracy, their mean and spread, and the export."""
     e = result.entry
-    table = Table(title=f"{e['label']} retrained: {e['summary']}, {e['params']:,} params; {e['dataset']}, "
+    table = Table(title=f"{e['label']} retrained: {e['summary']}, {e['params']:,} params, "
+                        f"{e['macs']:,} MACs; {e['dataset']}, "
                         f"{e.get('train_images', 0):,} training + validation images, {e['epochs']} epochs, "
                         f"{e['seeds']} seed(s); test accuracy after the final epoch")
     for column in ("seed", "test acc", "train loss", "seconds"):

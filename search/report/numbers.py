@@ -1,6 +1,7 @@
 """The numbers a report shows, read from the study through search.record alone: counts and hours,
-the top trials, the Pareto front, parameter importances, how far early epochs predict the final
-accuracy (pruner trust), the retrained networks, and the numbered points of the accuracy plot.
+the top trials, the Pareto fronts (accuracy against params, MACs, or both), parameter
+importances, how far early epochs predict the final accuracy (pruner trust), the retrained
+networks, and the numbered points of the accuracy plots.
 
 Accuracies in a study are fractions (validation accuracy, the objective); the seed report's
 Table 1 holds test accuracies in percent.
@@ -136,15 +137,28 @@ def final_stage_rows(study: optuna.Study) -> list[dict]:
 # ---------------------------------------------------------------- the accuracy plot's numbers
 
 
-def pareto_front(points: list[tuple[int, float, int]]) -> list[tuple[int, float, int]]:
-    """(params, acc, trial) points that no other point beats: fewer or equal params and higher
-    or equal accuracy, one of them strictly. Sorted by params."""
-    front, best = [], -math.inf
-    for p in sorted(points, key=lambda q: (q[0], -q[1], q[2])):
-        if p[1] > best:
-            front.append(p)
-            best = p[1]
-    return front
+def pareto_front(points: list[tuple]) -> list[tuple]:
+    """(cost, ..., acc, trial) points that no other point beats: no higher cost and no lower
+    accuracy, better in one of them; of identical points, the first trial's. Costs are params,
+    or params and MACs, or any others; sorted by the costs."""
+    def beats(q, p) -> bool:
+        costs_q, costs_p = q[:-2], p[:-2]
+        no_worse = all(a <= b for a, b in zip(costs_q, costs_p)) and q[-2] >= p[-2]
+        return no_worse and (q[:-1] != p[:-1] or q[-1] < p[-1])
+
+    return sorted((p for p in points if not any(beats(q, p) for q in points if q is not p)),
+                  key=lambda p: (p[:-2], -p[-2], p[-1]))
+
+
+def front_rows(study: optuna.Study) -> list[dict]:
+    """`best --front` and the report's front table: the complete trials no other complete trial
+    beats on validation accuracy, params and MACs together, fewest params first."""
+    complete = {r.number: r for r in records(study, states=(TrialState.COMPLETE,))
+                if r.value is not None and r.params is not None and r.macs is not None}
+    front = pareto_front([(r.params, r.macs, r.value, r.number) for r in complete.values()])
+    return [{"trial": n, "summary": complete[n].summary,
+             "baseline": complete[n].baseline_label if complete[n].baseline else "",
+             "params": p, "macs": m, "val_acc": acc, "epochs": len(complete[n].curve)} for p, m, acc, n in front]
 
 
 @dataclass
