@@ -163,10 +163,11 @@ def front_rows(study: optuna.Study) -> list[dict]:
 
 @dataclass
 class Mark:
-    """A numbered point of the accuracy plot, listed in the table under it."""
+    """A numbered point of the accuracy plots, listed in the table under them."""
     number: int
     name: str
     params: int
+    macs: int | None  # None: not known (Table 1's Model 7, or a study that recorded no MACs for Table 1)
     acc: float  # percent
     measured: str
     kind: str  # "table_1", "best" or "baseline"
@@ -178,16 +179,18 @@ def accuracy_marks(study: StudyRecord, trials: list[TrialRecord]) -> list[Mark]:
     for r in study.table_1:
         exact = r.get("params") is not None
         marks.append(Mark(len(marks) + 1, r["model"] + ("" if exact else " (reported count)"),
-                          r["params"] if exact else r["reported_params"], r["reported_test_acc"], REPORTED, "table_1"))
+                          r["params"] if exact else r["reported_params"], r.get("macs"), r["reported_test_acc"],
+                          REPORTED, "table_1"))
     complete = [r for r in trials if r.state == "COMPLETE" and r.trained and r.params is not None]
     if complete:
         best = max(complete, key=lambda r: (r.value, -r.number))
-        marks.append(Mark(len(marks) + 1, f"best: trial {best.number}", best.params, 100 * best.value,
+        marks.append(Mark(len(marks) + 1, f"best: trial {best.number}", best.params, best.macs, 100 * best.value,
                           "best validation acc here", "best"))
     baseline = next((r for r in trials if r.baseline and r.trained and r.params is not None), None)
     if baseline is not None:
         marks.append(Mark(len(marks) + 1, f"{baseline.baseline_label} as trained here (trial {baseline.number})",
-                          baseline.params, 100 * baseline.best_acc, "best validation acc here", "baseline"))
+                          baseline.params, baseline.macs, 100 * baseline.best_acc, "best validation acc here",
+                          "baseline"))
     return marks
 
 
