@@ -321,7 +321,7 @@ def build_parser() -> Parser:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # argparse takes "-5e6" after --budget for an option; joined, it reaches our own parser.
+    # argparse takes "-5e6" after a budget flag for an option; joined, it reaches our own parser.
     for i in reversed(range(len(argv) - 1)):
         if argv[i] in ("--budget", "--macs-budget") and argv[i + 1].startswith("-"):
             argv[i:i + 2] = [f"{argv[i]}={argv[i + 1]}"]
