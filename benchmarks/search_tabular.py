@@ -57,6 +57,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from resnet_space import Budget, Counts
 from search import strategy
 from search.report import spearman as rank_correlation
 
@@ -165,7 +166,9 @@ def search(method: str, seed: int, table: Table, budget: int, trials: int, min_e
         key = tuple(trial.suggest_categorical(f"edge{i}", OPS) for i in range(EDGES))
         params = table.params[key]
         if params >= budget:  # as the objective: rejected at once, never trained or counted
-            study.tell(trial, state=strategy.reject_over_budget(trial, params, budget, REJECTION))
+            # The table gives no MACs, and these budgets have no MACs wall.
+            rejection = strategy.reject_over_budget(trial, Counts(params, 0), Budget(budget), REJECTION)
+            study.tell(trial, state=rejection)
             rejected, in_a_row = rejected + 1, in_a_row + 1
             if in_a_row >= give_up_after:
                 break

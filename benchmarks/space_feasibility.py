@@ -4,8 +4,9 @@
 
 Draws specs through the real sampling (StudyFile.sample_spec, with the recipe drawn too) from
 Optuna's RandomSampler with a fixed seed, one study per budget, and counts those at or over
-the budget (`fits`). Prints a markdown table, then one JSON line. Target on the default space:
-at most 5% rejected at every budget.
+the budget (`fits`): parameter budgets alone, then parameter and MACs budgets together. Prints a
+markdown table, then one JSON line. Target on the default space: at most 5% rejected at every
+budget.
 
 docs/measurements.md quotes the table this prints, with its command.
 """
@@ -17,32 +18,38 @@ import time
 
 import optuna
 
-from resnet_space import count, fits
+from resnet_space import Budget, count, fits
 from resnet_space.space import StudyFile
 
-BUDGETS = (50_000, 200_000, 1_000_000, 5_000_000, 20_000_000)
+BUDGETS = tuple(map(Budget, (50_000, 200_000, 1_000_000, 5_000_000, 20_000_000))) + (
+    Budget(5_000_000, 300_000_000), Budget(1_000_000, 50_000_000), Budget(200_000, 10_000_000))
 
 
-def feasibility(space: StudyFile, budget: int, draws: int, seed: int = 0) -> dict:
-    """Draw `draws` proposals under `budget`; the rejected ones and the params of the rest."""
+def feasibility(space: StudyFile, budget: Budget, draws: int, seed: int = 0) -> dict:
+    """Draw `draws` proposals under `budget`; the rejected ones and the counts of the rest."""
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     rejected = repaired = 0
-    params = []
+    fitting = []
     for _ in range(draws):
         trial = study.ask()
         drawn = []
         spec = space.sample_spec(trial, budget, on_repair=drawn.append)
         space.sample_recipe(trial)
-        n = count(spec).params
+        counts = count(spec)
         repaired += bool(drawn)
-        if fits(n, budget):
-            params.append(n)
+        if fits(counts, budget):
+            fitting.append(counts)
         else:
             rejected += 1
         study.tell(trial, 0.0)
-    return {"budget": budget, "draws": draws, "rejected": rejected, "rejected_pct": round(100 * rejected / draws, 2),
-            "repaired": repaired,
-            "median_params_share": round(statistics.median(params) / budget, 3) if params else None}
+
+    def share(values, wall):
+        return round(statistics.median(values) / wall, 3) if values and wall else None
+
+    return {"budget": budget.params, "macs_budget": budget.macs, "draws": draws, "rejected": rejected,
+            "rejected_pct": round(100 * rejected / draws, 2), "repaired": repaired,
+            "median_params_share": share([c.params for c in fitting], budget.params),
+            "median_macs_share": share([c.macs for c in fitting], budget.macs)}
 
 
 def main() -> None:
@@ -56,11 +63,13 @@ def main() -> None:
     start = time.perf_counter()
     rows = [feasibility(space, budget, args.draws, args.seed) for budget in BUDGETS]
     print(f"Space {args.space}, {args.draws} random draws per budget (RandomSampler seed {args.seed})\n")
-    print("| budget | draws | rejected | rejected % | repaired | median params / budget |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("| budget | MACs budget | draws | rejected | rejected % | repaired | median params / budget "
+          "| median MACs / MACs budget |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['budget']:,} | {r['draws']} | {r['rejected']} | {r['rejected_pct']:.1f}% | {r['repaired']} "
-              f"| {r['median_params_share']} |")
+        macs = "-" if r["macs_budget"] is None else f"{r['macs_budget']:,}"
+        print(f"| {r['budget']:,} | {macs} | {r['draws']} | {r['rejected']} | {r['rejected_pct']:.1f}% "
+              f"| {r['repaired']} | {r['median_params_share']} | {r['median_macs_share'] or '-'} |")
     print()
     print(json.dumps({"space": args.space, "seed": args.seed, "rows": rows,
                       "max_rejected_pct": max(r["rejected_pct"] for r in rows),

@@ -6,7 +6,8 @@ The model builder in model.py is the reference; tests/test_space.py checks these
 
 from __future__ import annotations
 
-import numbers
+import math
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from .spec import IMAGE_SIDE, IN_CHANNELS, ResNetSpec
@@ -41,13 +42,45 @@ def count(spec: ResNetSpec) -> Counts:
     return Counts(params + features + spec.classes, macs + features)
 
 
-def fits(params_or_spec: int | ResNetSpec, budget: int) -> bool:
-    """The one budget rule: a network fits when its parameter count is strictly under the budget;
-    at or above it, it does not. Takes a spec (counted here) or a parameter count."""
-    if isinstance(params_or_spec, ResNetSpec):
-        params = count(params_or_spec).params
-    elif isinstance(params_or_spec, numbers.Integral) and not isinstance(params_or_spec, bool):
-        params = int(params_or_spec)
+@dataclass(frozen=True)
+class Budget:
+    """The walls a network must stay strictly under: parameters, and, when given, multiply-
+    accumulates per 32x32 image. A search, its space and its baseline hold one of these."""
+
+    params: int
+    macs: int | None = None
+
+    @classmethod
+    def of(cls, value: "Budget | int") -> "Budget":
+        """A Budget as given, or a parameter count as a budget of parameters alone."""
+        return value if isinstance(value, Budget) else cls(value)
+
+    def scaled(self, fill: float) -> "Budget":
+        """The walls a spec filling at most `fill` of each wall stays under: count <= fill * wall
+        and count < wall, as one strict wall min(wall, floor(fill * wall) + 1) for integer counts."""
+        def wall(w):
+            return None if w is None else min(w, math.floor(fill * w) + 1)
+        return Budget(wall(self.params), wall(self.macs))
+
+    def __str__(self) -> str:
+        return f"{self.params:,} params" + ("" if self.macs is None else f" and {self.macs:,} MACs")
+
+
+def walls_hit(spec_or_counts: ResNetSpec | Counts, budget: Budget | int) -> tuple[str, ...]:
+    """The one budget rule: the walls ("params", "macs") a network's count is at or above; it fits
+    when the tuple is empty, strictly under every wall. Takes a spec (counted here) or its Counts;
+    an integer budget is a budget of parameters alone."""
+    if isinstance(spec_or_counts, ResNetSpec):
+        counts = count(spec_or_counts)
+    elif isinstance(spec_or_counts, Counts):
+        counts = spec_or_counts
     else:
-        raise TypeError(f"fits: {params_or_spec!r} is neither a ResNetSpec nor a parameter count")
-    return params < budget
+        raise TypeError(f"walls_hit: {spec_or_counts!r} is neither a ResNetSpec nor its Counts")
+    budget = Budget.of(budget)
+    walls = (("params", counts.params, budget.params), ("macs", counts.macs, budget.macs))
+    return tuple(name for name, n, wall in walls if wall is not None and n >= wall)
+
+
+def fits(spec_or_counts: ResNetSpec | Counts, budget: Budget | int) -> bool:
+    """Whether a network fits under the budget: no wall hit (`walls_hit`)."""
+    return not walls_hit(spec_or_counts, budget)

@@ -8,7 +8,8 @@ Keys in [recipe] that hold a list by nature (milestones) are fixed as written; t
 write {choices = [[...], ...]}.
 
 Width is chosen last, from what still fits: after depth, kernels, pool and growth are drawn,
-`fill` (a fraction of the budget) picks the widest C_1 whose network stays under fill * budget.
+`fill` (a fraction of the budget) picks the widest C_1 whose network stays under fill * budget,
+on parameters and, where the study sets `macs_budget`, on MACs too.
 So almost every sampled spec is feasible, instead of the sampler learning the budget by failing.
 `first_channels` given as choices replaces that rule, which the paper's space uses to hit its
 exact widths.
@@ -21,7 +22,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .count import count, fits
+from .count import Budget, fits
 from .errors import UserError
 from .recipe import Recipe
 from .spec import MAX_STAGES, ResNetSpec, SpecError, parse_budget, positive_int
@@ -36,7 +37,7 @@ FIXED_SPACE_KEYS = {"channel_step", "min_channels", "classes"}  # read as writte
 KERNEL_KEYS = {"conv_kernel", "skip_kernel"}
 RECIPE_KEYS = set(Recipe().to_dict())
 LIST_VALUED_RECIPE_KEYS = {"milestones"}
-TOP_LEVEL_KEYS = {"budget", "space", "recipe", "description"}
+TOP_LEVEL_KEYS = {"budget", "macs_budget", "space", "recipe", "description"}
 
 
 class SpaceError(UserError, ValueError):
@@ -123,7 +124,7 @@ def _check_space_option(key: str, value) -> None:
 @dataclass
 class StudyFile:
     path: Path
-    budget: int
+    budget: Budget
     space: dict
     recipe: dict = field(default_factory=dict)
 
@@ -152,7 +153,8 @@ class StudyFile:
             for key in LIST_VALUED_RECIPE_KEYS & recipe.keys():
                 if isinstance(recipe[key], list):
                     recipe[key] = tuple(recipe[key])  # a tuple is a fixed value to suggest()
-            study = cls(path, parse_budget(data.get("budget", "5M")),
+            macs = parse_budget(data["macs_budget"], "MACs") if "macs_budget" in data else None
+            study = cls(path, Budget(parse_budget(data.get("budget", "5M")), macs),
                         {**SPACE_DEFAULTS, **data.get("space", {})}, recipe)
             study.validate()
         except (SpaceError, SpecError) as e:
@@ -195,8 +197,9 @@ class StudyFile:
                     raise SpaceError(f"[recipe] {e}") from None
             base[key] = options[0]
 
-    def sample_spec(self, trial, budget: int, on_repair=None) -> ResNetSpec:
-        """Draw one spec: depth, kernels, pool and growth, then the width that fills the budget.
+    def sample_spec(self, trial, budget: Budget | int, on_repair=None) -> ResNetSpec:
+        """Draw one spec: depth, kernels, pool and growth, then the width that fills the budget
+        (every wall of it: parameters, and MACs where it has that wall).
 
         When even the narrowest width (min_channels) is over the budget, the drawn depth is
         repaired by `fit_depth` (fewer stages, then smaller kernels, then proportionally fewer
@@ -225,7 +228,8 @@ class StudyFile:
 
         if "first_channels" in s:
             return make(suggest(trial, "first_channels", s["first_channels"]))
-        target = suggest(trial, "fill", s["fill"]) * budget
+        budget = Budget.of(budget)
+        target = budget.scaled(suggest(trial, "fill", s["fill"]))
         narrowest = floor
         least = {key: min(_options(f"[space] {key}", s[key])) for key in ("stages", "blocks", "conv_kernel", "skip_kernel")}
         if not _is_range(s["stages"]):  # choices: only those; a range offers every count between
@@ -234,7 +238,7 @@ class StudyFile:
                           least, budget)
         if depth != (tuple(blocks), tuple(conv), tuple(skip)) and on_repair is not None:
             on_repair(make(narrowest).summary())
-        return make(widest_first_channels(lambda c1: make(c1, *depth), target, budget, floor), *depth)
+        return make(widest_first_channels(lambda c1: make(c1, *depth), target, floor), *depth)
 
     def center_recipe(self, epochs: int | None = None) -> tuple[Recipe, dict]:
         """The recipe at the middle of every searched range (geometric for log ranges, first of
@@ -280,10 +284,10 @@ class _CenterTrial:
 
 
 def fit_depth(narrowest, blocks: tuple[int, ...], conv: tuple[int, ...], skip: tuple[int, ...],
-              least: dict, budget: int) -> tuple[tuple[int, ...], ...]:
+              least: dict, budget: Budget | int) -> tuple[tuple[int, ...], ...]:
     """The drawn (blocks, conv kernels, skip kernels), reduced until `narrowest(blocks, conv, skip)`
-    (the network at the narrowest width) fits under the budget, keeping stages, then blocks,
-    then kernels, in that order of priority, and never going below the space's least values
+    (the network at the narrowest width) fits under every wall of the budget, keeping stages,
+    then blocks, then kernels, in that order of priority, and never going below the space's least values
     (`least`: stages, blocks, conv_kernel, skip_kernel; and stage_counts, the numbers of stages
     the space offers, when not every one from the least up).
 
@@ -324,16 +328,15 @@ def fit_depth(narrowest, blocks: tuple[int, ...], conv: tuple[int, ...], skip: t
     return scaled(m), tuple(conv), tuple(skip)
 
 
-def widest_first_channels(make, target: float, budget: int, floor: int) -> int:
-    """Largest C_1 (at least `floor`) whose spec counts <= target and fits the budget (strictly
-    under it, `fits`).
+def widest_first_channels(make, target: Budget, floor: int) -> int:
+    """Largest C_1 (at least `floor`) whose spec fits under `target` (the budget scaled by fill,
+    Budget.scaled, on every wall).
 
     Counts grow with C_1, so a binary search finds it in ~20 counts. Returns the floor even when
     it does not fit: the caller's budget check rejects it.
     """
     def ok(c1):
-        params = count(make(c1)).params
-        return params <= target and fits(params, budget)
+        return fits(make(c1), target)
 
     low = floor
     if not ok(low):

@@ -147,25 +147,27 @@ _SUFFIX = {"": 0, "k": 3, "m": 6, "g": 9}
 MAX_BUDGET = 10**15  # far beyond any network; a cap keeps '1e999999999' from becoming a huge integer
 
 
-def parse_budget(text) -> int:
-    """Parameter budget from '5e6', '5000000', '5_000_000', '5M', '4.1M', '500k' or '1G', exactly.
+def parse_budget(text, unit: str = "parameters") -> int:
+    """A budget of `unit` (parameters, or MACs) from '5e6', '5000000', '5_000_000', '5M', '4.1M',
+    '500k' or '1G', exactly.
 
     The number is read as a decimal (never a float), so '4.1M' is 4,100,000 and '2.01M' is
-    2,010,000. It must be a whole number of parameters, at least 1 and at most 1e15; anything
-    else raises SpecError with one line.
+    2,010,000. It must be a whole number, at least 1 and at most 1e15; anything else raises
+    SpecError with one line, naming the budget by its unit.
     """
+    name = "budget" if unit == "parameters" else f"{unit} budget"
     match = _BUDGET.match(str(text))
     if not match:
-        raise SpecError(f"budget: {text!r} is not a number (write 5e6, 5000000, 5_000_000, 5M or 500k)")
+        raise SpecError(f"{name}: {text!r} is not a number (write 5e6, 5000000, 5_000_000, 5M or 500k)")
     sign, mantissa, exponent, suffix = match.groups()
     mantissa = mantissa.replace("_", "")
     # Decimal arithmetic on the digits: a shift of the exponent is exact, whatever the precision.
     exact = decimal.Context(prec=len(mantissa) + 1, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
     value = decimal.Decimal(sign + mantissa + (exponent or "")).scaleb(_SUFFIX[suffix.lower()], context=exact)
     if value < 1:
-        raise SpecError(f"budget: {text!r} must be a positive number of parameters (at least 1)")
+        raise SpecError(f"{name}: {text!r} must be a positive number of {unit} (at least 1)")
     if value > MAX_BUDGET:
-        raise SpecError(f"budget: {text!r} is over the largest budget accepted (1e15 parameters)")
+        raise SpecError(f"{name}: {text!r} is over the largest budget accepted (1e15 {unit})")
     if value != value.to_integral_value():
-        raise SpecError(f"budget: {text!r} is not a whole number of parameters ({value:f})")
+        raise SpecError(f"{name}: {text!r} is not a whole number of {unit} ({value:f})")
     return int(value)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import NamedTuple
 
-from .count import count, fits
+from .count import Budget, count, fits
 from .spec import ResNetSpec
 
 MODEL_1 = ResNetSpec(blocks=(8, 6, 4, 3), channels=(32, 64, 128, 256), conv_kernels=3, skip_kernels=1, pool=4)
@@ -47,13 +47,15 @@ def table_1_rows() -> list[dict]:
     """Table 1 as JSON-ready rows, with each recovered spec's exact count, for a study to record."""
     return [{"model": r.model, "description": r.description, "reported_test_acc": r.test_acc,
              "reported_params": r.params, "params": count(r.spec).params if r.spec else None,
+             "macs": count(r.spec).macs if r.spec else None,
              "summary": r.spec.summary() if r.spec else None} for r in TABLE_1]
 
 
-def baseline_spec(budget: int, classes: int = 10) -> ResNetSpec | None:
-    """The report's Model 1 (N4 B8-6-4-3 C32-64-128-256 F3 k1 P4, 4,976,426 params) when it fits
-    strictly under `budget`; otherwise Model 1's shape scaled to the budget: blocks 8,6,4,3,
-    widths c, 2c, 4c, 8c, with the widest c that fits; None when not even c = 1 fits.
+def baseline_spec(budget: Budget | int, classes: int = 10) -> ResNetSpec | None:
+    """The report's Model 1 (N4 B8-6-4-3 C32-64-128-256 F3 k1 P4, 4,976,426 params, 384,666,112
+    MACs) when it fits strictly under `budget` (every wall of it); otherwise Model 1's shape scaled
+    to the budget: blocks 8,6,4,3, widths c, 2c, 4c, 8c, with the widest c that fits; None when
+    not even c = 1 fits.
 
     Any c, not multiples of 8, so the baseline uses as much of the budget as its shape allows (at
     1e6, c = 14 and 955,496 params, where multiples of 8 would give c = 8 and 31% of the

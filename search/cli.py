@@ -20,11 +20,14 @@ class Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message} (see --help)")
 
 
-def budget_arg(text: str) -> int:
-    try:
-        return parse_budget(text)
-    except SpecError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+def budget_arg(unit: str):
+    """A flag parser for a budget of `unit`, in parse_budget's exact syntax."""
+    def parse(text: str) -> int:
+        try:
+            return parse_budget(text, unit)
+        except SpecError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return parse
 
 
 def integer_at_least(minimum: int, what: str = "an integer"):
@@ -79,7 +82,7 @@ def spec_from_flags(args) -> ResNetSpec:
 def cmd_count(args) -> int:
     spec = spec_from_flags(args)
     counts = count(spec)
-    fitting = None if args.budget is None else fits(counts.params, args.budget)
+    fitting = None if args.budget is None else fits(counts, args.budget)
     if args.json:
         out = {"summary": spec.summary(), "spec": spec.to_dict(), "params": counts.params, "macs": counts.macs}
         if fitting is not None:
@@ -99,8 +102,8 @@ def cmd_run(args) -> int:
     from .study import SearchSettings, run_search
 
     settings = SearchSettings(
-        budget=args.budget, space=args.space, study=args.study, storage=args.storage, trials=args.trials,
-        timeout=args.timeout, epochs=args.epochs, device=args.device, data=args.data,
+        budget=args.budget, macs_budget=args.macs_budget, space=args.space, study=args.study, storage=args.storage,
+        trials=args.trials, timeout=args.timeout, epochs=args.epochs, device=args.device, data=args.data,
         limit_train=args.limit_train, val_size=args.val_size, seed=args.seed, sampler=args.sampler,
         artifacts=args.artifacts,
         baseline=not args.no_baseline, heartbeat=args.heartbeat, storage_retry=args.storage_retry,
@@ -150,22 +153,28 @@ def cmd_retrain(args) -> int:
 def cmd_best(args) -> int:
     import optuna
 
-    from .console import print_best
+    from .console import print_best, print_front
     from .record import winner
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = Path(args.export) if args.export else None
+    if args.trial is not None and out is None:
+        raise UserError(f"--trial {args.trial} names the trial to export: give --export DIR with it")
     if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"export path {out} exists and is not an empty directory; choose a new one")
     study = open_study(args)
     found = winner(study)
     if found is None:
         raise UserError(f"study {study.study_name!r} has no completed trial yet; run `resnet-search run` first")
-    print_best(study, args.top)
     if out is not None:
-        from .export import export_trial
+        from .export import export_trial, exportable_trial
 
-        stage, trial = found
+        stage, trial = found if args.trial is None else (study, exportable_trial(study, args.trial))
+    if args.front:
+        print_front(study)
+    else:
+        print_best(study, args.top)
+    if out is not None:
         metrics = export_trial(stage, trial, out, data_root=args.data, search=study)
         print(f"exported trial {metrics['trial']} to {out}: validation {metrics['val_acc']:.2%}, "
               f"test {metrics['test_acc']:.2%} on {metrics['dataset']}")
@@ -226,12 +235,16 @@ def build_parser() -> Parser:
     p.add_argument("--skip-kernel", default="1", help="shortcut kernel k: one for all stages or one per stage")
     p.add_argument("--pool", type=int, default=4, help="average-pool kernel P (capped at the final map)")
     p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--budget", type=budget_arg, help="exit 0 if the spec fits under it, 1 if not")
+    p.add_argument("--budget", type=budget_arg("parameters"), help="exit 0 if the spec fits under it, 1 if not")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_count)
 
     p = sub.add_parser("run", help="search: train sampled ResNets under the budget, prune the weak ones")
-    p.add_argument("--budget", type=budget_arg, help="parameter budget, e.g. 5e6 or 5M (default: the space file's)")
+    p.add_argument("--budget", type=budget_arg("parameters"),
+                   help="parameter budget, e.g. 5e6 or 5M (default: the space file's)")
+    p.add_argument("--macs-budget", type=budget_arg("MACs"),
+                   help="MACs per 32x32 image, e.g. 500M, a second wall no trained spec reaches (default: the "
+                        "space file's macs_budget, else none)")
     add_study_args(p, DEFAULT_STUDY)
     p.add_argument("--space", default=DEFAULT_SPACE,
                    help="study file (TOML) with the space and recipe, or a shipped one by name: "
@@ -268,7 +281,10 @@ def build_parser() -> Parser:
     p = sub.add_parser("best", help="the best trials beside Table 1; --export hands over the winner")
     add_study_args(p)
     p.add_argument("--top", type=positive_int, default=5)
+    p.add_argument("--front", action="store_true",
+                   help="list instead the trials no other beats on validation accuracy, params and MACs together")
     p.add_argument("--export", metavar="DIR", help="write spec.json, state_dict.pt, model.pt2, metrics.json")
+    p.add_argument("--trial", type=trial_number, help="export this complete trial instead of the winner")
     p.add_argument("--data", help="data root for the test evaluation (default: the one the study used)")
     p.set_defaults(func=cmd_best)
 
@@ -308,10 +324,10 @@ def build_parser() -> Parser:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # argparse takes "-5e6" after --budget for an option; joined, it reaches our own parser.
+    # argparse takes "-5e6" after a budget flag for an option; joined, it reaches our own parser.
     for i in reversed(range(len(argv) - 1)):
-        if argv[i] == "--budget" and argv[i + 1].startswith("-"):
-            argv[i:i + 2] = [f"--budget={argv[i + 1]}"]
+        if argv[i] in ("--budget", "--macs-budget") and argv[i + 1].startswith("-"):
+            argv[i:i + 2] = [f"{argv[i]}={argv[i + 1]}"]
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)

@@ -45,6 +45,20 @@ def print_best(study, top: int) -> None:
     out.print(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in trial_counts(study).items()))
 
 
+def print_front(study) -> None:
+    """`best --front`: the trade-off front of accuracy, params and MACs, fewest params first."""
+    out = console()
+    table = Table(title=f"front of study {study.study_name!r}: complete trials no other beats on validation "
+                        "accuracy, params and MACs together")
+    for column in ("trial", "spec", "params", "MACs", "val acc", "epochs"):
+        table.add_column(column, justify="left" if column == "spec" else "right")
+    for r in numbers.front_rows(study):
+        table.add_row(str(r["trial"]), r["summary"] + (f" ({r['baseline']})" if r["baseline"] else ""),
+                      f"{r['params']:,}", f"{r['macs']:,}", pct(r["val_acc"]), str(r["epochs"]))
+    out.print(table)
+    out.print("export one with: resnet-search best --export DIR --trial N")
+
+
 def print_final_stage(out: Console, study) -> None:
     """The finalists: the search's validation accuracy beside the final stage's, the winner marked."""
     rows = numbers.final_stage_rows(study)
@@ -52,13 +66,13 @@ def print_final_stage(out: Console, study) -> None:
         return
     table = Table(title="final stage: the best distinct specs and the baseline trained again, longer and unpruned "
                         "(validation accuracy)")
-    for column in ("", "trial", "spec", "params", "search val", "epochs", "final val", "final epochs"):
+    for column in ("", "trial", "spec", "params", "MACs", "search val", "epochs", "final val", "final epochs"):
         table.add_column(column, justify="left" if column == "spec" else "right", no_wrap=column != "spec",
                          overflow="fold")
     for r in rows:
         table.add_row("winner" if r["winner"] else "", str(r["trial"]),
                       r["summary"] + (f" ({r['baseline']})" if r["baseline"] else ""), f"{r['params'] or 0:,}",
-                      pct(r["search_val_acc"]), str(r["search_epochs"]),
+                      f"{r['macs'] or 0:,}", pct(r["search_val_acc"]), str(r["search_epochs"]),
                       pct(r["val_acc"]) if r["val_acc"] is not None else r["state"].lower(), str(r["epochs"]))
     out.print(table)
 
@@ -102,9 +116,10 @@ def print_retrained(out: Console, study) -> None:
 def print_retrain_result(result) -> None:
     """One `retrain` run: each seed's test accuracy, their mean and spread, and the export."""
     e = result.entry
-    table = Table(title=f"{e['label']} retrained: {e['summary']}, {e['params']:,} params; {e['dataset']}, "
+    table = Table(title=f"{e['label']} retrained: {e['summary']}, {e['params']:,} params, "
+                        f"{e['macs']:,} MACs; {e['dataset']}, "
                         f"{e.get('train_images', 0):,} training + validation images, {plural(e['epochs'], 'epoch')}, "
-                        f"{e['seeds']} seed(s); test accuracy after the final epoch")
+                        f"{plural(e['seeds'], 'seed')}; test accuracy after the final epoch")
     for column in ("seed", "test acc", "train loss", "seconds"):
         table.add_column(column, justify="right", no_wrap=True)
     for s in result.seeds:
@@ -114,7 +129,7 @@ def print_retrain_result(result) -> None:
     out.print(table)
     spread = f" ± {e['std']:.2%} (sample std)" if e["std"] is not None else ""
     out.print(f"test accuracy: mean {e['mean']:.2%}{spread}, min {e['min']:.2%}, max {e['max']:.2%} "
-              f"over {e['seeds']} seed(s)")
+              f"over {plural(e['seeds'], 'seed')}")
     if result.target.val_acc is not None:
         out.print(f"the search measured {result.target.val_acc:.2%} on its validation split")
     out.print(f"exported seed {e['export_seed']} (closest to the mean) to {e['export_dir']}")

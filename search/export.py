@@ -1,5 +1,6 @@
-"""`best --export`: the winning trial's checkpoint, evaluated once on the test set, handed over
-as files that need nothing of this package to use (model.pt2 loads with plain torch).
+"""`best --export`: the winning trial's checkpoint (or, with --trial, any complete trial's),
+evaluated once on the test set, handed over as files that need nothing of this package to use
+(model.pt2 loads with plain torch).
 `retrain` hands over its result through the same writer, write_export."""
 
 from __future__ import annotations
@@ -57,6 +58,19 @@ def load_trial_model(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> nn
         except Exception as e:  # noqa: BLE001 - missing store, missing file, permissions
             raise ExportError(f"checkpoint of trial {trial.number} not found in {artifact_dir}: {e}") from None
         return load_model(ResNetSpec.from_dict(r.spec), path)
+
+
+def exportable_trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
+    """Trial `number` of the search `study`, for `best --export --trial`: one that completed and so
+    kept its checkpoint."""
+    trials = study.get_trials(deepcopy=False)
+    if number >= len(trials):
+        raise ExportError(f"study {study.study_name!r} has no trial {number} (its trials are 0 to {len(trials) - 1})")
+    trial = trials[number]
+    if trial.state != optuna.trial.TrialState.COMPLETE:
+        raise ExportError(f"trial {number} of study {study.study_name!r} is {trial.state.name.lower()}: only a "
+                          "complete trial keeps a checkpoint to export")
+    return trial
 
 
 def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: Path, data_root=None,

@@ -69,7 +69,7 @@ class LiveView(Quiet):
         counts = record.trial_counts(self.study)
         try:
             best = record.TrialRecord.of(self.study.best_trial)
-            best = f"{best.value:.2%} (trial {best.number}, {best.summary})"
+            best = f"{best.value:.2%} (trial {best.number}, {best.summary}, {best.params:,} params, {best.macs:,} MACs)"
         except ValueError:
             best = "-"
         line = (f"complete {counts['complete']}  pruned {counts['pruned']}  over budget {counts['over_budget']}  "

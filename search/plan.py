@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from resnet_space import MODEL_1, Recipe, ResNetSpec, baseline_spec, count
+from resnet_space import MODEL_1, Budget, Recipe, ResNetSpec, baseline_spec, count
 from resnet_space.space import StudyFile
 
 from .layout import (DEFAULT_ARTIFACTS, DEFAULT_FINALISTS, DEFAULT_SPACE, DEFAULT_STORAGE, DEFAULT_STORAGE_RETRY_S,
@@ -32,6 +32,7 @@ class SearchSettings:
     """Everything a search is run with. The CLI fills it from its flags; defaults are the CLI's."""
 
     budget: int | None = None  # parameters; None takes the study file's
+    macs_budget: int | None = None  # MACs per image; None takes the study file's (which may have none)
     space: str | Path = DEFAULT_SPACE  # a study file, or the name of a shipped one
     study: str = DEFAULT_STUDY
     storage: str = DEFAULT_STORAGE
@@ -52,16 +53,17 @@ class SearchSettings:
     final_epochs: int | None = None  # None: twice the search's epochs
 
 
-def baseline_for(budget: int, classes: int = MODEL_1.classes) -> tuple[ResNetSpec, str] | None:
-    """(spec, label) of the study's seeded baseline: the report's Model 1 where it fits, else its
-    shape scaled to the budget; None where not even the narrowest fits."""
+def baseline_for(budget: Budget, classes: int = MODEL_1.classes) -> tuple[ResNetSpec, str] | None:
+    """(spec, label) of the study's seeded baseline: the report's Model 1 where it fits under every
+    wall of the budget, else its shape scaled to fit them; None where not even the narrowest fits."""
     spec = baseline_spec(budget, classes=classes)
     if spec is None:
         return None
     head = f" with a {classes}-class head" if classes != MODEL_1.classes else ""
     if spec.channels == MODEL_1.channels:
         return spec, "Model 1" + head
-    return spec, f"Model 1 scaled to the budget{head}, {count(spec).params:,} params"
+    counts = count(spec)
+    return spec, f"Model 1 scaled to the budget{head}, {counts.params:,} params, {counts.macs:,} MACs"
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ class Plan:
 
     settings: SearchSettings
     space: StudyFile
-    budget: int
+    budget: Budget
     recipe: Recipe  # the recipe at the middle of every searched range, at the stage's epochs
     recipe_params: dict  # the trial params that select `recipe`
     baseline: tuple[ResNetSpec, str] | None  # None: not asked for, or nothing of Model 1's shape fits
@@ -81,7 +83,7 @@ class Plan:
     @classmethod
     def of(cls, settings: SearchSettings) -> "Plan":
         space = StudyFile.load(resolve_space(str(settings.space)))
-        budget = settings.budget or space.budget
+        budget = Budget(settings.budget or space.budget.params, settings.macs_budget or space.budget.macs)
         recipe, params = space.center_recipe(settings.epochs)
         baseline = baseline_for(budget, space.space["classes"]) if settings.baseline else None
         return cls(settings, space, budget, recipe, params, baseline,
@@ -113,6 +115,6 @@ class Plan:
         values is refused, since its trials would not compare."""
         s = self.settings
         recipe_table = {k: list(v) if isinstance(v, tuple) else v for k, v in self.space.recipe.items()}
-        return {"budget": self.budget, "space": self.space.space, "recipe": recipe_table, "epochs": self.epochs,
-                "dataset": dataset, "limit_train": s.limit_train, "val_size": s.val_size, "seed": s.seed,
-                "sampler": s.sampler}
+        return {"budget": self.budget.params, "macs_budget": self.budget.macs, "space": self.space.space,
+                "recipe": recipe_table, "epochs": self.epochs, "dataset": dataset, "limit_train": s.limit_train,
+                "val_size": s.val_size, "seed": s.seed, "sampler": s.sampler}

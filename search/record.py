@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 import optuna
 from optuna.trial import TrialState
 
+from resnet_space import Budget
+
 from .layout import DEFAULT_VAL_SIZE
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -45,6 +47,7 @@ class TrialRecord:
     prune_reason: str = ""
     fail_reason: str = ""
     over_budget: bool = False
+    walls_hit: list[str] = field(default_factory=list)  # over budget: the walls it hit, "params" and/or "macs"
     duplicate: bool = False
     repaired_from: str | None = None  # the depth drawn, where the space repaired it to fit the budget
     first_trial: int | None = None  # a retried or re-queued trial: the number of its first run
@@ -143,9 +146,12 @@ def write_resumed(trial: optuna.Trial, first_trial: int, epochs: int) -> None:
     trial.set_user_attr("resumed_from_epoch", epochs)
 
 
-def write_pruned(trial: optuna.Trial, reason: str, *, over_budget: bool = False, duplicate: bool = False) -> None:
-    if over_budget:
+def write_pruned(trial: optuna.Trial, reason: str, *, walls_hit: tuple[str, ...] = (), duplicate: bool = False) -> None:
+    """A trial stopped: by the budget (the walls it hit, resnet_space.walls_hit), as a duplicate,
+    by the pruner or as diverged (the reason says which)."""
+    if walls_hit:
         trial.set_user_attr("over_budget", True)
+        trial.set_user_attr("walls_hit", list(walls_hit))
     if duplicate:
         trial.set_user_attr("duplicate", True)
     trial.set_user_attr("prune_reason", reason)
@@ -232,7 +238,7 @@ def trial_counts(study: optuna.Study) -> dict:
 # ---------------------------------------------------------------- the study
 
 # Each setting a study's results depend on, and the flag a user changes it with.
-SETTING_FLAGS = {"budget": "--budget", "space": "--space (its [space] table)",
+SETTING_FLAGS = {"budget": "--budget", "macs_budget": "--macs-budget", "space": "--space (its [space] table)",
                  "recipe": "--space (its [recipe] table)", "epochs": "--epochs", "dataset": "--data",
                  "limit_train": "--limit-train", "val_size": "--val-size", "seed": "--seed", "sampler": "--sampler"}
 
@@ -240,7 +246,8 @@ SETTING_FLAGS = {"budget": "--budget", "space": "--space (its [space] table)",
 @dataclass
 class StudyRecord:
     name: str
-    budget: int | None = None
+    budget: int | None = None  # parameters
+    macs_budget: int | None = None  # MACs per image; None: no MACs wall
     space_file: str | None = None
     space: dict | None = None
     recipe_space: dict | None = None
@@ -264,6 +271,11 @@ class StudyRecord:
         a = study.user_attrs
         known = {f.name for f in fields(cls)} - {"name"}
         return cls(name=study.study_name, **{k: a[k] for k in known if a.get(k) is not None})
+
+    @property
+    def walls(self) -> Budget | None:
+        """The budget the study searched under, both walls; None for a study that records none."""
+        return None if self.budget is None else Budget(self.budget, self.macs_budget)
 
 
 def write_study(study: optuna.Study, **values) -> None:
@@ -295,7 +307,7 @@ def write_retrained(study: optuna.Study, entry: dict) -> list[dict]:
     entry: RETRAINED_KEYS; label ("trial 7", "baseline: Model 1"), trial (number or None),
     baseline (bool), summary, params, dataset, epochs, seeds (how many: 0..seeds-1), test_acc
     (fractions, one per seed), mean, std (sample std, None for one seed), min, max, export_dir.
-    It may carry more (train_images, test_images, export_seed)."""
+    It may carry more (macs, train_images, test_images, export_seed)."""
     missing = set(RETRAINED_KEYS) - set(entry)
     if missing:
         raise TypeError(f"retrained entry lacks: {', '.join(sorted(missing))}")

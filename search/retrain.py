@@ -166,10 +166,11 @@ def _spec_target(study: optuna.Study, path: Path, epochs: int | None) -> Target:
     except (SpecError, ValueError, TypeError, UnicodeDecodeError) as e:
         raise RetrainError(f"spec file {path} is not a spec: {str(e).splitlines()[0]}") from None
     recorded = record.StudyRecord.of(study)
-    budget = recorded.budget
+    budget = recorded.walls
     if budget is not None and not fits(spec, budget):
-        raise RetrainError(f"spec {spec.summary()} in {path} has {count(spec).params:,} params, not under "
-                           f"study {study.study_name!r}'s budget of {budget:,}")
+        counts = count(spec)
+        raise RetrainError(f"spec {spec.summary()} in {path} has {counts.params:,} params and {counts.macs:,} MACs, "
+                           f"not under study {study.study_name!r}'s budget of {budget}")
     same = [t for t in study.get_trials(deepcopy=False)
             if (r := record.TrialRecord.of(t)).spec == spec.to_dict() and _why_untrained(r) is None]
     if same:
@@ -306,8 +307,8 @@ def retrain(settings: RetrainSettings, *, log: Callable[[str], None] = _log, pro
                    "export_seed": pick, "per_seed": seeds},
     )
     entry = {"label": target.label, "trial": target.trial, "baseline": target.baseline, "summary": spec.summary(),
-             "params": counts.params, "dataset": data.name, "epochs": epochs, "seeds": settings.seeds,
-             "test_acc": accs, **stats, "export_dir": str(export_dir.resolve()),
+             "params": counts.params, "macs": counts.macs, "dataset": data.name, "epochs": epochs,
+             "seeds": settings.seeds, "test_acc": accs, **stats, "export_dir": str(export_dir.resolve()),
              "train_images": len(data.train), "test_images": len(data.test), "export_seed": pick}
     record.write_retrained(study, entry)
     return RetrainResult(target, entry, seeds, run_dir, export)

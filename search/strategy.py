@@ -1,8 +1,8 @@
-"""The sampler, pruner and budget rejection the search ships, in one place (optuna only: no torch).
+"""The sampler, pruner and budget rejection the search ships, in one place (optuna, no torch).
 
     sampler = make_sampler(seed)        # TPE: multivariate, grouped, constant liar; or "random"
     pruner = make_pruner(max_epochs)    # one rung at half of training: keep the best half, after 5
-    state = reject_over_budget(trial, params, budget)   # how a spec at or over the budget ends
+    state = reject_over_budget(trial, counts, budget)   # how a spec at or over the budget ends
 
 The pruner's rule: a trial is judged only at the rungs, RUNG_FRACTIONS of training (one rung, at
 half: epoch 15 of 30, never before half); there it goes on if it is in the best KEEP_FRACTION
@@ -39,6 +39,8 @@ import warnings
 import numpy as np
 import optuna
 from optuna.trial import TrialState
+
+from resnet_space import Budget, Counts
 
 N_STARTUP_TRIALS = 10  # random trials before TPE models the study
 RUNG_FRACTIONS = (0.5,)  # where the pruner decides, as fractions of training
@@ -138,12 +140,15 @@ class RungPruner(optuna.pruners.BasePruner):
         return better >= self.keep * (len(others) + 1)
 
 
-def reject_over_budget(trial: optuna.Trial, params: int, budget: int, how: str | None = None) -> TrialState:
-    """Mark a proposal at or over the parameter budget as the search rejects it (never trained,
-    not counted as a trial) and return the state to end it with. See the module docstring."""
+def reject_over_budget(trial: optuna.Trial, counts: Counts, budget: Budget, how: str | None = None) -> TrialState:
+    """Mark a proposal at or over a wall of the budget (resnet_space.walls_hit) as the search
+    rejects it (never trained, not counted as a trial) and return the state to end it with. Told
+    as a constraint, the violation is the largest relative excess over a wall. See the module
+    docstring."""
     how = how or REJECTION
     if how == "constraint":
-        trial.set_constraint("over_budget", (params - budget + 1) / budget)
+        walls = ((counts.params, budget.params), (counts.macs, budget.macs))
+        trial.set_constraint("over_budget", max((n - wall + 1) / wall for n, wall in walls if wall is not None))
     elif how not in ("pruned", "fail"):
         raise ValueError(f"rejection {how!r} is not one of pruned, constraint, fail")
     return TrialState.FAIL if how == "fail" else TrialState.PRUNED

@@ -4,8 +4,9 @@
     study = run_search(SearchSettings(budget=5_000_000, trials=50))
     print(study.best_trial.number, study.best_value)
 
-One trial = sample a spec (width last, so it nearly always fits), reject it by its exact count
-if it does not fit under the budget (recorded as pruned, zero training), else train it, reporting
+One trial = sample a spec (width last, so it nearly always fits), reject it by its exact counts
+if it is at or over a wall of the budget, parameters or MACs (recorded as pruned with the walls
+it hit, zero training), else train it, reporting
 validation accuracy each epoch to the pruner, and keep its best checkpoint as an artifact.
 """
 
@@ -23,7 +24,7 @@ import torch
 from optuna.artifacts import upload_artifact
 from optuna.trial import TrialState
 
-from resnet_space import MODEL_1, Recipe, ResNetSpec, count, fits
+from resnet_space import MODEL_1, Recipe, ResNetSpec, count, walls_hit
 from resnet_space.errors import UserError
 from resnet_space.table1 import table_1_rows
 
@@ -58,7 +59,7 @@ def run_search(settings: SearchSettings, view: Quiet | None = None) -> optuna.St
     study, created = create_or_load(storage, plan, data, enqueue=baseline)
     if created and settings.baseline and plan.baseline is None:
         view.log(f"no baseline: not even Model 1's shape at its narrowest (channels 1-2-4-8) fits under "
-                 f"{plan.budget:,} params")
+                 f"{plan.budget}")
     study = optimize(study, plan, data, view, deadline)
     if settings.finalists and record.trained_count(study) >= settings.trials:  # else timed out: it waits for a run
         run_final_stage(storage, study, plan, data, view, deadline)
@@ -91,7 +92,7 @@ def optimize(study: optuna.Study, plan: Plan, data: Cifar10, view: Quiet, deadli
     requeued = requeue_interrupted(study) if done < s.trials else []
     view.log(f"study {s.study!r} on {redact(s.storage)}: {done} of {s.trials} trials finished"
              + (f", resuming interrupted trial(s) {', '.join(map(str, requeued))}" if requeued else "")
-             + f"; budget {plan.budget:,} params; {data.name}: {len(data.train):,} train / {len(data.val):,} "
+             + f"; budget {plan.budget}; {data.name}: {len(data.train):,} train / {len(data.val):,} "
              f"validation images; device {plan.device}")
     while record.trained_count(study) < s.trials:
         try:
@@ -160,7 +161,8 @@ def create_or_load(storage, plan: Plan, data: Cifar10, enqueue: list[tuple[dict,
         return study, False
     s = plan.settings
     record.write_study(
-        study, budget=plan.budget, space_file=str(plan.space.path), space=plan.space.space,
+        study, budget=plan.budget.params, macs_budget=plan.budget.macs, space_file=str(plan.space.path),
+        space=plan.space.space,
         recipe_space=given["recipe"], artifact_dir=str(plan.outputs.artifacts.resolve()), split_seed=s.seed,
         table_1=table_1_rows(), data_root=data.root, dataset=data.name, val_size=s.val_size,
         limit_train=s.limit_train, stage=plan.stage,
@@ -229,8 +231,9 @@ class Objective:
         r = record.TrialRecord.of(trial)
         self.rejected_in_a_row = self.rejected_in_a_row + 1 if r.rejected else 0
         if self.rejected_in_a_row >= GIVE_UP_AFTER:
-            self.gave_up = (f"the last {GIVE_UP_AFTER} proposals were all at or over the budget of {self.plan.budget:,} "
-                            "params: nothing in this space fits; raise --budget or narrow the space" if r.over_budget else
+            self.gave_up = (f"the last {GIVE_UP_AFTER} proposals were all at or over the budget of {self.plan.budget}: "
+                            "nothing in this space fits; raise --budget (or --macs-budget) or narrow the space"
+                            if r.over_budget else
                             f"the last {GIVE_UP_AFTER} proposals were all over the budget or trained already: the space "
                             "holds no other network that fits; ask for fewer --trials or widen the space")
             study.stop()
@@ -255,9 +258,12 @@ class Objective:
                               macs=counts.macs, recipe=recipe.to_dict(), seed=s.seed, device=str(plan.device),
                               dataset=self.data.name, first_trial=first_run,
                               checkpoint_dir=str(checkpoint_dir.resolve()))
-        if not fits(spec, plan.budget):
-            reason = f"over budget: {counts.params:,} params >= {plan.budget:,}"
-            record.write_pruned(trial, reason, over_budget=True)
+        hit = walls_hit(counts, plan.budget)
+        if hit:
+            walls = {"params": (counts.params, plan.budget.params, "params"),
+                     "macs": (counts.macs, plan.budget.macs, "MACs")}
+            reason = "over budget: " + " and ".join(f"{n:,} {unit} >= {wall:,}" for n, wall, unit in map(walls.get, hit))
+            record.write_pruned(trial, reason, walls_hit=hit)
             raise optuna.TrialPruned(reason)
         twin = self._running_twin(trial, spec)
         if twin is not None:
@@ -291,7 +297,7 @@ class Objective:
                 record.write_pruned(trial, f"pruned by the pruner after epoch {e.epoch} at {e.val_acc:.2%}")
                 raise optuna.TrialPruned(f"epoch {e.epoch}: {e.val_acc:.2%}")
 
-        self.view.log(f"trial {trial.number}: {spec.summary()} ({counts.params:,} params)"
+        self.view.log(f"trial {trial.number}: {spec.summary()} ({counts.params:,} params, {counts.macs:,} MACs)"
                       + (f" [seeded baseline: {known.baseline_label}]" if known.baseline else "")
                       + (f" [finalist: search trial {known.finalist_of}, {plural(recipe.epochs, 'epoch')}]"
                          if known.finalist_of is not None else "")

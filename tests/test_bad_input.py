@@ -19,6 +19,7 @@ def cwd(tmp_path_factory):
     run_small_study(cwd, "base", 2, limit_train=100, val_size=100)
     optuna.create_study(study_name="empty", storage=storage_url(cwd))
     (cwd / "bad.toml").write_text("[space\nstages = 3\n")
+    (cwd / "bad-macs.toml").write_text("macs_budget = '500 MACs'\n" + TINY_SPACE.read_text())
     (cwd / "unknown-key.toml").write_text("[space]\nstages = [3]\nblocks = 1\nwidth = 3\n")
     (cwd / "even.toml").write_text("[space]\nstages = [3]\nblocks = 1\nconv_kernel = [4]\n")
     (cwd / "adagrad.toml").write_text("[space]\nstages = [3]\nblocks = 1\n[recipe]\noptimizer = 'adagrad'\n")
@@ -65,6 +66,14 @@ CASES = [
     (["run", "--budget", "0.5", *QUICK], "at least 1"),
     (["count", *M1, "--budget", "1.5"], "whole number"),
     (["count", *M1, "--budget", "inf"], "not a number"),
+    # MACs budget
+    (["run", "--macs-budget", "0", *QUICK], "MACs budget: '0' must be a positive number of MACs (at least 1)"),
+    (["run", "--macs-budget", "-5e6", *QUICK], "MACs budget: '-5e6' must be a positive number of MACs"),
+    (["run", "--macs-budget", "lots", *QUICK], "MACs budget: 'lots' is not a number"),
+    (["run", "--macs-budget", "1.5", *QUICK], "MACs budget: '1.5' is not a whole number of MACs"),
+    (["run", "--macs-budget", "1e16", *QUICK], "over the largest budget accepted (1e15 MACs)"),
+    (["run", "--macs-budget", "5M", "--study", "base", *QUICK], "--macs-budget none, not 5,000,000"),
+    (["run", "--space", "{cwd}/bad-macs.toml", "--device", "cpu"], "MACs budget: '500 MACs' is not a number"),
     # spec flags
     (["count", "--blocks", "0,6,4,3", "--channels", "32,64,128,256"], "at least 1"),
     (["count", "--blocks", "8,6,4", "--channels", "32,64,128,256"], "3 stages"),
@@ -116,6 +125,10 @@ CASES = [
     # export paths
     (["best", "--study", "base", "--export", "{cwd}/export-here"], "not an empty directory"),
     (["best", "--study", "base", "--export", "{cwd}/a-file"], "not an empty directory"),
+    (["best", "--study", "base", "--trial", "1"], "--trial 1 names the trial to export: give --export DIR with it"),
+    (["best", "--study", "base", "--export", "{cwd}/new", "--trial", "99"], "has no trial 99 (its trials are 0 to"),
+    (["best", "--study", "base", "--export", "{cwd}/new", "--trial", "-1"], "is not a trial number of at least 0"),
+    (["best", "--study", "base", "--export", "{cwd}/new", "--trial", "one"], "'one' is not a trial number"),
     # numbers and commands
     (["run", "--study", "base", *QUICK, "--trials", "0"], "at least 1"),
     (["run", "--study", "base", *QUICK, "--epochs", "two"], "not an integer"),
@@ -134,3 +147,4 @@ def test_bad_input(cwd, args, expect):
     assert expect in line, line
     assert snapshot(cwd) == before
     assert sorted(p.name for p in (cwd / "export-here").iterdir()) == ["keep.txt"]
+    assert not (cwd / "new").exists()

@@ -18,7 +18,8 @@ from search.data import load_cifar10, normalize
 
 from search.record import TrialRecord
 
-from .conftest import CLI, assert_user_error, cpu_run_flags, run_cli, run_small_study, storage_url, synthetic_root
+from .conftest import (CLI, TINY_SPACE, assert_user_error, cpu_run_flags, run_cli, run_small_study, storage_url,
+                       synthetic_root)
 
 QUICK = cpu_run_flags()
 
@@ -67,6 +68,45 @@ def test_no_trial_at_or_over_budget_is_trained(workdir):
     for t in map(TrialRecord.of, load(workdir).trials):
         if t.params >= 200_000:
             assert t.state == "PRUNED" and t.over_budget and not t.curve
+
+
+def test_a_macs_budget_is_a_second_wall_and_the_front_exports(tmp_path):
+    """--macs-budget: a spec at or over it is never trained, recorded with both counts and the wall
+    it hit; the baseline is Model 1's shape scaled under both walls; `best --front` lists the front
+    and `best --export --trial` exports a trial of it as it exports the winner."""
+    space = tmp_path / "wide.toml"  # 4 channels fit under 10M MACs, 64 never do; 20M params never bind
+    space.write_text(TINY_SPACE.read_text().replace("fill = {low = 0.05, high = 0.2}", "first_channels = [4, 64]"))
+    result = run_cli("run", "--budget", "20M", "--macs-budget", "10M", "--trials", "3", "--study", "macs", *QUICK,
+                     "--space", space, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    study = load(tmp_path, "macs")
+    assert study.user_attrs["macs_budget"] == 10_000_000 and study.user_attrs["settings"]["macs_budget"] == 10_000_000
+    trials = [TrialRecord.of(t) for t in study.trials]
+    baseline = trials[0]
+    # Model 1's shape at C_1 = 5 counts 123,095 params and 9,508,240 MACs; at 6 it is over 10M MACs.
+    assert baseline.baseline and baseline.label.startswith("N4 B8-6-4-3 C5-10-20-40 F3 k1 P4 (Model 1 scaled")
+    assert (baseline.params, baseline.macs) == (123_095, 9_508_240) and baseline.counts_as_trained
+    assert f"({baseline.params:,} params, {baseline.macs:,} MACs)" in result.stderr  # the trial's log line
+    over = [r for r in trials if r.over_budget]
+    assert over, "the seed drew no 64-wide spec: pick another"
+    for r in over:
+        assert r.walls_hit == ["macs"] and not r.curve and r.params < 20_000_000 and r.macs >= 10_000_000
+        assert r.prune_reason == f"over budget: {r.macs:,} MACs >= 10,000,000"
+    assert all(r.macs < 10_000_000 for r in trials if r.counts_as_trained)
+
+    from search.report.numbers import front_rows
+
+    front = run_cli("best", "--study", "macs", "--front", cwd=tmp_path)
+    assert front.returncode == 0, front.stderr
+    rows = front_rows(study)
+    assert rows and all(f"{r['params']:,}" in front.stdout and f"{r['macs']:,}" in front.stdout for r in rows)
+    pick = rows[0]["trial"]
+    out = tmp_path / "picked"
+    exported = run_cli("best", "--study", "macs", "--export", out, "--trial", pick, cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["trial"] == pick and (metrics["params"], metrics["macs"]) == (trials[pick].params, trials[pick].macs)
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.pt2", "spec.json", "state_dict.pt"]
 
 
 def test_resume_adds_trials_and_keeps_one_baseline(workdir):

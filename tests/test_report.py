@@ -16,6 +16,8 @@ from urllib.parse import unquote, urlparse
 
 import optuna
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 from PIL import Image
@@ -130,7 +132,7 @@ def add(study, hint, state, params=None, acc=None, curve=None, secs=None, device
     if resumed_from:
         record.write_resumed(trial, first_trial, resumed_from)
     if prune_reason:
-        record.write_pruned(trial, prune_reason, over_budget=over_budget, duplicate=duplicate)
+        record.write_pruned(trial, prune_reason, walls_hit=("params",) if over_budget else (), duplicate=duplicate)
     if fail_reason:
         record.write_failed(trial, fail_reason)
     study.add_trial(trial)
@@ -177,10 +179,10 @@ def synthetic(tmp_path_factory):
 def test_synthetic_report_writes_every_file(synthetic):
     study, out, result = synthetic
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["index.html", "report.md", report.ACC_PLOT, report.CURVES_PLOT, report.IMPORTANCE_PLOT])
+        ["index.html", "report.md", report.ACC_PLOT, report.ACC_MACS_PLOT, report.CURVES_PLOT, report.IMPORTANCE_PLOT])
     assert result["files"] == sorted(p.name for p in out.iterdir())
     refs = check_self_contained(out)
-    assert sorted(refs) == sorted([report.ACC_PLOT, report.CURVES_PLOT, report.IMPORTANCE_PLOT])
+    assert sorted(refs) == sorted([report.ACC_PLOT, report.ACC_MACS_PLOT, report.CURVES_PLOT, report.IMPORTANCE_PLOT])
     check_pngs(out, refs)
     md = (out / "report.md").read_text()
     for name in refs:
@@ -246,11 +248,13 @@ def test_synthetic_accuracy_points_are_numbered_in_a_table(synthetic):
     _, out, _ = synthetic
     md = (out / "report.md").read_text()
     section = "Accuracy against parameters"
-    assert md_table(md, "#", section) == ["#", "point", "params", "accuracy", "measured as"]
-    assert md_table(md, "1", section) == ["1", "Model 1", "4,976,426", "94.40%", report.numbers.REPORTED]
-    assert md_table(md, "7", section)[1:4] == ["Model 7 (reported count)", "4,993,000", "94.21%"]
-    assert md_table(md, "9", section) == ["9", "best: trial 3", "4,990,001", "94.02%", "best validation acc here"]
-    assert md_table(md, "10", section)[1:4] == ["Model 1 as trained here (trial 0)", "4,976,426", "93.12%"]
+    assert md_table(md, "#", section) == ["#", "point", "params", "MACs", "accuracy", "measured as"]
+    assert md_table(md, "1", section) == ["1", "Model 1", "4,976,426", "384,666,112", "94.40%", report.numbers.REPORTED]
+    assert md_table(md, "7", section)[1:5] == ["Model 7 (reported count)", "4,993,000", "—", "94.21%"]
+    assert md_table(md, "9", section) == ["9", "best: trial 3", "4,990,001", f"{40 * 4_990_001:,}", "94.02%",
+                                          "best validation acc here"]
+    assert md_table(md, "10", section)[1:5] == ["Model 1 as trained here (trial 0)", "4,976,426", f"{40 * 4_976_426:,}",
+                                                "93.12%"]
     assert "| 11 |" not in md_section(md, section)
 
 def test_resumed_and_retried_trials_count_their_epochs_once(tmp_path):
@@ -294,7 +298,8 @@ def test_zero_trained_trials_still_writes_a_report(tmp_path):
     add(study, 1, TrialState.FAIL, 50_000)
     out = tmp_path / "report"
     result = report.write_report(study, out)
-    assert sorted(p.name for p in out.iterdir()) == ["accuracy_vs_params.png", "index.html", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["accuracy_vs_macs.png", "accuracy_vs_params.png", "index.html",
+                                                     "report.md"]
     assert result["counts"]["trained"] == 0 and result["top"] == [] and result["best"] is None
     assert result["importances"] is None and "at least 2 complete" in result["importance_note"]
     check_self_contained(out)
@@ -416,6 +421,33 @@ def test_dataset_phrases():
 def test_pareto_front():
     points = [(10, 0.5, 0), (20, 0.4, 1), (20, 0.6, 2), (30, 0.6, 3), (40, 0.7, 4), (5, 0.1, 5)]
     assert [p[2] for p in report.pareto_front(points)] == [5, 0, 2, 4]
+    # On params and MACs together: trial 3, beaten on params alone, is the cheapest in MACs; trial 1
+    # (more of both than trial 0, less accurate) and trial 6 (trial 0's twin, later) are beaten.
+    both = [(10, 90, 0.5, 0), (20, 95, 0.4, 1), (20, 50, 0.6, 2), (30, 10, 0.6, 3), (10, 90, 0.5, 6)]
+    assert [p[-1] for p in report.pareto_front(both)] == [0, 2, 3]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 9), st.integers(1, 9), st.sampled_from([0.1, 0.5, 0.9])), max_size=12))
+def test_the_front_is_exactly_the_points_none_beats(costs):
+    points = [(*c, i) for i, c in enumerate(costs)]
+    front = report.pareto_front(points)
+
+    def beaten(p):
+        return any(q[:3] != p[:3] and q[0] <= p[0] and q[1] <= p[1] and q[2] >= p[2] or q[:3] == p[:3] and q[3] < p[3]
+                   for q in points)
+    assert sorted(front) == sorted(p for p in points if not beaten(p))
+
+
+def test_the_front_of_a_study_and_the_macs_plot(synthetic):
+    study, out, result = synthetic
+    trials = {r.number: r for r in record.records(study)}
+    # The synthetic trials have MACs = 40 x params: the front on both is the front on params.
+    assert [r["trial"] for r in result["front"]] == result["pareto_front"] == result["macs_front"]
+    assert all(r["macs"] == trials[r["trial"]].macs for r in result["front"])
+    md = (out / "report.md").read_text()
+    assert "## Accuracy against MACs" in md and "## The trade-off front" in md and "The study has no MACs budget" in md
+    assert md_table(md, str(result["front"][0]["trial"]), "The trade-off front")[3] == f"{result['front'][0]['macs']:,}"
 
 
 def test_points_too_close_to_tell_apart_share_one_label():
@@ -594,7 +626,7 @@ def real(tmp_path_factory):
 def test_real_study_report(real):
     study, out, result = real
     refs = check_self_contained(out)
-    assert report.ACC_PLOT in refs and report.CURVES_PLOT in refs
+    assert report.ACC_PLOT in refs and report.ACC_MACS_PLOT in refs and report.CURVES_PLOT in refs
     check_pngs(out, refs)
     trials = record.records(study)
     md = (out / "report.md").read_text()
@@ -622,7 +654,8 @@ def test_real_study_report(real):
     assert result["pruner_trust"] == []  # one epoch: nothing earlier to compare
     assert "the JPEG copy of CIFAR-10" in md and "200 images held out" in md
     baseline = trials[0]
-    assert (f"The star is the seeded baseline, Model 1 scaled to the budget, 176,800 params, as trained in this "
+    assert (f"The star is the seeded baseline, Model 1 scaled to the budget, 176,800 params, "
+            f"{count(ResNetSpec.from_dict(baseline.spec)).macs:,} MACs, as trained in this "
             f"study (trial 0, {pct(baseline.best_acc)} validation accuracy after 1 epoch)") in md
     assert not result["zoomed"]  # no trial near Table 1's 5M
 

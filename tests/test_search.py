@@ -8,6 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from resnet_space import Budget
 from resnet_space.errors import UserError
 from search import record
 from search.study import SearchSettings, run_search
@@ -103,7 +104,7 @@ def test_shipped_study_files_resolve_by_name_from_any_folder(tmp_path, monkeypat
     from resnet_space.space import StudyFile
 
     shipped = resolve_space("cpu-small")
-    assert shipped.is_absolute() and shipped.name == "cpu-small.toml" and StudyFile.load(shipped).budget == 200_000
+    assert shipped.is_absolute() and shipped.name == "cpu-small.toml" and StudyFile.load(shipped).budget == Budget(200_000)
     (tmp_path / "cpu-small.toml").write_text("# mine\n")
     assert resolve_space("cpu-small.toml") == Path("cpu-small.toml")  # a user's own file wins
 

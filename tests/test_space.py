@@ -1,6 +1,7 @@
 """The family, its exact counter and the search space (issue: space and counter)."""
 
 import json
+import re
 
 import optuna
 import pytest
@@ -9,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
-from resnet_space import MODEL_1, TABLE_1, ResNetSpec, SpecError, baseline_spec, count, fits, parse_budget
+from resnet_space import (MODEL_1, TABLE_1, Budget, Counts, ResNetSpec, SpecError, baseline_spec, count, fits,
+                          parse_budget, walls_hit)
 from resnet_space.model import build_model
 from resnet_space.space import SpaceError, StudyFile, fit_depth
 
@@ -116,12 +118,43 @@ def test_bad_budgets(text, message):
 
 
 def test_fits_is_strictly_under_for_specs_and_counts():
-    params = count(MODEL_1).params
-    for budget, fit in [(params + 1, True), (params, False), (params - 1, False)]:
+    counts = count(MODEL_1)
+    for budget, fit in [(counts.params + 1, True), (counts.params, False), (counts.params - 1, False)]:
         assert fits(MODEL_1, budget) is fit
-        assert fits(params, budget) is fit
+        assert fits(counts, budget) is fit
+        assert fits(counts, Budget(budget)) is fit
+    with pytest.raises(TypeError):
+        fits(counts.params, 5)  # a bare number could be either count
     with pytest.raises(TypeError):
         fits(True, 5)
+
+
+def test_either_wall_rejects_and_says_which():
+    params, macs = count(MODEL_1)
+    assert macs == 384_666_112
+    assert walls_hit(MODEL_1, Budget(params + 1, macs + 1)) == ()
+    assert walls_hit(MODEL_1, Budget(params + 1, macs)) == ("macs",)
+    assert walls_hit(MODEL_1, Budget(params, macs + 1)) == ("params",)
+    assert walls_hit(MODEL_1, Budget(params, macs - 1)) == ("params", "macs")
+    assert walls_hit(Counts(10, 10**12), Budget(11)) == ()  # no MACs wall: any MACs fit
+    assert not fits(MODEL_1, Budget(5_000_000, 300_000_000)) and fits(MODEL_1, Budget(5_000_000, 400_000_000))
+
+
+def test_a_budget_scaled_by_fill_is_the_inclusive_fill_under_the_strict_wall():
+    assert Budget(1_000, 100).scaled(0.9) == Budget(901, 91)  # counts <= 900 and <= 90
+    assert Budget(1_000, 100).scaled(1.0) == Budget(1_000, 100)  # never past the wall itself
+    assert Budget(1_000).scaled(0.5) == Budget(501, None)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("0", "MACs budget: '0' must be a positive number of MACs (at least 1)"),
+    ("lots", "MACs budget: 'lots' is not a number"), ("1.5", "not a whole number of MACs"),
+    ("1e16", "over the largest budget accepted (1e15 MACs)"),
+])
+def test_bad_macs_budgets_name_their_unit(text, message):
+    with pytest.raises(SpecError, match=re.escape(message)):
+        parse_budget(text, "MACs")
+    assert parse_budget("500M", "MACs") == 500_000_000
 
 
 def test_paper_space_reproduces_every_table_1_architecture():
@@ -137,7 +170,7 @@ def test_paper_space_reproduces_every_table_1_architecture():
         assert space.sample_spec(optuna.trial.FixedTrial(params), space.budget) == spec, name
 
 
-def feasible_fraction(name: str, draws: int = 300, budget: int | None = None) -> float:
+def feasible_fraction(name: str, draws: int = 300, budget: Budget | int | None = None) -> float:
     space = StudyFile.load(REPO / "studies" / name)
     budget = budget or space.budget
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
@@ -163,10 +196,32 @@ def torch_params(spec) -> int:
     return sum(p.numel() for p in build_model(spec).parameters())
 
 
-@pytest.mark.parametrize("budget", [50_000, 200_000, 1_000_000, 5_000_000, 20_000_000])
+@pytest.mark.parametrize("budget", [50_000, 200_000, 1_000_000, 5_000_000, 20_000_000, Budget(5_000_000, 300_000_000),
+                                    Budget(1_000_000, 50_000_000), Budget(200_000, 10_000_000)])
 def test_default_space_is_feasible_at_any_budget(budget):
     # benchmarks/space_feasibility.py measures 1,000 draws per budget; 0 rejected at each.
     assert feasible_fraction("default.toml", draws=200, budget=budget) >= 0.95
+
+
+DEFAULT = StudyFile.load(REPO / "studies" / "default.toml")
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 2**31), params=st.integers(10_000, 50_000_000),
+       macs=st.none() | st.integers(1_000_000, 2_000_000_000))
+def test_every_proposal_fits_both_walls_unless_nothing_of_its_draw_could(seed, params, macs):
+    """A proposal is at or over a wall only when the space's least network at the drawn growth and
+    pool (3 stages of one 3x3 block from 8 channels) is over it too: nothing the repair may reach
+    fits. One that fits stays within fill of every wall, unless it is at the narrowest width."""
+    budget = Budget(params, macs)
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed)).ask()
+    spec = DEFAULT.sample_spec(trial, budget)
+    growth = trial.params["growth"]
+    widths = (8, *(max(8, round(8 * growth**i / 8) * 8) for i in (1, 2)))
+    least = ResNetSpec((1, 1, 1), widths, 3, 1, trial.params["pool"])
+    assert fits(spec, budget) or not fits(least, budget)
+    if fits(spec, budget) and spec.channels[0] > 8:
+        assert fits(spec, budget.scaled(trial.params["fill"]))
 
 
 DEEP = {"stages": 5, "pool": 1, "growth": 2.0, "fill": 1.0,
@@ -226,6 +281,12 @@ def test_no_network_of_the_space_fits_a_tiny_budget():
     (1_000_000, ResNetSpec((8, 6, 4, 3), (14, 28, 56, 112), 3, 1, 4), 955_496),
     (100_000, ResNetSpec((8, 6, 4, 3), (4, 8, 16, 32), 3, 1, 4), 79_086),
     (3_000, None, None),
+    # Under a MACs wall too: Model 1 (384,666,112 MACs) is over 300M, its shape at C_1 = 28 is not.
+    (Budget(5_000_000, 300_000_000), ResNetSpec((8, 6, 4, 3), (28, 56, 112, 224), 3, 1, 4), 3_811_398),
+    (Budget(5_000_000, 400_000_000), MODEL_1, 4_976_426),
+    (Budget(1_000_000, 50_000_000), ResNetSpec((8, 6, 4, 3), (11, 22, 44, 88), 3, 1, 4), 590_765),
+    (Budget(200_000, 10_000_000), ResNetSpec((8, 6, 4, 3), (5, 10, 20, 40), 3, 1, 4), 123_095),
+    (Budget(200_000, 100_000), None, None),  # not even C_1 = 1 fits 100,000 MACs
 ])
 def test_baseline_spec(budget, expected, params):
     spec = baseline_spec(budget)
@@ -312,7 +373,18 @@ BAD_STUDY_FILES = {
     "milestones-not-numbers": (MINIMAL + "[recipe]\nmilestones = ['half']\n",
                                "[recipe] milestones must be a list of numbers, not ('half',)"),
     "bad-budget": ("budget = 'lots'\n" + MINIMAL, "not a number"),
+    "bad-macs-budget": ("macs_budget = 'lots'\n" + MINIMAL, "MACs budget: 'lots' is not a number"),
+    "zero-macs-budget": ("macs_budget = 0\n" + MINIMAL, "MACs budget: 0 must be a positive number of MACs"),
+    "fractional-macs-budget": ("macs_budget = 2.5\n" + MINIMAL, "MACs budget: 2.5 is not a whole number of MACs"),
 }
+
+
+def test_a_study_file_sets_a_macs_budget(tmp_path):
+    path = tmp_path / "space.toml"
+    path.write_text("budget = '1M'\nmacs_budget = '50M'\n" + MINIMAL)
+    assert StudyFile.load(path).budget == Budget(1_000_000, 50_000_000)
+    path.write_text(MINIMAL)
+    assert StudyFile.load(path).budget == Budget(5_000_000)  # no macs_budget: no MACs wall
 
 
 @pytest.mark.parametrize("text, message", BAD_STUDY_FILES.values(), ids=BAD_STUDY_FILES.keys())

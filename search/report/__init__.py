@@ -20,11 +20,11 @@ import optuna
 from ..record import StudyRecord, records
 from . import figures, numbers, pages
 from .attach import attach_to_study
-from .figures import ACC_PLOT, CURVES_PLOT, IMPORTANCE_PLOT, PLOTS
+from .figures import ACC_MACS_PLOT, ACC_PLOT, CURVES_PLOT, IMPORTANCE_PLOT, PLOTS
 from .numbers import Importances, dataset_phrase, param_importances, pareto_front, pruner_trust, spearman
 
 __all__ = ["write_report", "attach_to_study", "pruner_trust", "param_importances", "Importances", "spearman",
-           "pareto_front", "dataset_phrase", "ACC_PLOT", "CURVES_PLOT", "IMPORTANCE_PLOT", "PLOTS"]
+           "pareto_front", "dataset_phrase", "ACC_PLOT", "ACC_MACS_PLOT", "CURVES_PLOT", "IMPORTANCE_PLOT", "PLOTS"]
 
 TOP_K = 10
 
@@ -43,7 +43,8 @@ def write_report(study: optuna.Study, out_dir: Path, top: int = TOP_K) -> dict:
     imp = param_importances(study)
     marks = numbers.accuracy_marks(recorded, trials)
 
-    acc = figures.plot_accuracy_vs_params(recorded, trials, marks, out_dir / ACC_PLOT)
+    acc = figures.plot_accuracy(recorded, trials, marks, out_dir / ACC_PLOT)
+    acc_macs = figures.plot_accuracy(recorded, trials, marks, out_dir / ACC_MACS_PLOT, cost="macs")
     curves = figures.plot_learning_curves(trials, out_dir / CURVES_PLOT) if counts["trained"] else None
     if imp.values is not None:
         sub, _, _ = numbers.sampled_study(study)
@@ -53,13 +54,17 @@ def write_report(study: optuna.Study, out_dir: Path, top: int = TOP_K) -> dict:
         "study": study.study_name,
         "dataset": recorded.dataset,
         "budget": recorded.budget,
+        "macs_budget": recorded.macs_budget,
         "counts": counts,
         "best": rows[0] if rows else None,
         "top": rows,
         "importances": imp.values,
         "importance_note": imp.note,
-        "pareto_front": acc["front"],
+        "pareto_front": acc["front"],  # accuracy against params
+        "macs_front": acc_macs["front"],  # accuracy against MACs
+        "front": numbers.front_rows(study),  # accuracy, params and MACs together (`best --front`)
         "zoomed": acc["zoom"],  # the accuracy plot has a second panel on the Table 1 corner
+        "macs_zoomed": acc_macs["zoom"],
         "curves": curves,
         "pruner_trust": pruner_trust(study),
         "retrained": numbers.retrained(study),

@@ -1,5 +1,5 @@
-"""The report's PNGs, drawn with matplotlib: accuracy against parameters, learning curves, and
-parameter importances (Optuna's own matplotlib plot). Colour-blind-safe (Okabe-Ito) colours."""
+"""The report's PNGs, drawn with matplotlib: accuracy against parameters and against MACs, learning
+curves, and parameter importances (Optuna's own matplotlib plot). Colour-blind-safe (Okabe-Ito) colours."""
 
 from __future__ import annotations
 
@@ -23,9 +23,11 @@ DPI = 150
 SIZE = (7.0, 4.5)  # inches: 1050 x 675 pixels at 150 dpi
 CURVES_K = 8
 ACC_PLOT = "accuracy_vs_params.png"
+ACC_MACS_PLOT = "accuracy_vs_macs.png"
 CURVES_PLOT = "learning_curves.png"
 IMPORTANCE_PLOT = "param_importances.png"
-PLOTS = (ACC_PLOT, CURVES_PLOT, IMPORTANCE_PLOT)
+PLOTS = (ACC_PLOT, ACC_MACS_PLOT, CURVES_PLOT, IMPORTANCE_PLOT)
+COSTS = {"params": "parameters", "macs": "MACs per image"}  # the x axes of the accuracy plots, in words
 
 BLUE, ORANGE, VERMILLION, GREEN, PURPLE, SKY = "#0072B2", "#E69F00", "#D55E00", "#009E73", "#CC79A7", "#56B4E9"
 CURVE_COLOURS = (BLUE, ORANGE, GREEN, PURPLE, SKY, "#882255", "#8C564B", "#000000")
@@ -74,23 +76,36 @@ def placeholder(path: Path, message: str) -> None:
         fig.savefig(path, dpi=DPI, facecolor="white")
 
 
-# ---------------------------------------------------------------- accuracy against parameters
+# ---------------------------------------------------------------- accuracy against parameters or MACs
 
 
-def plot_accuracy_vs_params(study: StudyRecord, trials: list[TrialRecord], marks: list[Mark], path: Path) -> dict:
-    """Every trained trial by parameters and best validation accuracy, the Pareto front, the
-    budget, Table 1 as reported and Model 1 as measured; `marks` numbered as in the table under
-    the plot. When the Table 1 models sit among trials near the budget while other trials are
-    much smaller (a search under about 5M), a second panel zooms on that corner."""
-    budget, table_1 = study.budget, study.table_1
-    trained = [r for r in trials if r.trained and r.params is not None]
+def table_1_cost(row: dict, cost: str) -> int | None:
+    """A Table 1 row's count on the plot's axis: exact where its spec is known, else the reported
+    parameters; MACs only where the spec is known (and the study recorded them)."""
+    if cost == "macs":
+        return row.get("macs")
+    return row["params"] if row.get("params") is not None else row["reported_params"]
+
+
+def plot_accuracy(study: StudyRecord, trials: list[TrialRecord], marks: list[Mark], path: Path,
+                  cost: str = "params") -> dict:
+    """Every trained trial by its `cost` (params or macs) and best validation accuracy, the Pareto
+    front on that cost, the budget's wall on it, Table 1 as reported and Model 1 as measured;
+    `marks` numbered as in the table under the plot. When the Table 1 models sit among trials near
+    the budget while other trials are much smaller (a search under about 5M), a second panel zooms
+    on that corner."""
+    budget = study.budget if cost == "params" else study.macs_budget
+    table_1 = [r for r in study.table_1 if table_1_cost(r, cost) is not None]
+    marks = [m for m in marks if getattr(m, cost) is not None]
+    trained = [r for r in trials if r.trained and getattr(r, cost) is not None]
     complete = [r for r in trained if r.state == "COMPLETE"]
     baseline = next((r for r in trials if r.baseline), None)
-    front = pareto_front([(r.params, r.best_acc, r.number) for r in complete])
+    front = pareto_front([(getattr(r, cost), r.best_acc, r.number) for r in complete])
 
-    xs = [r.params for r in trained] + [m.params for m in marks if m.kind == "table_1"] + ([budget] if budget else [])
-    if baseline is not None and baseline.params:
-        xs.append(baseline.params)
+    xs = ([getattr(r, cost) for r in trained] + [getattr(m, cost) for m in marks if m.kind == "table_1"]
+          + ([budget] if budget else []))
+    if baseline is not None and getattr(baseline, cost):
+        xs.append(getattr(baseline, cost))
     log_x = bool(xs) and max(xs) / max(min(xs), 1) > 20
     if not xs:
         xlim = None
@@ -107,9 +122,9 @@ def plot_accuracy_vs_params(study: StudyRecord, trials: list[TrialRecord], marks
     # of the main panel.
     zoom = None
     if table_1 and complete and xlim:
-        t1x = [m.params for m in marks if m.kind == "table_1"]
+        t1x = [getattr(m, cost) for m in marks if m.kind == "table_1"]
         xlo, xhi = 0.92 * min(t1x), 1.015 * max(t1x + ([budget] if budget else []))
-        near = [r for r in complete if xlo <= r.params <= xhi]
+        near = [r for r in complete if xlo <= getattr(r, cost) <= xhi]
         if near:
             zys = [r["reported_test_acc"] for r in table_1] + [100 * r.value for r in near]
             zpad = max(0.4, 0.08 * (max(zys) - min(zys)))
@@ -122,13 +137,13 @@ def plot_accuracy_vs_params(study: StudyRecord, trials: list[TrialRecord], marks
     with _style():
         fig = _new_figure()
         ax, zax = fig.subplots(1, 2, width_ratios=(1.45, 1)) if zoom else (fig.add_subplot(), None)
-        handles = _draw_accuracy_points(ax, trained, front, table_1, baseline, budget)
+        handles = _draw_accuracy_points(ax, trained, front, table_1, baseline, budget, cost)
         ax.set_ylim(*ylim)
         if log_x:
             ax.set_xscale("log")
             ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("parameters (millions, log scale)" if log_x else "parameters (millions)")
+        ax.set_xlabel(f"{COSTS[cost]} (millions, log scale)" if log_x else f"{COSTS[cost]} (millions)")
         if xlim:
             ax.set_xlim(*xlim)
         ax.set_ylabel("accuracy (%)")
@@ -139,19 +154,19 @@ def plot_accuracy_vs_params(study: StudyRecord, trials: list[TrialRecord], marks
         inside = []
         if zax is not None:
             xlo, xhi, ylo, yhi = zoom
-            _draw_accuracy_points(zax, trained, front, table_1, baseline, budget)
+            _draw_accuracy_points(zax, trained, front, table_1, baseline, budget, cost)
             zax.set_xlim(xlo, xhi)
             zax.xaxis.set_major_formatter(FuncFormatter(_millions))
             zax.set_ylim(ylo, yhi)
-            zax.set_xlabel("parameters (millions)")
+            zax.set_xlabel(f"{COSTS[cost]} (millions)")
             zax.set_title("zoom: beside Table 1", fontsize=8.5, color="0.3")
             ax.set_title("all trained trials", fontsize=8.5, color="0.3")
             ax.add_patch(Rectangle((xlo, ylo), xhi - xlo, yhi - ylo, fill=False, ec="0.35", lw=0.7, ls=":", zorder=7))
-            inside = [m for m in marks if xlo <= m.params <= xhi and ylo <= m.acc <= yhi]
+            inside = [m for m in marks if xlo <= getattr(m, cost) <= xhi and ylo <= m.acc <= yhi]
         _fit_legend(fig, handles)
         if zax is not None:
-            _number(zax, inside)
-        _number(ax, [m for m in marks if m not in inside])
+            _number(zax, inside, cost)
+        _number(ax, [m for m in marks if m not in inside], cost)
         fig.savefig(path, dpi=DPI, facecolor="white")
     return {"front": [p[2] for p in front], "log_x": log_x, "zoom": zoom is not None}
 
@@ -161,11 +176,11 @@ MARK_RADIUS = {"table_1": 4, "best": 4, "baseline": 7}  # points: half the marke
 SHARED = 0.04  # points closer than this (a share of the axes) share one number label
 
 
-def _number(ax, marks: list[Mark]) -> None:
+def _number(ax, marks: list[Mark], cost: str) -> None:
     """Write each mark's number just above and right of its point; the table under the plot says
     what each number is. Points that nearly coincide share one label ("1–8", "3, 10")."""
     to_axes = ax.transData + ax.transAxes.inverted()
-    at = {m.number: to_axes.transform((m.params, m.acc)) for m in marks}
+    at = {m.number: to_axes.transform((getattr(m, cost), m.acc)) for m in marks}
     groups: list[list[Mark]] = []
     for m in marks:
         near = next((g for g in groups if any(math.dist(at[m.number], at[o.number]) < SHARED for o in g)), None)
@@ -176,7 +191,7 @@ def _number(ax, marks: list[Mark]) -> None:
     for group in groups:
         gap = max(MARK_RADIUS[m.kind] for m in group) + 1
         colour = MARK_COLOURS[group[0].kind] if len({m.kind for m in group}) == 1 else "0.1"
-        ax.annotate(_numbers_text([m.number for m in group]), (group[0].params, group[0].acc), xytext=(gap, gap),
+        ax.annotate(_numbers_text([m.number for m in group]), (getattr(group[0], cost), group[0].acc), xytext=(gap, gap),
                     textcoords="offset points", ha="left", va="bottom", fontsize=7.5, fontweight="bold",
                     color=colour, annotation_clip=False, zorder=8)
 
@@ -192,19 +207,19 @@ def _numbers_text(numbers: list[int]) -> str:
     return ", ".join(str(a) if a == b else f"{a}, {b}" if b == a + 1 else f"{a}–{b}" for a, b in runs)
 
 
-def _draw_accuracy_points(ax, trained, front, table_1, baseline, budget) -> list:
-    """The layers of the accuracy plot on one axes; returns the legend handles."""
+def _draw_accuracy_points(ax, trained, front, table_1, baseline, budget, cost: str) -> list:
+    """The layers of an accuracy plot on one axes, x its `cost`; returns the legend handles."""
     complete = [r for r in trained if r.state == "COMPLETE"]
     others = [r for r in trained if r.state != "COMPLETE"]
     handles = []
     if others:
-        ax.scatter([r.params for r in others], [100 * r.best_acc for r in others], s=22, facecolors="none",
+        ax.scatter([getattr(r, cost) for r in others], [100 * r.best_acc for r in others], s=22, facecolors="none",
                    edgecolors=GREY, linewidths=0.9, zorder=2)
         handles.append(Line2D([], [], ls="", marker="o", mfc="none", mec=GREY,
                               label=f"trial {_not_complete(others)}: best val acc so far"))
     plain = [r for r in complete if not r.baseline]
     if plain:
-        ax.scatter([r.params for r in plain], [100 * r.value for r in plain], s=22, color=BLUE, alpha=0.85,
+        ax.scatter([getattr(r, cost) for r in plain], [100 * r.value for r in plain], s=22, color=BLUE, alpha=0.85,
                    linewidths=0, zorder=3)
         handles.append(Line2D([], [], ls="", marker="o", color=BLUE, label="trial, complete: best validation acc"))
     if front:
@@ -216,26 +231,26 @@ def _draw_accuracy_points(ax, trained, front, table_1, baseline, budget) -> list
     if table_1:
         for r in table_1:
             exact = r.get("params") is not None
-            ax.scatter([r["params"] if exact else r["reported_params"]], [r["reported_test_acc"]], marker="D", s=26,
+            ax.scatter([table_1_cost(r, cost)], [r["reported_test_acc"]], marker="D", s=26,
                        facecolors="white", edgecolors="0.1", linewidths=1.0, zorder=5,
                        linestyles="solid" if exact else "dashed")
         handles.append(Line2D([], [], ls="", marker="D", mfc="white", mec="0.1",
                               label=f"seed report's Table 1, {REPORTED}"))
     if baseline is not None:
         if baseline.trained:
-            ax.scatter([baseline.params], [100 * baseline.best_acc], marker="*", s=170, color=VERMILLION,
+            ax.scatter([getattr(baseline, cost)], [100 * baseline.best_acc], marker="*", s=170, color=VERMILLION,
                        edgecolors="white", linewidths=0.6, zorder=6)
             n = len(baseline.curve)
             handles.append(Line2D([], [], ls="", marker="*", ms=11, color=VERMILLION,
                                   label=f"{baseline.baseline_label} as measured here (val acc, {n} epoch{'s' if n != 1 else ''})"))
-        elif baseline.params:
-            ax.scatter([baseline.params], [0], marker="x", s=40, color=VERMILLION, zorder=6, clip_on=False,
+        elif getattr(baseline, cost):
+            ax.scatter([getattr(baseline, cost)], [0], marker="x", s=40, color=VERMILLION, zorder=6, clip_on=False,
                        transform=ax.get_xaxis_transform())
             why = "over budget, not trained" if baseline.over_budget else f"{baseline.state.lower()}, not trained"
             handles.append(Line2D([], [], ls="", marker="x", color=VERMILLION, label=f"{baseline.baseline_label} in this study: {why}"))
     if budget:
         ax.axvline(budget, color=VERMILLION, ls="--", lw=1.1, zorder=1)
-        handles.append(Line2D([], [], color=VERMILLION, ls="--", lw=1.1, label=f"budget: {budget:,} parameters"))
+        handles.append(Line2D([], [], color=VERMILLION, ls="--", lw=1.1, label=f"budget: {budget:,} {COSTS[cost]}"))
     return handles
 
 

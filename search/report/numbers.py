@@ -1,6 +1,7 @@
 """The numbers a report shows, read from the study through search.record alone: counts and hours,
-the top trials, the Pareto front, parameter importances, how far early epochs predict the final
-accuracy (pruner trust), the retrained networks, and the numbered points of the accuracy plot.
+the top trials, the Pareto fronts (accuracy against params, MACs, or both), parameter
+importances, how far early epochs predict the final accuracy (pruner trust), the retrained
+networks, and the numbered points of the accuracy plots.
 
 Accuracies in a study are fractions (validation accuracy, the objective); the seed report's
 Table 1 holds test accuracies in percent.
@@ -136,23 +137,37 @@ def final_stage_rows(study: optuna.Study) -> list[dict]:
 # ---------------------------------------------------------------- the accuracy plot's numbers
 
 
-def pareto_front(points: list[tuple[int, float, int]]) -> list[tuple[int, float, int]]:
-    """(params, acc, trial) points that no other point beats: fewer or equal params and higher
-    or equal accuracy, one of them strictly. Sorted by params."""
-    front, best = [], -math.inf
-    for p in sorted(points, key=lambda q: (q[0], -q[1], q[2])):
-        if p[1] > best:
-            front.append(p)
-            best = p[1]
-    return front
+def pareto_front(points: list[tuple]) -> list[tuple]:
+    """(cost, ..., acc, trial) points that no other point beats: no higher cost and no lower
+    accuracy, better in one of them; of identical points, the first trial's. Costs are params,
+    or params and MACs, or any others; sorted by the costs."""
+    def beats(q, p) -> bool:
+        costs_q, costs_p = q[:-2], p[:-2]
+        no_worse = all(a <= b for a, b in zip(costs_q, costs_p)) and q[-2] >= p[-2]
+        return no_worse and (q[:-1] != p[:-1] or q[-1] < p[-1])
+
+    return sorted((p for p in points if not any(beats(q, p) for q in points if q is not p)),
+                  key=lambda p: (p[:-2], -p[-2], p[-1]))
+
+
+def front_rows(study: optuna.Study) -> list[dict]:
+    """`best --front` and the report's front table: the complete trials no other complete trial
+    beats on validation accuracy, params and MACs together, fewest params first."""
+    complete = {r.number: r for r in records(study, states=(TrialState.COMPLETE,))
+                if r.value is not None and r.params is not None and r.macs is not None}
+    front = pareto_front([(r.params, r.macs, r.value, r.number) for r in complete.values()])
+    return [{"trial": n, "summary": complete[n].summary,
+             "baseline": complete[n].baseline_label if complete[n].baseline else "",
+             "params": p, "macs": m, "val_acc": acc, "epochs": len(complete[n].curve)} for p, m, acc, n in front]
 
 
 @dataclass
 class Mark:
-    """A numbered point of the accuracy plot, listed in the table under it."""
+    """A numbered point of the accuracy plots, listed in the table under them."""
     number: int
     name: str
     params: int
+    macs: int | None  # None: not known (Table 1's Model 7, or a study that recorded no MACs for Table 1)
     acc: float  # percent
     measured: str
     kind: str  # "table_1", "best" or "baseline"
@@ -164,16 +179,18 @@ def accuracy_marks(study: StudyRecord, trials: list[TrialRecord]) -> list[Mark]:
     for r in study.table_1:
         exact = r.get("params") is not None
         marks.append(Mark(len(marks) + 1, r["model"] + ("" if exact else " (reported count)"),
-                          r["params"] if exact else r["reported_params"], r["reported_test_acc"], REPORTED, "table_1"))
+                          r["params"] if exact else r["reported_params"], r.get("macs"), r["reported_test_acc"],
+                          REPORTED, "table_1"))
     complete = [r for r in trials if r.state == "COMPLETE" and r.trained and r.params is not None]
     if complete:
         best = max(complete, key=lambda r: (r.value, -r.number))
-        marks.append(Mark(len(marks) + 1, f"best: trial {best.number}", best.params, 100 * best.value,
+        marks.append(Mark(len(marks) + 1, f"best: trial {best.number}", best.params, best.macs, 100 * best.value,
                           "best validation acc here", "best"))
     baseline = next((r for r in trials if r.baseline and r.trained and r.params is not None), None)
     if baseline is not None:
         marks.append(Mark(len(marks) + 1, f"{baseline.baseline_label} as trained here (trial {baseline.number})",
-                          baseline.params, 100 * baseline.best_acc, "best validation acc here", "baseline"))
+                          baseline.params, baseline.macs, 100 * baseline.best_acc, "best validation acc here",
+                          "baseline"))
     return marks
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from ..layout import plural
 from ..record import StudyRecord, TrialRecord
-from .figures import ACC_PLOT, CURVES_PLOT, IMPORTANCE_PLOT
+from .figures import ACC_MACS_PLOT, ACC_PLOT, CURVES_PLOT, IMPORTANCE_PLOT
 from .numbers import REPORTED, Importances, Mark, dataset_phrase, dataset_short, failures, model_1_reported
 
 TEXT_COLUMNS = ("", "spec", "model", "description", "parameter", "point", "measured as", "retrained", "data set")
@@ -43,7 +43,8 @@ def sections(study: StudyRecord, trials: list[TrialRecord], numbers: dict, marks
     out = []
 
     overview = Section("Overview", [
-        f"Study {study.name!r}: {counts['trials']} trials under a budget of {fmt_int(study.budget)} parameters, "
+        f"Study {study.name!r}: {counts['trials']} trials under a budget of {fmt_int(study.budget)} parameters"
+        + (f" and {fmt_int(study.macs_budget)} MACs per image" if study.macs_budget else "") + ", "
         f"trained and compared on {dataset_phrase(study.dataset)}. The objective is {split}.",
         "Accuracies of trials are validation accuracies on that data; the seed report's Table 1 gives test "
         "accuracies on true CIFAR-10 after 200 epochs. The two are not the same measurement."])
@@ -86,11 +87,11 @@ def sections(study: StudyRecord, trials: list[TrialRecord], numbers: dict, marks
 
     if numbers["final_stage"]:
         final = numbers["final_stage"]
-        header = ["", "search trial", "spec", "params", "search val acc", "search epochs", "final val acc",
+        header = ["", "search trial", "spec", "params", "MACs", "search val acc", "search epochs", "final val acc",
                   "final epochs"]
         body = [["winner" if r["winner"] else "", str(r["trial"]),
                  r["summary"] + (f" ({r['baseline']})" if r["baseline"] else ""), fmt_int(r["params"]),
-                 pct(r["search_val_acc"]), str(r["search_epochs"]),
+                 fmt_int(r["macs"]), pct(r["search_val_acc"]), str(r["search_epochs"]),
                  pct(r["val_acc"]) if r["val_acc"] is not None else r["state"].lower(), str(r["epochs"])]
                 for r in final]
         out.append(Section("Final stage", table=(header, body), notes=[
@@ -123,12 +124,32 @@ def sections(study: StudyRecord, trials: list[TrialRecord], numbers: dict, marks
         acc_text.append("The right panel zooms on the corner of the Table 1 models (the dotted box on the left).")
     if not trained:
         acc_text.append("No trial has trained yet.")
-    table = None if not marks else (["#", "point", "params", "accuracy", "measured as"],
-                                    [[str(m.number), m.name, fmt_int(m.params), f"{m.acc:.2f}%", m.measured]
-                                     for m in marks])
+    table = None if not marks else (["#", "point", "params", "MACs", "accuracy", "measured as"],
+                                    [[str(m.number), m.name, fmt_int(m.params), fmt_int(m.macs), f"{m.acc:.2f}%",
+                                      m.measured] for m in marks])
     out.append(Section("Accuracy against parameters", acc_text, image=ACC_PLOT, table=table,
                        image_alt="validation accuracy against parameter count, with the Pareto front, the "
                                  "budget and the seed report's Table 1"))
+    wall = (f"The dashed line is the MACs budget, {fmt_int(study.macs_budget)}." if study.macs_budget
+            else "The study has no MACs budget.")
+    out.append(Section("Accuracy against MACs", [
+        f"The same trials by their multiply-accumulates per 32x32 image, counted exactly from the spec; the "
+        f"Pareto front joins the complete trials no other complete trial beats on MACs and accuracy. {wall} "
+        "Diamonds are the Table 1 models whose spec is known, at their exact MACs; the numbers are those of the "
+        "table above."] + (["The right panel zooms on the corner of the Table 1 models."] if numbers["macs_zoomed"]
+                           else []),
+        image=ACC_MACS_PLOT, image_alt="validation accuracy against MACs per image, with the Pareto front, the "
+                                       "MACs budget and the seed report's Table 1"))
+    if numbers["front"]:
+        body = [[str(r["trial"]), r["summary"] + (f" ({r['baseline']})" if r["baseline"] else ""),
+                 fmt_int(r["params"]), fmt_int(r["macs"]), pct(r["val_acc"]), str(r["epochs"])]
+                for r in numbers["front"]]
+        out.append(Section("The trade-off front", [
+            "The complete trials no other complete trial beats on validation accuracy, parameters and MACs "
+            "together, fewest parameters first: each is the most accurate network found at its size and cost. "
+            "resnet-search best --front lists them, and resnet-search best --export DIR --trial N exports "
+            "any of them as it exports the winner."],
+            table=(["trial", "spec", "params", "MACs", "val acc", "epochs"], body)))
 
     curves = numbers["curves"]
     if curves is None:
@@ -151,9 +172,9 @@ def sections(study: StudyRecord, trials: list[TrialRecord], numbers: dict, marks
 
     if study.table_1:
         body = [[r["model"], r["description"], f"{r['reported_test_acc']:.2f}%", f"{r['reported_params']:,}",
-                 fmt_int(r.get("params"))] for r in study.table_1]
+                 fmt_int(r.get("params")), fmt_int(r.get("macs"))] for r in study.table_1]
         out.append(Section("The seed report's Table 1", [f"{REPORTED[0].upper()}{REPORTED[1:]}."], table=(
-            ["model", "description", "reported test acc", "reported params", "exact params"], body)))
+            ["model", "description", "reported test acc", "reported params", "exact params", "exact MACs"], body)))
     return out
 
 
