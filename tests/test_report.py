@@ -591,7 +591,7 @@ def test_retrained_networks_beside_their_search_and_table_1(tmp_path, synthetic)
 
 def render(out: Path, png: Path) -> dict:
     result = subprocess.run([sys.executable, str(Path(render_report.__file__)), str(out), "--out", str(png),
-                             "--height", "4200"], capture_output=True, text=True, timeout=180)
+                             "--height", "6000"], capture_output=True, text=True, timeout=180)
     assert result.returncode in (0, 1), result.stderr
     stats = json.loads(result.stdout.strip().splitlines()[-1])
     return {**stats, "rc": result.returncode}
@@ -665,7 +665,7 @@ def test_real_study_report(real):
 def test_real_study_report_renders(real, tmp_path):
     _, out, _ = real
     stats = render(out, tmp_path / "real.png")
-    assert stats["rc"] == 0 and stats["ok"]
+    assert stats["rc"] == 0 and stats["ok"], stats
 
 
 def test_best_shows_the_baseline_and_the_pruner_trust(tmp_path, capsys):
