@@ -11,6 +11,7 @@ validation accuracy each epoch to the pruner, and keep its best checkpoint as an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -44,9 +45,11 @@ def run_search(settings: SearchSettings, view: Quiet | None = None) -> optuna.St
     plan = Plan.of(settings)
     if settings.device == "auto" and plan.device.type == "cpu":
         raise UserError(cpu_refusal(plan))
-    storage = open_storage(settings.storage, settings.heartbeat, retry_s=settings.storage_retry)
+    # The data before the storage: a refusal of the data (found only as it is decoded) leaves no
+    # database behind, and a decode is cached, so the next run does not pay it again.
     data = load_cifar10(settings.data, val_size=settings.val_size, limit_train=settings.limit_train,
                         seed=settings.seed, classes=plan.classes)
+    storage = open_storage(settings.storage, settings.heartbeat, retry_s=settings.storage_retry, create=True)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial replaces Optuna's
     deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
 
@@ -156,15 +159,22 @@ def create_or_load(storage, plan: Plan, data: Cifar10, enqueue: list[tuple[dict,
         refuse_mixed_settings(study, given)
         return study, False
     s = plan.settings
-    record.write_study(
-        study, budget=plan.budget, space_file=str(plan.space.path), space=plan.space.space,
-        recipe_space=given["recipe"], artifact_dir=str(plan.outputs.artifacts.resolve()), split_seed=s.seed,
-        table_1=table_1_rows(), data_root=data.root, dataset=data.name, val_size=s.val_size,
-        limit_train=s.limit_train, stage=plan.stage,
-    )
-    for params, attrs in enqueue:
-        study.enqueue_trial(params, user_attrs=attrs)
-    record.write_study(study, settings=given)  # last: other workers wait for it before their first trial
+    try:
+        record.write_study(
+            study, budget=plan.budget, space_file=str(plan.space.path), space=plan.space.space,
+            recipe_space=given["recipe"], artifact_dir=str(plan.outputs.artifacts.resolve()), split_seed=s.seed,
+            table_1=table_1_rows(), data_root=data.root, dataset=data.name, val_size=s.val_size,
+            limit_train=s.limit_train, stage=plan.stage,
+        )
+        for params, attrs in enqueue:
+            study.enqueue_trial(params, user_attrs=attrs)
+        record.write_study(study, settings=given)  # last: other workers wait for it before their first trial
+    except BaseException:
+        # Stopped half-made (Ctrl-C, an error): unmade, so that the next run creates it whole
+        # instead of waiting for settings that never come. A storage gone cannot be cleaned.
+        with contextlib.suppress(Exception):
+            optuna.delete_study(study_name=plan.study, storage=storage)
+        raise
     return study, True
 
 
@@ -181,7 +191,10 @@ def refuse_mixed_settings(study: optuna.Study, given: dict, wait_s: float = 60) 
         raise StudyError(f"study {study.study_name!r} records no settings (made by an older version, or its "
                          "creator died while creating it); start a new --study name")
     for key, flag in record.SETTING_FLAGS.items():
-        if recorded.settings.get(key) != given[key]:
+        was, now = recorded.settings.get(key), given[key]
+        if key == "dataset" and isinstance(was, str):  # the same data is the same fingerprint (after #),
+            was, now = was.rpartition("#")[2], now.rpartition("#")[2]  # by whichever folder name
+        if was != now:
             was, now = (_shown(v) for v in (recorded.settings.get(key), given[key]))
             raise StudyError(f"study {study.study_name!r} was run with {flag} {was}, not {now}: its trials would "
                              "not compare; resume it with the same setting, or pass a new --study NAME")
