@@ -95,11 +95,14 @@ def optimize(study: optuna.Study, plan: Plan, data: Cifar10, view: Quiet, deadli
              f"validation images; device {plan.device}")
     while record.trained_count(study) < s.trials:
         try:
+            wait_for_running(study, s.trials, s.heartbeat, deadline)
             with view.watch(study, s.trials):
                 study.optimize(objective, callbacks=[objective.enough, view.on_trial], gc_after_trial=True,
                                timeout=None if deadline is None else max(0.0, deadline - time.monotonic()),
                                catch=(torch.cuda.OutOfMemoryError, SurplusTrial))
-            break
+            if objective.gave_up or (deadline is not None and time.monotonic() >= deadline):
+                break
+            # Else stopped as surplus with the study short: what the running trials leave is trained next.
         except KeyboardInterrupt:
             view.log("interrupted: the running trial is recorded as failed and its checkpoint kept; "
                      "run the same command again to resume it and continue the study")
@@ -119,6 +122,19 @@ def optimize(study: optuna.Study, plan: Plan, data: Cifar10, view: Quiet, deadli
         refresh_report(study, plan.outputs.reports, view.log)
         raise UserError(objective.gave_up)
     return study
+
+
+def wait_for_running(study: optuna.Study, total: int, heartbeat_s: int, deadline: float | None) -> None:
+    """Wait while the trials running fill what the study lacks: for them to finish, or, a dead
+    worker's, for their heartbeats to go stale, when Optuna fails them and queues their retries
+    (a rerun at once after a kill finds its trial still RUNNING). No worker leaves a study short."""
+    while deadline is None or time.monotonic() < deadline:
+        trials = record.records(study, states=(*record.FINISHED, TrialState.RUNNING))
+        trained = sum(r.counts_as_trained for r in trials)
+        if trained >= total or trained + sum(r.state == "RUNNING" for r in trials) < total:
+            return
+        time.sleep(heartbeat_s)
+        optuna.storages.fail_stale_trials(study)
 
 
 def strategy(plan: Plan) -> tuple[optuna.samplers.BaseSampler, optuna.pruners.BasePruner]:
