@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -96,7 +98,7 @@ def optimize(study: optuna.Study, plan: Plan, data: Cifar10, view: Quiet, deadli
     while record.trained_count(study) < s.trials:
         try:
             wait_for_running(study, s.trials, s.heartbeat, deadline)
-            with view.watch(study, s.trials):
+            with view.watch(study, s.trials), objective.ctrl_c:
                 study.optimize(objective, callbacks=[objective.enough, view.on_trial], gc_after_trial=True,
                                timeout=None if deadline is None else max(0.0, deadline - time.monotonic()),
                                catch=(torch.cuda.OutOfMemoryError, SurplusTrial))
@@ -133,7 +135,7 @@ def wait_for_running(study: optuna.Study, total: int, heartbeat_s: int, deadline
         trained = sum(r.counts_as_trained for r in trials)
         if trained >= total or trained + sum(r.state == "RUNNING" for r in trials) < total:
             return
-        time.sleep(heartbeat_s)
+        time.sleep(min(heartbeat_s, 5))  # a finished trial is seen within 5 s, a stale one within a beat
         optuna.storages.fail_stale_trials(study)
 
 
@@ -230,15 +232,61 @@ class SurplusTrial(Exception):
     """Several workers asked for trials at once and this one is past the study's total."""
 
 
+class CtrlC:
+    """Ctrl-C while trials run: KeyboardInterrupt is raised once, inside a trial's own code,
+    where the objective records the trial as interrupted. Anywhere else (Optuna recording a
+    trial, where an interrupt leaves `updated_state` unset; a finaliser the garbage collector
+    runs, where Python prints "Exception ignored" and goes on) it is kept, and the search stops
+    at the next trial's start or epoch's end."""
+
+    def __init__(self):
+        self.pending, self.armed, self.previous = False, False, None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # only there can signals be caught
+            self.previous = signal.signal(signal.SIGINT, self._caught)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+        if self.pending and exc[0] is None:
+            raise KeyboardInterrupt
+
+    def _caught(self, signum, frame) -> None:
+        self.pending = True
+        if self.armed:
+            self.armed = False
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def arm(self):
+        """Where Ctrl-C is raised at once: the trial's own code."""
+        self.armed = True
+        try:
+            self.check()
+            yield
+        finally:
+            self.armed = False
+
+    def check(self) -> None:
+        if self.pending:
+            self.armed = False
+            raise KeyboardInterrupt
+
+
 class Objective:
     def __init__(self, study: optuna.Study, plan: Plan, data: Cifar10, view: Quiet):
         self.study, self.plan, self.data, self.view = study, plan, data, view
         self.store = open_artifact_store(plan.outputs.artifacts)
         self.rejected_in_a_row, self.gave_up = 0, None
+        self.ctrl_c = CtrlC()
 
     def __call__(self, trial: optuna.Trial) -> float:
         try:
-            return self._run(trial)
+            with self.ctrl_c.arm():
+                return self._run(trial)
         except KeyboardInterrupt:
             record.write_failed(trial, "interrupted (Ctrl-C); its checkpoint is kept to resume from")
             raise
@@ -252,6 +300,8 @@ class Objective:
     def enough(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """Stop once the study holds its trained trials; rejected proposals take no place, but a
         long run of them means nothing in the space fits, and the search gives up saying so."""
+        if self.ctrl_c.pending:
+            study.stop()
         r = record.TrialRecord.of(trial)
         self.rejected_in_a_row = self.rejected_in_a_row + 1 if r.rejected else 0
         if self.rejected_in_a_row >= GIVE_UP_AFTER:
@@ -308,6 +358,7 @@ class Objective:
             record.write_resumed(trial, first_run, len(resumed))
 
         def report(e):
+            self.ctrl_c.check()  # a Ctrl-C a finaliser swallowed
             curve.append(e.val_acc)
             seconds.append(e.seconds)
             losses.append(e.loss)

@@ -1,6 +1,7 @@
 """Faults a long search meets: Ctrl-C while a study is being created, a worker killed and the
 same command run again at once (issue: faults)."""
 
+import random
 import signal
 import time
 
@@ -49,7 +50,7 @@ def test_a_rerun_at_once_after_a_kill_trains_every_trial(tmp_path):
     not stale yet). The rerun waits for it to go stale, trains its retry from the checkpoint, and
     exits 0 only with the study whole, recording no surplus trial."""
     storage = f"sqlite:///{tmp_path}/studies/resnet-search.db"
-    flags = ("--no-baseline", "--heartbeat", "1")
+    flags = ("--no-baseline", "--heartbeat", "10")  # a grace of 30 s: the rerun starts within it
     first = worker(tmp_path, storage, "killed", *flags, trials=1, epochs=8, limit=2000)
     victim = wait_for_epoch(storage, "killed", 1)
     first.send_signal(signal.SIGKILL)
@@ -62,3 +63,23 @@ def test_a_rerun_at_once_after_a_kill_trains_every_trial(tmp_path):
     [retry] = [t for t in trials if t.state in FINISHED]
     assert retry.system_attrs.get("failed_trial") == victim.number and retry.user_attrs["resumed_from_epoch"] >= 1
     assert not any("surplus" in t.user_attrs.get("fail_reason", "") for t in trials)
+
+
+def test_ctrl_c_at_random_moments_always_ends_the_run(tmp_path):
+    """Ctrl-C, twice in quick succession, at seeded random moments while short trials run:
+    every run ends with exit 130 and no traceback, and leaves no trial RUNNING (Optuna's own
+    recording of a trial, or a finaliser, used to take the interrupt and go on)."""
+    rng = random.Random(0)
+    storage = f"sqlite:///{tmp_path}/studies/resnet-search.db"
+    for attempt in range(3):
+        w = worker(tmp_path, storage, "sigints", "--no-baseline", trials=200, epochs=3, limit=100)
+        wait_for_epoch(storage, "sigints", 1)
+        time.sleep(rng.uniform(0, 2))
+        for _ in range(2):
+            w.send_signal(signal.SIGINT)
+            time.sleep(rng.uniform(0, 0.05))
+        out, err = w.communicate(timeout=60)
+        assert w.returncode == 130, (attempt, err)
+        assert not any(s in err for s in ("Traceback", "Error", "Exception ignored")), (attempt, err)
+        running = optuna.load_study(study_name="sigints", storage=storage).get_trials(states=(TrialState.RUNNING,))
+        assert not running, (attempt, running)
