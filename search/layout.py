@@ -54,7 +54,7 @@ def writable_folder(path: Path, what: str) -> Path:
         if p.is_dir():
             return path
         if p.exists() or p.is_symlink():
-            raise UserError(f"{what} {path}: {p} is not a folder")
+            raise UserError(f"{what} {path} is not a folder" if p == path else f"{what} {path}: {p} is not a folder")
     return path
 
 

@@ -108,7 +108,7 @@ class Plan:
         if not fits(smallest, budget):
             raise UserError(f"space file {space.path}: its smallest network, {smallest.summary()}, has "
                             f"{count(smallest).params:,} params, not under the budget of {budget:,}: nothing "
-                            "in the space fits; raise --budget or narrow the space")
+                            "in this space fits; raise --budget or narrow the space")
         recipe, params = space.center_recipe(settings.epochs)
         baseline = baseline_for(budget, space.space["classes"]) if settings.baseline else None
         return cls(settings, space, budget, recipe, params, baseline, outputs, device)

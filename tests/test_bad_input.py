@@ -156,8 +156,8 @@ CASES = [
     # study-file values that pass the type check but no network or recipe survives
     (["run", "--study", "new", *QUICK, "--space", "{cwd}/growth-huge.toml"], "1e+308 must be between 1 and 16"),
     (["run", "--study", "new", *QUICK, "--space", "{cwd}/growth-1e10.toml"], "must be between 1 and 16"),
-    (["run", "--study", "new", *QUICK, "--space", "{cwd}/wide-floor.toml"], "nothing in the space fits"),
-    (["run", "--study", "new", *QUICK, "--budget", "100"], "nothing in the space fits"),
+    (["run", "--study", "new", *QUICK, "--space", "{cwd}/wide-floor.toml"], "nothing in this space fits"),
+    (["run", "--study", "new", *QUICK, "--budget", "100"], "nothing in this space fits"),
     (["run", "--study", "new", *QUICK, "--space", "{cwd}/crop.toml"], "crop_padding must be in [0, 32]"),
     # numbers with a limit
     (["run", "--study", "new", *QUICK, "--seed", "-1"], "seed -1 must be between 0 and 4294967295"),
