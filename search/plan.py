@@ -6,8 +6,10 @@
 The plan holds what the settings and the study file imply together (the budget, the recipe the
 baseline trains under and its epochs, the classes, the baseline, the output folders, the
 device). The search, its objective and its final stage read the plan; nothing works a setting
-out a second time. Building a plan reads the study file and checks the device, nothing else:
-no storage is opened and no image decoded.
+out a second time. Building a plan reads the study file and checks every setting it can alone
+(the seed, the heartbeat, the output folders, the device and whether the budget fits its
+memory, whether the space's smallest network fits the budget), nothing else: no storage is
+opened, no folder made and no image decoded.
 """
 
 from __future__ import annotations

@@ -238,3 +238,11 @@ def test_an_unreadable_class_folder_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(data.os, "scandir", refuse)
     with pytest.raises(data.DataError, match="cannot read .*dog: Permission denied"):
         data.load_cifar10(tmp_path)
+
+
+def test_a_refusal_in_a_new_folder_leaves_nothing_behind(cwd, tmp_path):
+    """Refused as its images are decoded (the last check), a first run leaves no empty database,
+    no studies/ folder and no cache: the data is read before the storage is opened."""
+    line = assert_user_error(run_cli("run", "--study", "new", *QUICK, "--data", cwd / "corrupt", "--val-size", "2",
+                                     "--limit-train", "8", cwd=tmp_path, env=cache_env(tmp_path)))
+    assert "broken.jpg" in line and not list(tmp_path.iterdir())
