@@ -341,10 +341,13 @@ def fit_depth(narrowest, blocks: tuple[int, ...], conv: tuple[int, ...], skip: t
     def scaled(m: int) -> tuple[int, ...]:
         return tuple(max(few, -(-b * m // top)) for b in blocks)
 
-    m = top
-    while m > 1 and not ok(scaled(m), conv, skip):
-        m -= 1
-    return scaled(m), tuple(conv), tuple(skip)
+    # The largest m that fits (1 if none): counts grow with m, so a bisection finds it in ~log2(top)
+    # counts, where stepping down one at a time would never end for blocks = {high = 10**18}.
+    low, high = 1, top + 1  # ok at low or low is 1; never ok at high
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if ok(scaled(mid), conv, skip) else (low, mid)
+    return scaled(low), tuple(conv), tuple(skip)
 
 
 def widest_first_channels(make, target: float, budget: int, floor: int) -> int:

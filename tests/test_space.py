@@ -188,6 +188,15 @@ def test_repair_is_a_fixed_function_of_the_drawn_values():
     assert count(ResNetSpec((6,) * 5, (8, 16, 32, 64, 128), 5, (1, 3, 3, 3, 3), 1)).params > 200_000
 
 
+def test_repair_of_an_enormous_draw_ends(tmp_path):
+    """blocks = {high = 10**18}: the repair bisects its block scale; stepping it down one at a
+    time never ended (issue: faults)."""
+    path = tmp_path / "huge.toml"
+    path.write_text("[space]\nstages = [3]\nblocks = {low = 1, high = 1000000000000000000}\n")
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(0)).ask()
+    assert fits(StudyFile.load(path).sample_spec(trial, 5_000_000), 5_000_000)
+
+
 def test_repair_keeps_stages_then_blocks_then_kernels():
     narrowest = lambda b, f, k: ResNetSpec(b, (8, 16, 32, 64, 128)[:len(b)], f, k, 4)  # noqa: E731
     least = {"stages": 3, "blocks": 1, "conv_kernel": 3, "skip_kernel": 1}
