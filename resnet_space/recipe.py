@@ -43,7 +43,7 @@ class Recipe:
             ("gamma", 0 < self.gamma <= 1, "must be in (0, 1]"),
             ("warmup", 0 <= self.warmup < 1, "must be in [0, 1)"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, "must be in [0, 1)"),
-            ("crop_padding", self.crop_padding >= 0, "must be >= 0"),
+            ("crop_padding", 0 <= self.crop_padding <= 32, "must be in [0, 32]"),  # past 32 a crop sees only padding
             ("grayscale", 0 <= self.grayscale <= 1, "is a probability in [0, 1]"),
             ("cutout", 0 <= self.cutout <= 32, "must be in [0, 32]"),
         ]

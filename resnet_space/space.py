@@ -38,6 +38,9 @@ KERNEL_KEYS = {"conv_kernel", "skip_kernel"}
 RECIPE_KEYS = set(Recipe().to_dict())
 LIST_VALUED_RECIPE_KEYS = {"milestones"}
 TOP_LEVEL_KEYS = {"budget", "macs_budget", "space", "recipe", "description"}
+# C_i+1 / C_i: the report's networks double. Past 16 the first stages are a rounding error
+# beside the last, and far past it the widths overflow (1e308 ** 2 is infinite).
+MAX_GROWTH = 16
 
 
 class SpaceError(UserError, ValueError):
@@ -107,8 +110,8 @@ def _check_space_option(key: str, value) -> None:
     if key in ("growth", "fill"):
         if not _is_number(value):
             raise SpaceError(f"{where}: {value!r} is not a finite number")
-        if key == "growth" and value < 1:
-            raise SpaceError(f"{where}: {value!r} must be at least 1 (C_i+1 / C_i)")
+        if key == "growth" and not 1 <= value <= MAX_GROWTH:
+            raise SpaceError(f"{where}: {value!r} must be between 1 and {MAX_GROWTH} (C_i+1 / C_i)")
         if key == "fill" and not 0 < value <= 1:
             raise SpaceError(f"{where}: {value!r} must be a fraction of the budget in (0, 1]")
         return
@@ -221,10 +224,8 @@ class StudyFile:
         step, floor = s["channel_step"], s["min_channels"]
 
         def make(c1: int, blocks=blocks, conv=conv, skip=skip) -> ResNetSpec:
-            # C_1 to the channel, the wider stages to channel_step: params grow with C_1 squared,
-            # so steps of 8 in C_1 would leave up to a third of a small budget unused.
-            widths = [c1] + [max(step, round(c1 * growth**i / step) * step) for i in range(1, len(blocks))]
-            return ResNetSpec(tuple(blocks), tuple(widths), tuple(conv), tuple(skip), pool, s["classes"])
+            return ResNetSpec(tuple(blocks), widths(c1, growth, len(blocks), step), tuple(conv), tuple(skip), pool,
+                              s["classes"])
 
         if "first_channels" in s:
             return make(suggest(trial, "first_channels", s["first_channels"]))
@@ -240,6 +241,21 @@ class StudyFile:
             on_repair(make(narrowest).summary())
         return make(widest_first_channels(lambda c1: make(c1, *depth), target, floor), *depth)
 
+    def smallest_specs(self) -> list[ResNetSpec]:
+        """The space's smallest network at each number of stages it allows: the least blocks,
+        kernels, growth and width, the largest pool (the smallest head). Counts are not monotone
+        in stages, so when none of these fits, nothing in the space does."""
+        s = self.space
+        least = {key: min(_options(f"[space] {key}", s[key]))
+                 for key in ("blocks", "conv_kernel", "skip_kernel", "growth", "first_channels", "min_channels")
+                 if key in s}
+        c1 = least.get("first_channels", least["min_channels"])
+        stages = _options("[space] stages", s["stages"])
+        counts = range(min(stages), max(stages) + 1) if _is_range(s["stages"]) else stages
+        return [ResNetSpec((least["blocks"],) * n, widths(c1, least["growth"], n, s["channel_step"]),
+                           (least["conv_kernel"],) * n, (1,) + (least["skip_kernel"],) * (n - 1),
+                           max(_options("[space] pool", s["pool"])), s["classes"]) for n in counts]
+
     def center_recipe(self, epochs: int | None = None) -> tuple[Recipe, dict]:
         """The recipe at the middle of every searched range (geometric for log ranges, first of
         choices), and the trial params that select it: what the seeded baseline trains under."""
@@ -247,6 +263,12 @@ class StudyFile:
 
     def sample_recipe(self, trial, epochs: int | None = None) -> Recipe:
         return sample_recipe(self.recipe, trial, epochs)
+
+
+def widths(c1: int, growth: float, stages: int, step: int) -> tuple[int, ...]:
+    """Stage widths: C_1 to the channel, the wider stages to channel_step. Params grow with C_1
+    squared, so steps of 8 in C_1 would leave up to a third of a small budget unused."""
+    return (c1,) + tuple(max(step, round(c1 * growth**i / step) * step) for i in range(1, stages))
 
 
 def sample_recipe(table: dict, trial, epochs: int | None = None) -> Recipe:
@@ -322,10 +344,13 @@ def fit_depth(narrowest, blocks: tuple[int, ...], conv: tuple[int, ...], skip: t
     def scaled(m: int) -> tuple[int, ...]:
         return tuple(max(few, -(-b * m // top)) for b in blocks)
 
-    m = top
-    while m > 1 and not ok(scaled(m), conv, skip):
-        m -= 1
-    return scaled(m), tuple(conv), tuple(skip)
+    # The largest m that fits (1 if none): counts grow with m, so a bisection finds it in ~log2(top)
+    # counts, where stepping down one at a time would never end for blocks = {high = 10**18}.
+    low, high = 1, top + 1  # ok at low or low is 1; never ok at high
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if ok(scaled(mid), conv, skip) else (low, mid)
+    return scaled(low), tuple(conv), tuple(skip)
 
 
 def widest_first_channels(make, target: Budget, floor: int) -> int:

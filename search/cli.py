@@ -12,7 +12,8 @@ from resnet_space.errors import UserError
 from resnet_space.spec import parse_int_list
 
 from .layout import (DEFAULT_ARTIFACTS, DEFAULT_FINALISTS, DEFAULT_SPACE, DEFAULT_STORAGE, DEFAULT_STORAGE_RETRY_S,
-                     DEFAULT_STUDY, DEFAULT_TRIALS, DEFAULT_VAL_SIZE, HEARTBEAT_S, Outputs, shipped_spaces)
+                     DEFAULT_STUDY, DEFAULT_TRIALS, DEFAULT_VAL_SIZE, HEARTBEAT_S, Outputs, shipped_spaces,
+                     study_name, writable_folder)
 
 
 class Parser(argparse.ArgumentParser):
@@ -55,12 +56,6 @@ def positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{text} must be a positive number")
     return value
-
-
-def study_name(text: str) -> str:
-    if not text.strip() or len(text) > 512 or not text.isprintable():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a study name (1 to 512 printable characters)")
-    return text
 
 
 def spec_from_flags(args) -> ResNetSpec:
@@ -154,14 +149,13 @@ def cmd_best(args) -> int:
     import optuna
 
     from .console import print_best, print_front
+    from .export import export_folder
     from .record import winner
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    out = Path(args.export) if args.export else None
-    if args.trial is not None and out is None:
+    if args.trial is not None and not args.export:
         raise UserError(f"--trial {args.trial} names the trial to export: give --export DIR with it")
-    if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"export path {out} exists and is not an empty directory; choose a new one")
+    out = export_folder(Path(args.export)) if args.export else None
     study = open_study(args)
     found = winner(study)
     if found is None:
@@ -191,8 +185,7 @@ def cmd_report(args) -> int:
     study = open_study(args)
     recorded = StudyRecord.of(study)
     out = Path(args.out) if args.out else Outputs(Path(recorded.artifact_dir or DEFAULT_ARTIFACTS), study.study_name).reports
-    if out.exists() and not out.is_dir():
-        raise UserError(f"report path {out} is a file, not a folder")
+    writable_folder(out, "report folder")
     numbers = write_report(study, out, top=args.top)
     if not args.no_attach and recorded.artifact_dir:
         attach_to_study(study, out)
@@ -208,6 +201,8 @@ def cmd_dashboard(args) -> int:
     from .record import StudyRecord
     from .storage import open_artifact_store
 
+    if args.port > 65535:
+        raise UserError(f"port {args.port} is not a TCP port (1 to 65535)")
     study = open_study(args)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store = open_artifact_store(StudyRecord.of(study).artifact_dir or args.artifacts)

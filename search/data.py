@@ -8,6 +8,7 @@ user's cache dir, never in the data dir, which may be read-only.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -72,7 +73,14 @@ class Cifar10:
 
 
 def _is_image_folder(root: Path) -> bool:
-    return (root / "train").is_dir() and (root / "test").is_dir()
+    """Whether root is an image folder; one with train/ or test/ but not both is refused, never
+    taken for torchvision's layout (which would download CIFAR-10 into it)."""
+    train, test = (root / "train").is_dir(), (root / "test").is_dir()
+    if train != test:
+        have, lack = ("train", "test") if train else ("test", "train")
+        raise DataError(f"{root} has {have}/ but no {lack}/: an image folder needs both, "
+                        f"train/<class>/ and test/<class>/")
+    return train
 
 
 def _decode(path: Path) -> torch.Tensor:
@@ -90,19 +98,26 @@ def _list_image_folder(split_dir: Path) -> tuple[list[Path], list[int], list[str
     """Every image under split_dir/<class>/ with its label, and the class names. Anything else
     in a class folder is an error, found before a single image is decoded; hidden files and
     folders (.DS_Store, .ipynb_checkpoints) are not data and are skipped."""
-    classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    try:
+        classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    except OSError as e:
+        raise DataError(f"cannot read {split_dir}: {e.strerror or e}") from None
     if len(classes) < 2:
         raise DataError(f"{split_dir} needs one folder per class (train/<class>/*.jpg), found {len(classes)}")
     files, labels = [], []
     for label, name in enumerate(classes):
         class_dir = split_dir / name
-        entries = sorted((e for e in os.scandir(class_dir) if not e.name.startswith(".")), key=lambda e: e.name)
+        try:  # a folder that cannot be listed, or a link to nowhere (a loop) in it
+            entries = sorted((e for e in os.scandir(class_dir) if not e.name.startswith(".")), key=lambda e: e.name)
+            stray = next((e for e in entries if not e.is_file() or Path(e.name).suffix.lower() not in IMAGE_SUFFIXES),
+                         None)
+        except OSError as e:
+            raise DataError(f"cannot read {e.filename or class_dir}: {e.strerror or e}") from None
         if not entries:
             raise DataError(f"class folder {class_dir} has no images; add its images or remove the folder")
-        for entry in entries:
-            if not entry.is_file() or Path(entry.name).suffix.lower() not in IMAGE_SUFFIXES:
-                raise DataError(f"{class_dir / entry.name} is not an image ({', '.join(sorted(IMAGE_SUFFIXES))}); "
-                                f"move it out of {class_dir}")
+        if stray is not None:
+            raise DataError(f"{class_dir / stray.name} is not an image ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+                            f"move it out of {class_dir}")
         files += [class_dir / e.name for e in entries]
         labels += [label] * len(entries)
     return files, labels, classes
@@ -118,7 +133,7 @@ def _fingerprint(split_dir: Path, files: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _read_image_folder(split_dir: Path, files: list[Path], labels: list[int], log=None) -> ImageSet:
+def _read_image_folder(split_dir: Path, files: list[Path], labels: list[int], status=None) -> ImageSet:
     """The listed images decoded, or read back from the cache written when they were last decoded."""
     cache = cache_root() / "decoded" / f"{split_dir.name}-{_fingerprint(split_dir, files)}.pt"
     if cache.exists():
@@ -127,9 +142,9 @@ def _read_image_folder(split_dir: Path, files: list[Path], labels: list[int], lo
             return ImageSet(saved["images"], saved["labels"])
         except Exception:  # a torn cache is rebuilt, never trusted
             cache.unlink(missing_ok=True)
-    if log is not None:  # the first decode of a large folder takes a while: say so before it starts
-        log(f"decoding {len(files):,} images of {split_dir} (cached in {cache.parent} for later runs)")
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+    shown = f"decoding {len(files):,} images of {split_dir} (cached in {cache.parent} for later runs)"
+    with status(shown) if status else contextlib.nullcontext(), \
+            ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
         images = torch.stack(list(pool.map(_decode, files, chunksize=256)))
     result = ImageSet(images, torch.tensor(labels, dtype=torch.int64))
     try:
@@ -175,14 +190,18 @@ def stratified_order(labels: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 def load_cifar10(root=None, *, val_size: int = DEFAULT_VAL_SIZE, limit_train: int | None = None, seed: int = 0,
-                 download: bool = True, classes: int | None = None, log=None) -> Cifar10:
+                 download: bool = True, classes: int | None = None, status=None) -> Cifar10:
     """Train/validation/test splits. The validation split is carved from training images
     (seeded, stratified) and is what a search optimises; test is kept for the final evaluation.
     With `classes` (the networks' outputs), data with another number of classes is refused, for
-    an image folder before a single image is decoded. `log` hears of a decode before it starts."""
+    an image folder before a single image is decoded. status(message), a context manager (a
+    spinner on a terminal), is held while images are decoded, which takes a while the first time."""
+    named = root or os.environ.get(DATA_ENV)  # only the default in the user cache is made (downloaded)
     root = Path(root) if root else default_data_root()
     if root.exists() and not root.is_dir():
         raise DataError(f"data path {root} is not a directory")
+    if named and not root.exists():
+        raise DataError(f"data path {root} does not exist")
     if _is_image_folder(root):
         # Both splits are listed and checked before either is decoded, which takes minutes.
         train_files, train_labels, names = _list_image_folder(root / "train")
@@ -193,19 +212,16 @@ def load_cifar10(root=None, *, val_size: int = DEFAULT_VAL_SIZE, limit_train: in
             raise DataError(f"{root}/train and {root}/test need the same class folders; only in train: {only_train}; "
                             f"only in test: {only_test}")
         check_classes(root, classes, found=names)
-        full_train = _read_image_folder(root / "train", train_files, train_labels, log)
-        test = _read_image_folder(root / "test", test_files, test_labels, log)
+        check_sizes(len(train_files), val_size, limit_train)
+        full_train = _read_image_folder(root / "train", train_files, train_labels, status)
+        test = _read_image_folder(root / "test", test_files, test_labels, status)
         jpeg = any(f.suffix.lower() in {".jpg", ".jpeg"} for f in train_files)
         name = f"{root.name} (image folder{', JPEG' if jpeg else ''})"
     else:
         full_train, test, names = _read_torchvision(root, download)
         check_classes(root, classes, found=names)
+        check_sizes(len(full_train), val_size, limit_train)
         name = "CIFAR-10"
-    if not 0 < val_size < len(full_train):
-        raise DataError(f"validation size {val_size} must be between 1 and {len(full_train) - 1}")
-    if limit_train is not None and not 0 < limit_train <= len(full_train) - val_size:
-        raise DataError(f"training limit {limit_train} must be between 1 and the {len(full_train) - val_size:,} "
-                        "training images left after the validation split")
     digest = hashlib.sha1()
     for part in (full_train.images, full_train.labels, test.images, test.labels):
         digest.update(part.contiguous().numpy().tobytes())
@@ -213,6 +229,15 @@ def load_cifar10(root=None, *, val_size: int = DEFAULT_VAL_SIZE, limit_train: in
     train_index = order[val_size:] if limit_train is None else order[val_size:val_size + limit_train]
     return Cifar10(full_train.subset(train_index), full_train.subset(order[:val_size]), test, names, name,
                    str(root), digest.hexdigest()[:16])
+
+
+def check_sizes(images: int, val_size: int, limit_train: int | None) -> None:
+    """Refuse a validation split or training limit the training images cannot hold."""
+    if not 0 < val_size < images:
+        raise DataError(f"validation size {val_size} must be between 1 and {images - 1}")
+    if limit_train is not None and not 0 < limit_train <= images - val_size:
+        raise DataError(f"training limit {limit_train} must be between 1 and the {images - val_size:,} "
+                        "training images left after the validation split")
 
 
 def check_classes(root: Path, classes: int | None, *, found: list[str]) -> None:

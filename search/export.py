@@ -19,6 +19,7 @@ from resnet_space import ResNetSpec, count
 from resnet_space.errors import UserError
 
 from .data import CIFAR10_MEAN, CIFAR10_STD, DataError, load_cifar10
+from .layout import writable_folder
 from .record import StudyRecord, TrialRecord, write_exported
 from .storage import open_artifact_store
 from .train import evaluate, load_model, portable_state_dict
@@ -73,6 +74,13 @@ def exportable_trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTri
     return trial
 
 
+def export_folder(out: Path) -> Path:
+    """`out` if an export can be written there: a new or empty folder, not under a file."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ExportError(f"export path {out} exists and is not an empty directory; choose a new one")
+    return writable_folder(out, "export path")
+
+
 def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: Path, data_root=None,
                  search: optuna.Study | None = None) -> dict:
     """Export the trial of `study` (a search, or its final stage) to out, scored once on the test
@@ -83,7 +91,7 @@ def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: Path
     model = load_trial_model(study, trial)
     try:
         data = load_cifar10(data_root or recorded.data_root, val_size=recorded.val_size, seed=recorded.split_seed,
-                            download=False)
+                            download=False, classes=spec.classes)
     except DataError as e:
         raise ExportError(f"test set unavailable ({e})") from None
     tta = r.recipe.get("flip_tta", False)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from resnet_space.errors import UserError
+
 DEFAULT_STUDY = "resnet-search"
 DEFAULT_STORAGE = "sqlite:///studies/resnet-search.db"
 DEFAULT_ARTIFACTS = "studies/artifacts"
@@ -39,6 +41,26 @@ def resolve_space(name: str) -> Path:
     return Path(str(shipped)) if shipped.is_file() else path
 
 
+def study_name(text: str) -> str:
+    """`text` if it can name a study. The study's folders are named after it, so it is a plain
+    name: never a path (a / or \\ would put its report and checkpoints outside their folders)."""
+    if (not text.strip() or len(text) > 512 or not text.isprintable() or "/" in text or "\\" in text
+            or text in (".", "..")):
+        raise UserError(f"{text!r} is not a study name (1 to 512 printable characters, no / or \\, not . or ..)")
+    return text
+
+
+def writable_folder(path: Path, what: str) -> Path:
+    """`path` if it is a folder or can be made one, checked before anything is written: refused
+    where a file (or a broken link) stands at it or above it."""
+    for p in (path, *path.parents):
+        if p.is_dir():
+            return path
+        if p.exists() or p.is_symlink():
+            raise UserError(f"{what} {path} is not a folder" if p == path else f"{what} {path}: {p} is not a folder")
+    return path
+
+
 @dataclass(frozen=True)
 class Outputs:
     """A study's folders beside its artifact store: artifacts/ (kept checkpoints and plots, shared
@@ -47,6 +69,11 @@ class Outputs:
 
     artifacts: Path
     study: str
+
+    def __post_init__(self):
+        study_name(self.study)
+        writable_folder(self.checkpoints, "checkpoint folder")
+        writable_folder(self.reports, "report folder")
 
     @property
     def checkpoints(self) -> Path:

@@ -50,6 +50,11 @@ class Quiet:
         """A context entered around each stretch of optimisation of a stage of `total` trials."""
         return contextlib.nullcontext()
 
+    def status(self, message: str):
+        """A context held through a long wait before the trials (decoding images): shown while it
+        lasts where a terminal shows it, never a line of the log (a refusal stays one line)."""
+        return contextlib.nullcontext()
+
     def on_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         r = record.TrialRecord.of(trial)
         said = " ".join(x for x in (f"{r.value:.2%}" if r.value is not None else "", r.prune_reason or r.fail_reason) if x)
@@ -78,6 +83,11 @@ class LiveView(Quiet):
             self.progress.status = line
             self.progress.update(self.task, completed=min(record.trained_count(self.study), self.total))
         return line
+
+    def status(self, message: str):
+        if self.console is not None and self.console.is_terminal:
+            return self.console.status(message)
+        return super().status(message)
 
     def log(self, message: str) -> None:
         if self.console is not None and self.console.is_terminal:  # to a file, whole lines

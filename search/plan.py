@@ -6,8 +6,10 @@
 The plan holds what the settings and the study file imply together (the budget, the recipe the
 baseline trains under and its epochs, the classes, the baseline, the output folders, the
 device). The search, its objective and its final stage read the plan; nothing works a setting
-out a second time. Building a plan reads the study file and checks the device, nothing else:
-no storage is opened and no image decoded.
+out a second time. Building a plan reads the study file and checks every setting it can alone
+(the seed, the heartbeat, the output folders, the device and whether the budget fits its
+memory, whether the space's smallest network fits the budget), nothing else: no storage is
+opened, no folder made and no image decoded.
 """
 
 from __future__ import annotations
@@ -18,13 +20,22 @@ from pathlib import Path
 
 import torch
 
-from resnet_space import MODEL_1, Budget, Recipe, ResNetSpec, baseline_spec, count
+from resnet_space import MODEL_1, Budget, Recipe, ResNetSpec, baseline_spec, count, fits
+from resnet_space.errors import UserError
 from resnet_space.space import StudyFile
 
 from .layout import (DEFAULT_ARTIFACTS, DEFAULT_FINALISTS, DEFAULT_SPACE, DEFAULT_STORAGE, DEFAULT_STORAGE_RETRY_S,
                      DEFAULT_STUDY, DEFAULT_TRIALS, DEFAULT_VAL_SIZE, FINAL_STAGE_SUFFIX, HEARTBEAT_S, Outputs,
                      resolve_space)
-from .train import resolve_device
+from .storage import open_artifact_store
+from .train import device_memory, resolve_device
+
+MAX_SEED = 2**32 - 1
+MAX_HEARTBEAT_S = 3600  # past an hour, a dead worker's trial would wait hours for its retry
+# Training holds float32 weights, their gradients and up to two optimizer moments (Adam): 16
+# bytes a parameter before any activation. A budget past the device's memory builds a network
+# the device cannot hold (the kernel kills the worker, leaving its trial RUNNING).
+BYTES_PER_PARAM = 16
 
 
 @dataclass
@@ -82,12 +93,31 @@ class Plan:
 
     @classmethod
     def of(cls, settings: SearchSettings) -> "Plan":
+        if not 0 <= settings.seed <= MAX_SEED:
+            raise UserError(f"seed {settings.seed} must be between 0 and {MAX_SEED} (numpy's seeds are 32-bit)")
+        if not 1 <= settings.heartbeat <= MAX_HEARTBEAT_S:
+            raise UserError(f"heartbeat {settings.heartbeat} s must be between 1 and {MAX_HEARTBEAT_S}: a dead "
+                            "worker's trial is retried after 3 of them")
+        open_artifact_store(settings.artifacts, create=False)  # a store kind that is not supported, refused now
+        outputs = Outputs(Path(settings.artifacts), settings.study)
         space = StudyFile.load(resolve_space(str(settings.space)))
         budget = Budget(settings.budget or space.budget.params, settings.macs_budget or space.budget.macs)
+        device = resolve_device(settings.device)
+        need, have = BYTES_PER_PARAM * budget.params, device_memory(device)
+        if need > have:
+            raise UserError(f"budget {budget.params:,} params: a network that size needs about {need / 2**30:,.0f} GiB "
+                            f"to train ({BYTES_PER_PARAM} bytes a parameter) but device {device} has "
+                            f"{have / 2**30:,.0f} GiB; lower the budget")
+        smallest = space.smallest_specs()
+        if not any(fits(spec, budget) for spec in smallest):
+            smallest = min(smallest, key=lambda spec: count(spec).params)
+            counts = count(smallest)
+            raise UserError(f"space file {space.path}: its smallest network, {smallest.summary()}, has "
+                            f"{counts.params:,} params and {counts.macs:,} MACs, not under the budget of {budget}: "
+                            "nothing in this space fits; raise the budget or narrow the space")
         recipe, params = space.center_recipe(settings.epochs)
         baseline = baseline_for(budget, space.space["classes"]) if settings.baseline else None
-        return cls(settings, space, budget, recipe, params, baseline,
-                   Outputs(Path(settings.artifacts), settings.study), resolve_device(settings.device))
+        return cls(settings, space, budget, recipe, params, baseline, outputs, device)
 
     @property
     def epochs(self) -> int:

@@ -37,7 +37,7 @@ from resnet_space.space import center_recipe
 
 from . import record
 from .data import Cifar10, ImageSet, load_cifar10
-from .layout import DEFAULT_ARTIFACTS, DEFAULT_STORAGE, Outputs, plural, save_atomic
+from .layout import DEFAULT_ARTIFACTS, DEFAULT_STORAGE, Outputs, plural, save_atomic, writable_folder
 from .train import Diverged, Epoch, completed_epochs, cpu_estimate_hours, evaluate, load_model, resolve_device, train
 
 
@@ -188,11 +188,12 @@ def _spec_target(study: optuna.Study, path: Path, epochs: int | None) -> Target:
 # ---------------------------------------------------------------- data and folders
 
 
-def full_training_data(recorded: record.StudyRecord, data_root=None) -> Cifar10:
+def full_training_data(recorded: record.StudyRecord, data_root=None, classes: int | None = None) -> Cifar10:
     """The study's data with its training and validation images together as the training set
-    (the study's --limit-train, if any, still applies) and no validation split."""
+    (the study's --limit-train, if any, still applies) and no validation split; data with other
+    than `classes` classes is refused."""
     data = load_cifar10(data_root or recorded.data_root, val_size=recorded.val_size,
-                        limit_train=recorded.limit_train, seed=recorded.split_seed, download=False)
+                        limit_train=recorded.limit_train, seed=recorded.split_seed, download=False, classes=classes)
     train_set = ImageSet(torch.cat([data.train.images, data.val.images]),
                          torch.cat([data.train.labels, data.val.labels]))
     empty = ImageSet(data.val.images[:0], data.val.labels[:0])
@@ -204,9 +205,7 @@ def run_folder(recorded: record.StudyRecord, target: Target, settings: RetrainSe
         out = Path(settings.out)
     else:
         out = Outputs(Path(recorded.artifact_dir or DEFAULT_ARTIFACTS), recorded.name).retrain / target.folder
-    if out.exists() and not out.is_dir():
-        raise RetrainError(f"retrain folder {out} is a file, not a folder")
-    return out / f"epochs-{target.recipe.epochs}"
+    return writable_folder(out, "retrain folder") / f"epochs-{target.recipe.epochs}"
 
 
 def _write_json(path: Path, value: dict) -> None:
@@ -269,7 +268,7 @@ def retrain(settings: RetrainSettings, *, log: Callable[[str], None] = _log, pro
     spec, recipe, epochs = target.spec, target.recipe, target.recipe.epochs
     counts, recorded = count(spec), record.StudyRecord.of(study)
     run_dir = run_folder(recorded, target, settings)
-    data = full_training_data(recorded, settings.data)
+    data = full_training_data(recorded, settings.data, classes=spec.classes)
     device = resolve_device(settings.device)
     if settings.device == "auto" and device.type == "cpu":
         hours = cpu_estimate_hours(counts.macs, len(data.train), epochs)[0] * settings.seeds

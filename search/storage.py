@@ -13,7 +13,7 @@ import sqlalchemy
 
 from resnet_space.errors import UserError
 
-from .layout import FINAL_STAGE_SUFFIX, HEARTBEAT_S
+from .layout import FINAL_STAGE_SUFFIX, HEARTBEAT_S, writable_folder
 
 # Heartbeats and the stale-trial retry are marked experimental.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -37,15 +37,19 @@ class RDBStorage(optuna.storages.RDBStorage):
             pass  # the next beat tries again; the grace period spans three of them
 
 
-def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, retry_s: float = 0) -> optuna.storages.BaseStorage:
+def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, retry_s: float = 0,
+                 create: bool = False) -> optuna.storages.BaseStorage:
     """An RDB storage with heartbeats, so a trial whose worker died is failed and retried.
-    An unreachable server is retried with backoff for retry_s seconds before giving up."""
+    An unreachable server is retried with backoff for retry_s seconds before giving up. Only
+    with `create` is a missing SQLite file made (with its folder): reading never leaves one."""
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
         if str(path) not in ("", ":memory:"):
             if path.is_dir():
                 raise StudyError(f"storage {url}: {path} is a directory, not a database file")
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if not create and not path.is_file():
+                raise StudyError(f"storage {url}: no database file {path}; run `resnet-search run` first")
+            writable_folder(path.parent, "database folder").mkdir(parents=True, exist_ok=True)
     elif not url.startswith(("postgresql", "mysql")):
         raise StudyError(f"storage {url!r} is not an Optuna RDB URL (sqlite:///FILE or postgresql://USER@HOST/DB)")
     deadline, wait, schema_races = time.monotonic() + retry_s, 1.0, 0
@@ -130,6 +134,7 @@ def open_artifact_store(location: str | Path, create: bool = True) -> optuna.art
     location = str(location)
     if "://" in location:
         raise StudyError(f"artifact store {location!r}: only a folder is supported so far")
+    folder = writable_folder(Path(location), "artifact store")
     if create:
-        Path(location).mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     return optuna.artifacts.FileSystemArtifactStore(location)

@@ -12,10 +12,13 @@ validation accuracy each epoch to the pruner, and keep its best checkpoint as an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -48,9 +51,11 @@ def run_search(settings: SearchSettings, view: Quiet | None = None) -> optuna.St
     plan = Plan.of(settings)
     if settings.device == "auto" and plan.device.type == "cpu":
         raise UserError(cpu_refusal(plan))
-    storage = open_storage(settings.storage, settings.heartbeat, retry_s=settings.storage_retry)
+    # The data before the storage: a refusal of the data (found only as it is decoded) leaves no
+    # database behind, and a decode is cached, so the next run does not pay it again.
     data = load_cifar10(settings.data, val_size=settings.val_size, limit_train=settings.limit_train,
-                        seed=settings.seed, classes=plan.classes, log=view.log)
+                        seed=settings.seed, classes=plan.classes, status=view.status)
+    storage = open_storage(settings.storage, settings.heartbeat, retry_s=settings.storage_retry, create=True)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial replaces Optuna's
     deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
 
@@ -96,11 +101,14 @@ def optimize(study: optuna.Study, plan: Plan, data: Cifar10, view: Quiet, deadli
              f"validation images; device {plan.device}")
     while record.trained_count(study) < s.trials:
         try:
-            with view.watch(study, s.trials):
+            wait_for_running(study, s.trials, s.heartbeat, deadline)
+            with view.watch(study, s.trials), objective.ctrl_c:
                 study.optimize(objective, callbacks=[objective.enough, view.on_trial], gc_after_trial=True,
                                timeout=None if deadline is None else max(0.0, deadline - time.monotonic()),
                                catch=(torch.cuda.OutOfMemoryError, SurplusTrial))
-            break
+            if objective.gave_up or (deadline is not None and time.monotonic() >= deadline):
+                break
+            # Else stopped as surplus with the study short: what the running trials leave is trained next.
         except KeyboardInterrupt:
             view.log("interrupted: the running trial is recorded as failed and its checkpoint kept; "
                      "run the same command again to resume it and continue the study")
@@ -120,6 +128,19 @@ def optimize(study: optuna.Study, plan: Plan, data: Cifar10, view: Quiet, deadli
         refresh_report(study, plan.outputs.reports, view.log)
         raise UserError(objective.gave_up)
     return study
+
+
+def wait_for_running(study: optuna.Study, total: int, heartbeat_s: int, deadline: float | None) -> None:
+    """Wait while the trials running fill what the study lacks: for them to finish, or, a dead
+    worker's, for their heartbeats to go stale, when Optuna fails them and queues their retries
+    (a rerun at once after a kill finds its trial still RUNNING). No worker leaves a study short."""
+    while deadline is None or time.monotonic() < deadline:
+        trials = record.records(study, states=(*record.FINISHED, TrialState.RUNNING))
+        trained = sum(r.counts_as_trained for r in trials)
+        if trained >= total or trained + sum(r.state == "RUNNING" for r in trials) < total:
+            return
+        time.sleep(min(heartbeat_s, 5))  # a finished trial is seen within 5 s, a stale one within a beat
+        optuna.storages.fail_stale_trials(study)
 
 
 def strategy(plan: Plan) -> tuple[optuna.samplers.BaseSampler, optuna.pruners.BasePruner]:
@@ -160,16 +181,23 @@ def create_or_load(storage, plan: Plan, data: Cifar10, enqueue: list[tuple[dict,
         refuse_mixed_settings(study, given)
         return study, False
     s = plan.settings
-    record.write_study(
-        study, budget=plan.budget.params, macs_budget=plan.budget.macs, space_file=str(plan.space.path),
-        space=plan.space.space,
-        recipe_space=given["recipe"], artifact_dir=str(plan.outputs.artifacts.resolve()), split_seed=s.seed,
-        table_1=table_1_rows(), data_root=data.root, dataset=data.name, val_size=s.val_size,
-        limit_train=s.limit_train, stage=plan.stage,
-    )
-    for params, attrs in enqueue:
-        study.enqueue_trial(params, user_attrs=attrs)
-    record.write_study(study, settings=given)  # last: other workers wait for it before their first trial
+    try:
+        record.write_study(
+            study, budget=plan.budget.params, macs_budget=plan.budget.macs, space_file=str(plan.space.path),
+            space=plan.space.space,
+            recipe_space=given["recipe"], artifact_dir=str(plan.outputs.artifacts.resolve()), split_seed=s.seed,
+            table_1=table_1_rows(), data_root=data.root, dataset=data.name, val_size=s.val_size,
+            limit_train=s.limit_train, stage=plan.stage,
+        )
+        for params, attrs in enqueue:
+            study.enqueue_trial(params, user_attrs=attrs)
+        record.write_study(study, settings=given)  # last: other workers wait for it before their first trial
+    except BaseException:
+        # Stopped half-made (Ctrl-C, an error): unmade, so that the next run creates it whole
+        # instead of waiting for settings that never come. A storage gone cannot be cleaned.
+        with contextlib.suppress(Exception):
+            optuna.delete_study(study_name=plan.study, storage=storage)
+        raise
     return study, True
 
 
@@ -186,7 +214,10 @@ def refuse_mixed_settings(study: optuna.Study, given: dict, wait_s: float = 60) 
         raise StudyError(f"study {study.study_name!r} records no settings (made by an older version, or its "
                          "creator died while creating it); start a new --study name")
     for key, flag in record.SETTING_FLAGS.items():
-        if recorded.settings.get(key) != given[key]:
+        was, now = recorded.settings.get(key), given[key]
+        if key == "dataset" and isinstance(was, str):  # the same data is the same fingerprint (after #),
+            was, now = was.rpartition("#")[2], now.rpartition("#")[2]  # by whichever folder name
+        if was != now:
             was, now = (_shown(v) for v in (recorded.settings.get(key), given[key]))
             raise StudyError(f"study {study.study_name!r} was run with {flag} {was}, not {now}: its trials would "
                              "not compare; resume it with the same setting, or pass a new --study NAME")
@@ -206,15 +237,61 @@ class SurplusTrial(Exception):
     """Several workers asked for trials at once and this one is past the study's total."""
 
 
+class CtrlC:
+    """Ctrl-C while trials run: KeyboardInterrupt is raised once, inside a trial's own code,
+    where the objective records the trial as interrupted. Anywhere else (Optuna recording a
+    trial, where an interrupt leaves `updated_state` unset; a finaliser the garbage collector
+    runs, where Python prints "Exception ignored" and goes on) it is kept, and the search stops
+    at the next trial's start or epoch's end."""
+
+    def __init__(self):
+        self.pending, self.armed, self.previous = False, False, None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # only there can signals be caught
+            self.previous = signal.signal(signal.SIGINT, self._caught)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+        if self.pending and exc[0] is None:
+            raise KeyboardInterrupt
+
+    def _caught(self, signum, frame) -> None:
+        self.pending = True
+        if self.armed:
+            self.armed = False
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def arm(self):
+        """Where Ctrl-C is raised at once: the trial's own code."""
+        self.armed = True
+        try:
+            self.check()
+            yield
+        finally:
+            self.armed = False
+
+    def check(self) -> None:
+        if self.pending:
+            self.armed = False
+            raise KeyboardInterrupt
+
+
 class Objective:
     def __init__(self, study: optuna.Study, plan: Plan, data: Cifar10, view: Quiet):
         self.study, self.plan, self.data, self.view = study, plan, data, view
         self.store = open_artifact_store(plan.outputs.artifacts)
         self.rejected_in_a_row, self.gave_up = 0, None
+        self.ctrl_c = CtrlC()
 
     def __call__(self, trial: optuna.Trial) -> float:
         try:
-            return self._run(trial)
+            with self.ctrl_c.arm():
+                return self._run(trial)
         except KeyboardInterrupt:
             record.write_failed(trial, "interrupted (Ctrl-C); its checkpoint is kept to resume from")
             raise
@@ -228,6 +305,8 @@ class Objective:
     def enough(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """Stop once the study holds its trained trials; rejected proposals take no place, but a
         long run of them means nothing in the space fits, and the search gives up saying so."""
+        if self.ctrl_c.pending:
+            study.stop()
         r = record.TrialRecord.of(trial)
         self.rejected_in_a_row = self.rejected_in_a_row + 1 if r.rejected else 0
         if self.rejected_in_a_row >= GIVE_UP_AFTER:
@@ -288,6 +367,7 @@ class Objective:
             record.write_resumed(trial, first_run, len(resumed))
 
         def report(e):
+            self.ctrl_c.check()  # a Ctrl-C a finaliser swallowed
             curve.append(e.val_acc)
             seconds.append(e.seconds)
             losses.append(e.loss)

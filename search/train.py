@@ -14,6 +14,7 @@ It imports neither optuna nor the CLI: anyone can train a spec with `train(spec,
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -55,6 +56,13 @@ def resolve_device(name: str = "auto") -> torch.device:
     elif device.type != "cpu":
         raise DeviceError(f"device {name!r} is not auto, cpu, cuda or cuda:N")
     return device
+
+
+def device_memory(device: torch.device) -> int:
+    """Bytes of memory the device has in all: a CUDA device's own, or the machine's for the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 @dataclass(frozen=True)

@@ -71,11 +71,12 @@ def storage_url(cwd) -> str:
     return f"sqlite:///{cwd}/studies/resnet-search.db"
 
 
-def run_small_study(cwd, study: str, trials: int, **flags):
+def run_small_study(cwd, study: str, trials: int, env=None, **flags):
     """`resnet-search run` of a small study in cwd, as a user would; returns the study."""
     import optuna
 
-    result = run_cli("run", "--budget", "2e5", "--trials", trials, "--study", study, *cpu_run_flags(**flags), cwd=cwd)
+    result = run_cli("run", "--budget", "2e5", "--trials", trials, "--study", study, *cpu_run_flags(**flags), cwd=cwd,
+                     env=env)
     assert result.returncode == 0, result.stderr
     return optuna.load_study(study_name=study, storage=storage_url(cwd))
 

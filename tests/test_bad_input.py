@@ -1,22 +1,40 @@
 """Bad input through the command line: one clear line on stderr, exit code 2, no traceback, and
-the study already recorded is unchanged (issues: space and counter, search and CLI, scale-out)."""
+nothing recorded changes: not the database, the folders or the data cache (issues: space and
+counter, search and CLI, scale-out, faults)."""
+
+import hashlib
+import json
+import os
+import shutil
 
 import optuna
 import pytest
 import torch
 from PIL import Image
 
-from .conftest import TINY_SPACE, assert_user_error, cpu_run_flags, run_cli, run_small_study, storage_url
+from .conftest import (TINY_SPACE, assert_user_error, cpu_run_flags, run_cli, run_small_study, storage_url,
+                       synthetic_root)
 
 QUICK = cpu_run_flags(limit_train=100, val_size=100)
 M1 = ["--blocks", "8,6,4,3", "--channels", "32,64,128,256"]
+
+
+def cache_env(cwd) -> dict:
+    return {"RESNET_SEARCH_CACHE": str(cwd / "cache")}
+
+
+def space_with(cwd, name: str, old: str, new: str) -> None:
+    """A copy of the tiny space with one line changed."""
+    text = TINY_SPACE.read_text()
+    assert old in text, old
+    (cwd / name).write_text(text.replace(old, new))
 
 
 @pytest.fixture(scope="module")
 def cwd(tmp_path_factory):
     """A real study with two trials, plus the bad files the cases point at."""
     cwd = tmp_path_factory.mktemp("bad")
-    run_small_study(cwd, "base", 2, limit_train=100, val_size=100)
+    run_small_study(cwd, "base", 2, env=cache_env(cwd), limit_train=100, val_size=100)
     optuna.create_study(study_name="empty", storage=storage_url(cwd))
     (cwd / "bad.toml").write_text("[space\nstages = 3\n")
     (cwd / "bad-macs.toml").write_text("macs_budget = '500 MACs'\n" + TINY_SPACE.read_text())
@@ -28,13 +46,19 @@ def cwd(tmp_path_factory):
     (cwd / "low-high.toml").write_text(TINY_SPACE.read_text().replace("blocks = {low = 1, high = 2}",
                                                                       "blocks = {low = 2, high = 1}"))
     (cwd / "a-file").write_text("not a folder")
+    space_with(cwd, "growth-huge.toml", "growth = [2.0]", "growth = [1e308]")
+    space_with(cwd, "growth-1e10.toml", "growth = [2.0]", "growth = [1e10]")
+    space_with(cwd, "wide-floor.toml", "min_channels = 4", "min_channels = 4096")
+    space_with(cwd, "crop.toml", "[recipe]", "[recipe]\ncrop_padding = 1000000")
+    (cwd / "twelve-classes.json").write_text(json.dumps({"blocks": [1], "channels": [8], "classes": 12}))
+    (cwd / "synthetic-link").symlink_to(synthetic_root())
     (cwd / "export-here").mkdir()
     (cwd / "export-here" / "keep.txt").write_text("mine")
     twelve = tuple(f"c{i}" for i in range(12))
     ten = ("cat", "dog") + tuple(f"c{i}" for i in range(8))  # as many as the networks' outputs
     for name, classes in (("corrupt", ten), ("one-class", ("cat",)), ("twelve", twelve),
                           ("two", ("cat", "dog")), ("empty-class", ("cat", "dog")), ("not-image", ("cat", "dog")),
-                          ("mismatch", ("cat", "dog"))):
+                          ("mismatch", ("cat", "dog")), ("train-only", ("cat", "dog")), ("loop", ("cat", "dog"))):
         for split in ("train", "test"):
             for c in classes:
                 (cwd / name / split / c).mkdir(parents=True)
@@ -45,14 +69,27 @@ def cwd(tmp_path_factory):
         f.unlink()
     (cwd / "not-image" / "train" / "cat" / "notes.txt").write_text("not an image")
     (cwd / "mismatch" / "test" / "dog").rename(cwd / "mismatch" / "test" / "wolf")
+    shutil.rmtree(cwd / "train-only" / "test")
+    (cwd / "loop" / "train" / "cat" / "self.png").symlink_to("self.png")  # a link to itself
     return cwd
 
 
-def snapshot(cwd):
-    storage = storage_url(cwd)
-    names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
-    study = optuna.load_study(study_name="base", storage=storage)
-    return names, study.user_attrs, [(t.number, t.state, t.params, t.user_attrs, t.values) for t in study.trials]
+def snapshot(cwd) -> dict:
+    """Every folder, link and file's bytes under cwd: the database, studies/ (artifacts,
+    checkpoints, reports, retrain), the data cache and the data folders."""
+    state = {}
+    for folder, dirs, files in os.walk(cwd):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            key = os.path.relpath(path, cwd)
+            if os.path.islink(path):
+                state[key] = "-> " + os.readlink(path)
+            elif os.path.isdir(path):
+                state[key] = "folder"
+            else:
+                with open(path, "rb") as f:
+                    state[key] = hashlib.sha1(f.read()).hexdigest()
+    return state
 
 
 CASES = [
@@ -99,14 +136,52 @@ CASES = [
     (["best", "--storage", "sqlite:///{cwd}/studies"], "is a directory"),
     (["best", "--storage", "postgresql://postgres@127.0.0.1:9/none"], "cannot reach storage"),
     (["run", "--storage", "nonsense", *QUICK], "not an Optuna RDB URL"),
-    # study names
+    (["run", "--storage", "sqlite:///{cwd}/a-file/x.db", *QUICK], "{cwd}/a-file is not a folder"),
+    (["best", "--storage", "sqlite:///{cwd}/a-file/x.db"], "no database file"),
+    (["best", "--storage", "sqlite:///{cwd}/new/x.db"], "no database file"),
+    (["report", "--storage", "sqlite:///{cwd}/new.db"], "no database file"),
+    # study names: plain names, never paths
+    (["run", "--study", "{cwd}/elsewhere", *QUICK], "not a study name"),
+    (["run", "--study", "../../x", *QUICK], "not a study name"),
+    (["run", "--study", "..", *QUICK], "not a study name"),
+    (["report", "--study", "a/b"], "not a study name"),
     (["best", "--study", "nope"], "no study named 'nope'"),
     (["best", "--study", "empty"], "no completed trial"),
     (["dashboard", "--study", "nope"], "no study named 'nope'"),
     (["run", "--study", "", *QUICK], "not a study name"),
+    # artifacts and output folders
+    (["run", "--study", "new", *QUICK, "--artifacts", "{cwd}/a-file"], "{cwd}/a-file is not a folder"),
+    (["run", "--study", "new", *QUICK, "--artifacts", "{cwd}/a-file/sub"], "{cwd}/a-file is not a folder"),
+    (["run", "--study", "new", *QUICK, "--artifacts", "s3://bucket/x"], "only a folder"),
+    (["dashboard", "--study", "empty", "--artifacts", "{cwd}/a-file/sub"], "{cwd}/a-file is not a folder"),
+    (["dashboard", "--study", "base", "--port", "70000"], "port 70000"),
+    (["best", "--study", "base", "--export", "{cwd}/a-file/sub"], "{cwd}/a-file is not a folder"),
+    (["report", "--study", "base", "--out", "{cwd}/a-file"], "{cwd}/a-file is not a folder"),
+    (["report", "--study", "base", "--out", "{cwd}/a-file/sub"], "{cwd}/a-file is not a folder"),
+    (["retrain", "--study", "base", "--device", "cpu", "--out", "{cwd}/a-file/sub"], "{cwd}/a-file is not a folder"),
+    (["retrain", "--study", "base", "--device", "cpu", "--spec", "{cwd}/a-file/x.json"], "cannot be read"),
+    (["retrain", "--study", "base", "--device", "cpu", "--spec", "{cwd}/twelve-classes.json"], "has 10 classes"),
+    (["run", "--study", "new", *QUICK, "--space", "{cwd}/a-file/x.toml"], "cannot be read"),
+    # study-file values that pass the type check but no network or recipe survives
+    (["run", "--study", "new", *QUICK, "--space", "{cwd}/growth-huge.toml"], "1e+308 must be between 1 and 16"),
+    (["run", "--study", "new", *QUICK, "--space", "{cwd}/growth-1e10.toml"], "must be between 1 and 16"),
+    (["run", "--study", "new", *QUICK, "--space", "{cwd}/wide-floor.toml"], "nothing in this space fits"),
+    (["run", "--study", "new", *QUICK, "--budget", "100"], "nothing in this space fits"),
+    (["run", "--study", "new", *QUICK, "--space", "{cwd}/crop.toml"], "crop_padding must be in [0, 32]"),
+    # numbers with a limit
+    (["run", "--study", "new", *QUICK, "--seed", "-1"], "seed -1 must be between 0 and 4294967295"),
+    (["run", "--study", "new", *QUICK, "--seed", str(2**64)], "must be between 0 and 4294967295"),
+    (["run", "--study", "new", *QUICK, "--budget", "1e12", "--no-baseline"], "GiB"),
+    (["run", "--study", "new", *QUICK, "--budget", "1e15"], "GiB"),
+    (["run", "--study", "new", *QUICK, "--heartbeat", "99999999999"], "heartbeat 99999999999"),
     # data paths and images
+    (["run", "--study", "new", *QUICK, "--data", "{cwd}/missing"], "{cwd}/missing does not exist"),
+    (["run", "--study", "new", *QUICK, "--data", "{cwd}/a-file/sub"], "does not exist"),
+    (["run", "--study", "new", *QUICK, "--data", "{cwd}/train-only"], "has train/ but no test/"),
+    (["run", "--study", "new", *QUICK, "--data", "{cwd}/loop"], "self.png: Too many levels of symbolic links"),
     (["run", "--study", "base", *QUICK, "--data", "{cwd}/a-file"], "not a directory"),
-    (["run", "--study", "base", *QUICK, "--data", "{cwd}/corrupt", "--val-size", "2"], "broken.jpg"),
+    (["run", "--study", "base", *QUICK, "--data", "{cwd}/corrupt", "--val-size", "2", "--limit-train", "8"],
+     "broken.jpg"),
     (["run", "--study", "base", *QUICK, "--data", "{cwd}/one-class"], "one folder per class"),
     (["run", "--study", "new", *QUICK, "--data", "{cwd}/twelve", "--val-size", "24", "--limit-train", "8"],
      "has 12 classes"),
@@ -142,9 +217,45 @@ def test_bad_input(cwd, args, expect):
     if torch.cuda.is_available() and "cuda:0" in args:
         pytest.skip("this machine has CUDA")
     before = snapshot(cwd)
-    line = assert_user_error(run_cli(*[a.format(cwd=cwd) for a in args], cwd=cwd,
-                                     env={"RESNET_SEARCH_CACHE": str(cwd / "cache")}))
-    assert expect in line, line
-    assert snapshot(cwd) == before
-    assert sorted(p.name for p in (cwd / "export-here").iterdir()) == ["keep.txt"]
-    assert not (cwd / "new").exists()
+    line = assert_user_error(run_cli(*[a.format(cwd=cwd) for a in args], cwd=cwd, env=cache_env(cwd)))
+    assert expect.format(cwd=cwd) in line, line
+    after = snapshot(cwd)
+    assert after == before, {k: (before.get(k), after.get(k)) for k in before.keys() | after.keys()
+                             if before.get(k) != after.get(k)}
+
+
+def test_same_data_through_another_folder_name_is_the_same_data(cwd):
+    """A study resumed with its data reached through a link (another folder name, the same
+    images) is not refused as other data: data is known by its fingerprint."""
+    result = run_cli("run", "--budget", "2e5", "--trials", "2", "--study", "base",
+                     *cpu_run_flags(limit_train=100, val_size=100, data=cwd / "synthetic-link"), cwd=cwd,
+                     env=cache_env(cwd))
+    assert result.returncode == 0, result.stderr
+
+
+def test_an_unreadable_class_folder_is_one_line(tmp_path, monkeypatch):
+    """A class folder that cannot be listed (permissions; root reads any, so it is simulated)."""
+    from search import data
+
+    for split in ("train", "test"):
+        for c in ("cat", "dog"):
+            (tmp_path / split / c).mkdir(parents=True)
+            Image.new("RGB", (32, 32)).save(tmp_path / split / c / "0.png")
+    locked, scandir = tmp_path / "train" / "dog", os.scandir
+
+    def refuse(path):
+        if os.fspath(path) == os.fspath(locked):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(data.os, "scandir", refuse)
+    with pytest.raises(data.DataError, match="cannot read .*dog: Permission denied"):
+        data.load_cifar10(tmp_path)
+
+
+def test_a_refusal_in_a_new_folder_leaves_nothing_behind(cwd, tmp_path):
+    """Refused as its images are decoded (the last check), a first run leaves no empty database,
+    no studies/ folder and no cache: the data is read before the storage is opened."""
+    line = assert_user_error(run_cli("run", "--study", "new", *QUICK, "--data", cwd / "corrupt", "--val-size", "2",
+                                     "--limit-train", "8", cwd=tmp_path, env=cache_env(tmp_path)))
+    assert "broken.jpg" in line and not list(tmp_path.iterdir())

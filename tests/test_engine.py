@@ -1,5 +1,6 @@
 """The training engine on CPU with tiny specs (issue: training engine)."""
 
+import contextlib
 import math
 import os
 import subprocess
@@ -184,12 +185,18 @@ def test_image_folder_layout_reads(folder, tmp_path):
     assert list((tmp_path / "cache" / "decoded").glob("*.pt"))  # cached outside the data dir
 
 
-def test_a_decode_is_announced_before_it_starts_and_a_cache_read_is_not(folder):
+def test_a_decode_is_shown_while_it_runs_and_a_cache_read_is_not(folder):
     said = []
-    load_cifar10(folder, val_size=4, log=said.append)
+
+    @contextlib.contextmanager
+    def status(message):
+        said.append(message)
+        yield
+
+    load_cifar10(folder, val_size=4, status=status)
     assert [line.split(" (")[0] for line in said] == [f"decoding 24 images of {folder / s}" for s in ("train", "test")]
     said.clear()
-    load_cifar10(folder, val_size=4, log=said.append)
+    load_cifar10(folder, val_size=4, status=status)
     assert said == []
 
 

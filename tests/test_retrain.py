@@ -287,7 +287,7 @@ BAD = [
     (["--baseline", "--trial", "1"], "not allowed with"),
     (["--seeds", "0"], "at least 1"),
     (["--epochs", "0"], "at least 1"),
-    (["--out", "{cwd}/a-file"], "is a file"),
+    (["--out", "{cwd}/a-file"], "a-file is not a folder"),
     (["--study", "nobase", "--baseline"], "no seeded baseline"),
     (["--study", "empty"], "no completed trial"),
     (["--study", "nope"], "no study named 'nope'"),

@@ -243,6 +243,15 @@ def test_repair_is_a_fixed_function_of_the_drawn_values():
     assert count(ResNetSpec((6,) * 5, (8, 16, 32, 64, 128), 5, (1, 3, 3, 3, 3), 1)).params > 200_000
 
 
+def test_repair_of_an_enormous_draw_ends(tmp_path):
+    """blocks = {high = 10**18}: the repair bisects its block scale; stepping it down one at a
+    time never ended (issue: faults)."""
+    path = tmp_path / "huge.toml"
+    path.write_text("[space]\nstages = [3]\nblocks = {low = 1, high = 1000000000000000000}\n")
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(0)).ask()
+    assert fits(StudyFile.load(path).sample_spec(trial, 5_000_000), 5_000_000)
+
+
 def test_repair_keeps_stages_then_blocks_then_kernels():
     narrowest = lambda b, f, k: ResNetSpec(b, (8, 16, 32, 64, 128)[:len(b)], f, k, 4)  # noqa: E731
     least = {"stages": 3, "blocks": 1, "conv_kernel": 3, "skip_kernel": 1}
@@ -342,7 +351,11 @@ BAD_STUDY_FILES = {
     "zero-for-positive": (MINIMAL + "first_channels = [32, 0]\n", "[space] first_channels: 0 must be at least 1"),
     "string-range-end": (MINIMAL + "fill = {low = 'a', high = 1.0}\n", "[space] fill: range end 'a' is not"),
     "fill-above-one": (MINIMAL + "fill = [0.5, 1.5]\n", "[space] fill: 1.5 must be a fraction"),
-    "growth-below-one": (MINIMAL + "growth = {low = 0.5, high = 2.0}\n", "[space] growth: 0.5 must be at least 1"),
+    "growth-below-one": (MINIMAL + "growth = {low = 0.5, high = 2.0}\n",
+                         "[space] growth: 0.5 must be between 1 and 16"),
+    "growth-overflows": (MINIMAL + "growth = [2.0, 1e308]\n", "[space] growth: 1e+308 must be between 1 and 16"),
+    "crop-past-the-image": (MINIMAL + "[recipe]\ncrop_padding = 1000000\n",
+                            "[recipe] crop_padding must be in [0, 32], not 1000000"),
     "growth-nan": (MINIMAL + "growth = nan\n", "[space] growth: nan is not a finite number"),
     "searched-fixed-key": (MINIMAL + "channel_step = [4, 8]\n", "[space] channel_step: [4, 8] must be one fixed"),
     "one-class": (MINIMAL + "classes = 1\n", "[space] classes: 1 must be at least 2"),

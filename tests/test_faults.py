@@ -1,0 +1,85 @@
+"""Faults a long search meets: Ctrl-C while a study is being created, a worker killed and the
+same command run again at once (issue: faults)."""
+
+import random
+import signal
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search import record
+from search.data import Cifar10
+from search.plan import Plan, SearchSettings
+from search.storage import open_storage
+from search.study import create_or_load
+
+from .conftest import TINY_SPACE
+from .test_scale_out import FINISHED, wait_for_epoch, worker
+
+
+def test_ctrl_c_while_creating_a_study_leaves_no_half_made_study(tmp_path, monkeypatch):
+    """Interrupted between creating the study and writing its settings, the study is unmade, and
+    the next run creates it whole (it would otherwise wait 60 s for settings and refuse the name)."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    plan = Plan.of(SearchSettings(space=TINY_SPACE, study="made", storage=url, device="cpu",
+                                  artifacts=tmp_path / "artifacts"))
+    data = Cifar10(None, None, None, [], "synthetic", str(tmp_path), "f00d")
+    storage = open_storage(url, create=True)
+    write_study = record.write_study
+
+    def interrupted(study, **values):
+        if "settings" in values:
+            raise KeyboardInterrupt
+        write_study(study, **values)
+
+    monkeypatch.setattr(record, "write_study", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        create_or_load(storage, plan, data, enqueue=[({}, {})])
+    assert optuna.get_all_study_names(storage) == []
+    monkeypatch.setattr(record, "write_study", write_study)
+    started = time.monotonic()
+    study, created = create_or_load(storage, plan, data, enqueue=[({}, {})])
+    assert created and time.monotonic() - started < 10
+    assert record.StudyRecord.of(study).settings is not None and len(study.trials) == 1
+
+
+def test_a_rerun_at_once_after_a_kill_trains_every_trial(tmp_path):
+    """Killed mid-trial and run again at once: the dead trial is still RUNNING (its heartbeat is
+    not stale yet). The rerun waits for it to go stale, trains its retry from the checkpoint, and
+    exits 0 only with the study whole, recording no surplus trial."""
+    storage = f"sqlite:///{tmp_path}/studies/resnet-search.db"
+    flags = ("--no-baseline", "--heartbeat", "10")  # a grace of 30 s: the rerun starts within it
+    first = worker(tmp_path, storage, "killed", *flags, trials=1, epochs=8, limit=2000)
+    victim = wait_for_epoch(storage, "killed", 1)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    again = worker(tmp_path, storage, "killed", *flags, trials=1, epochs=8, limit=2000)
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    trials = optuna.load_study(study_name="killed", storage=storage).trials
+    assert trials[victim.number].state == TrialState.FAIL
+    [retry] = [t for t in trials if t.state in FINISHED]
+    assert retry.system_attrs.get("failed_trial") == victim.number and retry.user_attrs["resumed_from_epoch"] >= 1
+    assert not any("surplus" in t.user_attrs.get("fail_reason", "") for t in trials)
+
+
+def test_ctrl_c_at_random_moments_always_ends_the_run(tmp_path):
+    """Ctrl-C, twice in quick succession, at seeded random moments while short trials run:
+    every run ends with exit 130 and no traceback, and leaves no trial RUNNING (Optuna's own
+    recording of a trial, or a finaliser, used to take the interrupt and go on)."""
+    rng = random.Random(0)
+    storage = f"sqlite:///{tmp_path}/studies/resnet-search.db"
+    for attempt in range(3):
+        w = worker(tmp_path, storage, "sigints", "--no-baseline", trials=200, epochs=3, limit=100)
+        wait_for_epoch(storage, "sigints", 1)
+        time.sleep(rng.uniform(0, 2))
+        for _ in range(2):
+            w.send_signal(signal.SIGINT)
+            time.sleep(rng.uniform(0, 0.05))
+        out, err = w.communicate(timeout=60)
+        assert w.returncode == 130, (attempt, err)
+        assert not any(s in err for s in ("Traceback", "Error", "Exception ignored")), (attempt, err)
+        running = optuna.load_study(study_name="sigints", storage=storage).get_trials(states=(TrialState.RUNNING,))
+        assert not running, (attempt, running)
