@@ -133,6 +133,16 @@ class ResNetSpec:
             raise SpecError(f"spec is not valid JSON: {e}") from None
 
 
+def spec_from_text(blocks: str, channels: str, conv_kernel: str = "3", skip_kernel: str = "1", pool: int = 4,
+                   classes: int = 10) -> "ResNetSpec":
+    """A spec from `count`'s flags: '8,6,4,3' lists, a kernel given once standing for every stage."""
+    blocks_, channels_ = parse_int_list("--blocks", blocks), parse_int_list("--channels", channels)
+    conv, skip = parse_int_list("--conv-kernel", conv_kernel), parse_int_list("--skip-kernel", skip_kernel)
+    n = len(blocks_)
+    return ResNetSpec(blocks_, channels_, conv * n if len(conv) == 1 else conv, skip * n if len(skip) == 1 else skip,
+                      pool, classes)
+
+
 def parse_int_list(name: str, text: str) -> tuple[int, ...]:
     """'8,6,4,3' -> (8, 6, 4, 3), with a one-line error naming the flag."""
     parts = [p.strip() for p in str(text).split(",")]

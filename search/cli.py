@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
-from resnet_space import ResNetSpec, SpecError, count, fits, parse_budget
+from resnet_space import SpecError, count, fits, parse_budget
 from resnet_space.errors import UserError
-from resnet_space.spec import parse_int_list
+from resnet_space.spec import spec_from_text
 
 from .layout import (DEFAULT_ARTIFACTS, DEFAULT_FINALISTS, DEFAULT_SPACE, DEFAULT_STORAGE, DEFAULT_STORAGE_RETRY_S,
                      DEFAULT_STUDY, DEFAULT_TRIALS, DEFAULT_VAL_SIZE, HEARTBEAT_S, Outputs, shipped_spaces,
@@ -58,24 +59,13 @@ def positive_float(text: str) -> float:
     return value
 
 
-def spec_from_flags(args) -> ResNetSpec:
-    blocks = parse_int_list("--blocks", args.blocks)
-    channels = parse_int_list("--channels", args.channels)
-    conv = parse_int_list("--conv-kernel", args.conv_kernel)
-    skip = parse_int_list("--skip-kernel", args.skip_kernel)
-    n = len(blocks)
-    return ResNetSpec(
-        blocks=blocks,
-        channels=channels,
-        conv_kernels=conv * n if len(conv) == 1 else conv,
-        skip_kernels=skip * n if len(skip) == 1 else skip,
-        pool=args.pool,
-        classes=args.classes,
-    )
+def settings_from(cls, args, **given):
+    """A settings dataclass filled from the flags of the same names (and `given`)."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}, **given)
 
 
 def cmd_count(args) -> int:
-    spec = spec_from_flags(args)
+    spec = spec_from_text(args.blocks, args.channels, args.conv_kernel, args.skip_kernel, args.pool, args.classes)
     counts = count(spec)
     fitting = None if args.budget is None else fits(counts, args.budget)
     if args.json:
@@ -96,16 +86,9 @@ def cmd_run(args) -> int:
     from .live import LiveView
     from .study import SearchSettings, run_search
 
-    settings = SearchSettings(
-        budget=args.budget, macs_budget=args.macs_budget, space=args.space, study=args.study, storage=args.storage,
-        trials=args.trials, timeout=args.timeout, epochs=args.epochs, device=args.device, data=args.data,
-        limit_train=args.limit_train, val_size=args.val_size, seed=args.seed, sampler=args.sampler,
-        artifacts=args.artifacts,
-        baseline=not args.no_baseline, heartbeat=args.heartbeat, storage_retry=args.storage_retry,
-        finalists=args.finalists, final_epochs=args.final_epochs,
-    )
     try:
-        study = run_search(settings, LiveView(quiet=args.quiet))
+        study = run_search(settings_from(SearchSettings, args, baseline=not args.no_baseline),
+                           LiveView(quiet=args.quiet))
     except KeyboardInterrupt:
         return 130  # the search logged what was kept and how to resume
     print_best(study, top=5)
@@ -130,9 +113,7 @@ def cmd_retrain(args) -> int:
     from .retrain import RetrainSettings, retrain
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    settings = RetrainSettings(study=args.study, storage=args.storage, trial=args.trial, spec=args.spec,
-                               baseline=args.baseline, epochs=args.epochs, seeds=args.seeds, device=args.device,
-                               data=args.data, out=args.out)
+    settings = settings_from(RetrainSettings, args)
     bar = progress_bar(transient=True)
     try:
         with bar:

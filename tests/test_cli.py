@@ -231,7 +231,7 @@ def test_commands_after_a_run_find_its_study_without_study_flag(workdir):
 def test_without_a_name_the_study_whose_trials_ran_last_is_taken(tmp_path):
     from search.storage import StudyError, load_study, open_storage
 
-    storage = open_storage(storage_url(tmp_path))
+    storage = open_storage(storage_url(tmp_path), create=True)
     with pytest.raises(StudyError, match="holds no study yet"):
         load_study(storage, None)
     said = []
