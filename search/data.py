@@ -158,7 +158,7 @@ def _read_image_folder(split_dir: Path, files: list[Path], labels: list[int], st
 def _read_torchvision(root: Path, download: bool) -> tuple[ImageSet, ImageSet, list[str]]:
     from torchvision.datasets import CIFAR10
 
-    splits = []
+    splits, made = [], [p for p in (root, *root.parents) if not p.exists()]  # innermost first
     for train in (True, False):
         previous = socket.getdefaulttimeout()
         socket.setdefaulttimeout(30)  # an unreachable host fails the download instead of hanging
@@ -167,6 +167,9 @@ def _read_torchvision(root: Path, download: bool) -> tuple[ImageSet, ImageSet, l
         except Exception as e:  # noqa: BLE001 - torchvision raises many kinds when offline
             why = f"downloading it failed ({type(e).__name__}: {str(e).splitlines()[0][:120]})" if download \
                 else "downloading is off"
+            for folder in made:  # a failed download leaves no empty folders behind
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
             raise DataError(
                 f"no CIFAR-10 found at {root} (looked for {root}/train/<class>/ and {root}/cifar-10-batches-py) "
                 f"and {why}; pass --data PATH or set {DATA_ENV}=PATH"

@@ -2,6 +2,7 @@
 
 import contextlib
 import math
+from pathlib import Path
 import os
 import subprocess
 import sys
@@ -285,3 +286,18 @@ def test_engine_imports_neither_optuna_nor_the_cli():
             "bad = [m for m in sys.modules if m.split('.')[0] == 'optuna' or m in ('search.cli', 'search.study')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_failed_download_leaves_no_empty_folder_behind(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    def offline(root, train, download):
+        Path(root).mkdir(parents=True, exist_ok=True)  # as torchvision does before it downloads
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    monkeypatch.setenv("RESNET_SEARCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("RESNET_SEARCH_DATA", raising=False)
+    with pytest.raises(DataError, match="downloading it failed"):
+        load_cifar10()
+    assert not (tmp_path / "cache").exists()
