@@ -65,6 +65,11 @@ class Budget:
     def __str__(self) -> str:
         return f"{self.params:,} params" + ("" if self.macs is None else f" and {self.macs:,} MACs")
 
+    def walls(self, counts: Counts) -> list[tuple[str, int, int]]:
+        """(name, count, wall) for each wall this budget has: what every budget decision reads."""
+        given = (("params", counts.params, self.params), ("macs", counts.macs, self.macs))
+        return [(name, n, wall) for name, n, wall in given if wall is not None]
+
 
 def walls_hit(spec_or_counts: ResNetSpec | Counts, budget: Budget | int) -> tuple[str, ...]:
     """The one budget rule: the walls ("params", "macs") a network's count is at or above; it fits
@@ -76,9 +81,14 @@ def walls_hit(spec_or_counts: ResNetSpec | Counts, budget: Budget | int) -> tupl
         counts = spec_or_counts
     else:
         raise TypeError(f"walls_hit: {spec_or_counts!r} is neither a ResNetSpec nor its Counts")
-    budget = Budget.of(budget)
-    walls = (("params", counts.params, budget.params), ("macs", counts.macs, budget.macs))
-    return tuple(name for name, n, wall in walls if wall is not None and n >= wall)
+    return tuple(name for name, n, wall in Budget.of(budget).walls(counts) if n >= wall)
+
+
+def overrun(counts: Counts, budget: Budget | int) -> str:
+    """The walls a network is at or over, as said in a trial's record: '250,000 params >= 200,000'."""
+    units = {"params": "params", "macs": "MACs"}
+    return " and ".join(f"{n:,} {units[name]} >= {wall:,}" for name, n, wall in Budget.of(budget).walls(counts)
+                        if n >= wall)
 
 
 def fits(spec_or_counts: ResNetSpec | Counts, budget: Budget | int) -> bool:

@@ -147,8 +147,7 @@ def reject_over_budget(trial: optuna.Trial, counts: Counts, budget: Budget, how:
     docstring."""
     how = how or REJECTION
     if how == "constraint":
-        walls = ((counts.params, budget.params), (counts.macs, budget.macs))
-        trial.set_constraint("over_budget", max((n - wall + 1) / wall for n, wall in walls if wall is not None))
+        trial.set_constraint("over_budget", max((n - wall + 1) / wall for _, n, wall in budget.walls(counts)))
     elif how not in ("pruned", "fail"):
         raise ValueError(f"rejection {how!r} is not one of pruned, constraint, fail")
     return TrialState.FAIL if how == "fail" else TrialState.PRUNED

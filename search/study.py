@@ -27,7 +27,7 @@ import torch
 from optuna.artifacts import upload_artifact
 from optuna.trial import TrialState
 
-from resnet_space import MODEL_1, Recipe, ResNetSpec, count, walls_hit
+from resnet_space import MODEL_1, Recipe, ResNetSpec, count, overrun, walls_hit
 from resnet_space.errors import UserError
 from resnet_space.table1 import table_1_rows
 
@@ -339,9 +339,7 @@ class Objective:
                               checkpoint_dir=str(checkpoint_dir.resolve()))
         hit = walls_hit(counts, plan.budget)
         if hit:
-            walls = {"params": (counts.params, plan.budget.params, "params"),
-                     "macs": (counts.macs, plan.budget.macs, "MACs")}
-            reason = "over budget: " + " and ".join(f"{n:,} {unit} >= {wall:,}" for n, wall, unit in map(walls.get, hit))
+            reason = f"over budget: {overrun(counts, plan.budget)}"
             record.write_pruned(trial, reason, walls_hit=hit)
             raise optuna.TrialPruned(reason)
         twin = self._running_twin(trial, spec)
