@@ -106,19 +106,20 @@ def study_names(storage) -> list[str]:
 def load_study(storage, name: str | None, log=None) -> optuna.Study:
     """The study called `name`; with no name, the storage's only search, else the one whose trials
     ran last, said through `log`, so the commands after a `run` need no --study."""
-    known = study_names(storage)
     if name is None:
-        searches = [n for n in known if not n.endswith(FINAL_STAGE_SUFFIX)]
+        searches = [n for n in study_names(storage) if not n.endswith(FINAL_STAGE_SUFFIX)]
         if not searches:
             raise StudyError("this storage holds no study yet; run `resnet-search run` first")
         name = searches[0] if len(searches) == 1 else max(searches, key=lambda n: _last_activity(storage, n))
         if log is not None:
             log(f"study {name!r}: " + ("the storage's only study" if len(searches) == 1 else
                 f"the last one run of {len(searches)} ({', '.join(searches)})") + "; --study chooses another")
-    if name not in known:
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        known = study_names(storage)
         raise StudyError(f"no study named {name!r} in this storage"
-                         + (f" (it has: {', '.join(known)})" if known else " (it has none)"))
-    return optuna.load_study(study_name=name, storage=storage)
+                         + (f" (it has: {', '.join(known)})" if known else " (it has none)")) from None
 
 
 def _last_activity(storage, name: str) -> datetime.datetime:
