@@ -35,7 +35,8 @@ def progress_bar(transient: bool = False, console=None):
             yield from super().get_renderables()
 
     return WithStatus(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console or terminal(), transient=transient)
+                      TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console or terminal(),
+                      transient=transient)
 
 
 class Quiet:
