@@ -37,7 +37,7 @@ from resnet_space import MODEL_1
 from resnet_space.model import build_model
 from resnet_space.space import StudyFile
 from common import REPO, SMALL, add_measure_args, begin, default_data, machine_load, repeat
-from search.data import TrainingSet, load_cifar10
+from search.data import Dataset, ImageSet, TrainingSet, load_data
 from search.train import learning_rate, make_optimizer, resolve_device
 
 NETWORKS = {"small": SMALL, "model1": MODEL_1}
@@ -47,7 +47,7 @@ def source_images(data: Path, limit_train: int | None) -> tuple[torch.Tensor, to
     """The training split a search trains on (45,000 images, or --limit-train of them); random
     uint8 images of that size where no data is found."""
     if data.exists():
-        d = load_cifar10(data, limit_train=limit_train)
+        d = load_data(data, limit_train=limit_train)
         return d.train.images, d.train.labels, f"{d.name}, {len(d.train)} training images"
     n = limit_train or 45_000
     gen = torch.Generator().manual_seed(0)
@@ -152,7 +152,9 @@ def main():
         raise SystemExit(f"--batch {args.batch} is more than the {len(labels)} training images")
 
     start = time.perf_counter()
-    train_set = TrainingSet(images.to(device), recipe, torch.bfloat16 if device.type == "cuda" else torch.float32)
+    about = Dataset.of(ImageSet(images, labels), ImageSet(images[:1], labels[:1]), ImageSet(images[:1], labels[:1]),
+                       [str(c) for c in range(int(labels.max()) + 1)], source).description
+    train_set = TrainingSet(images.to(device), recipe, about, torch.bfloat16 if device.type == "cuda" else torch.float32)
     sync(device)
     prepare_s = time.perf_counter() - start
     labels = labels.to(device)

@@ -58,7 +58,7 @@ from common import SMALL, default_data
 from resnet_space import MODEL_1, Recipe
 from resnet_space.errors import UserError
 from resnet_space.space import StudyFile
-from search.data import DataError, load_cifar10
+from search.data import DataError, load_data
 from search.layout import save_atomic
 from search.train import (NUMERICS, completed_epochs, compile_unavailable, evaluate, load_model, resolve_device,
                           resolve_numerics, train)
@@ -139,7 +139,7 @@ class Bench:
         under the numerics it trained with."""
         model = load_model(self.model, checkpoint / "last.pt").to(self.device,
                                                                   memory_format=self.numerics.memory_format)
-        return evaluate(model, self.data.test.images, self.data.test.labels, self.device, recipe.flip_tta,
+        return evaluate(model, self.data.test, self.data.description, self.device, recipe.flip_tta,
                         numerics=self.numerics)
 
     def trained(self, name: str, recipe: Recipe) -> dict:
@@ -285,14 +285,14 @@ def main():
     out = Path(args.out or Path(args.out_dir) / f"{sanitise(name)}-torch{sanitise(torch.__version__)}{other}.json")
     args.checkpoints = args.checkpoints or str(out.parent / "checkpoints" / out.stem)
     try:
-        data = load_cifar10(args.data, val_size=args.val_size, limit_train=args.limit_train, download=False)
+        data = load_data(args.data, val_size=args.val_size, limit_train=args.limit_train, download=False)
     except DataError as e:
         sys.exit(f"gpu.py: {e}")
 
     bench = Bench(args, data, out, device)
     bench.results.update({
         "dataset": "CIFAR-10 (JPEG q75 copy)" if "JPEG" in data.name else data.name,
-        "data": data.root,
+        "data": data.description.root,
         "split": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
         "model": bench.model.summary(),
         "device": str(device),

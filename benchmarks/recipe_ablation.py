@@ -31,7 +31,7 @@ import torch
 from resnet_space import ResNetSpec
 from resnet_space.space import StudyFile
 from common import default_data, machine_load
-from search.data import load_cifar10
+from search.data import load_data
 from search.train import evaluate, load_model, resolve_device, train
 
 STUDIES = Path(__file__).resolve().parent.parent / "studies"
@@ -54,7 +54,7 @@ def final_accuracy(spec, data, recipe, seed, device, checkpoints: Path) -> dict:
     out = {"val_acc": result.history[-1].val_acc}
     if recipe.flip_tta:
         model = load_model(spec, checkpoints / "last.pt")
-        out["val_acc_without_tta"] = evaluate(model, data.val.images, data.val.labels, torch.device("cpu"))
+        out["val_acc_without_tta"] = evaluate(model, data.val, data.description, torch.device("cpu"))
     shutil.rmtree(checkpoints, ignore_errors=True)
     return out
 
@@ -76,7 +76,7 @@ def main():
     args = parser.parse_args()
 
     before = os.getloadavg()
-    data = load_cifar10(args.data, val_size=args.val_size, limit_train=args.limit_train)
+    data = load_data(args.data, val_size=args.val_size, limit_train=args.limit_train)
     spec = ResNetSpec((1, 1, 1), (16, 32, 64), 3, 1, 4)
     fast, _ = StudyFile.load(args.space).center_recipe(args.epochs)
     paper, _ = StudyFile.load(STUDIES / "paper.toml").center_recipe(args.epochs)

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from resnet_space import MODEL_1, Recipe
 from resnet_space.model import build_model
 from common import SMALL, add_measure_args, begin, machine_load, repeat
-from search.data import Cifar10, ImageSet, normalize
+from search.data import Dataset, ImageSet
 from search.train import resolve_device, train
 
 MODELS = {"small": SMALL, "model1": MODEL_1}
@@ -46,8 +46,9 @@ def engine_images_per_s(spec, recipe: Recipe, device, steps: int, warmup: int):
     `steps` batches. A first short run, once, warms cuDNN autotuning and the allocator."""
     tiny_val = synthetic(1, seed=2)
 
-    def data(n_steps: int, seed: int) -> Cifar10:
-        return Cifar10(synthetic(n_steps * recipe.batch_size, seed), tiny_val, tiny_val, [], "synthetic", "")
+    def data(n_steps: int, seed: int) -> Dataset:
+        return Dataset.of(synthetic(n_steps * recipe.batch_size, seed), tiny_val, tiny_val, [str(c) for c in range(10)],
+                          "synthetic")
 
     if warmup:
         train(spec, data(warmup, 3), recipe, device=device, progress=False)
@@ -64,7 +65,8 @@ def reference_images_per_s(spec, recipe: Recipe, device, steps: int, warmup: int
                                 weight_decay=recipe.weight_decay)
     criterion = nn.CrossEntropyLoss()
     images = synthetic(max(steps, warmup) * recipe.batch_size, seed=0)
-    dataset = TensorDataset(normalize(images.images), images.labels)  # normalised once, up front
+    about = Dataset.of(images, images, images, [str(c) for c in range(10)], "synthetic").description
+    dataset = TensorDataset(about.normalize(images.images), images.labels)  # normalised once, up front
     loader = DataLoader(dataset, batch_size=recipe.batch_size, shuffle=True, drop_last=True)
     model.train()
 

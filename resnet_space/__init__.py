@@ -2,8 +2,8 @@
 
 from .count import Budget, Counts, count, fits, overrun, walls_hit
 from .recipe import Recipe
-from .spec import ResNetSpec, SpecError, parse_budget
+from .spec import ResNetSpec, Shape, SpecError, parse_budget
 from .table1 import MODEL_1, TABLE_1, baseline_spec
 
-__all__ = ["Budget", "Counts", "MODEL_1", "Recipe", "ResNetSpec", "SpecError", "TABLE_1", "baseline_spec", "count",
+__all__ = ["Budget", "Counts", "MODEL_1", "Recipe", "ResNetSpec", "Shape", "SpecError", "TABLE_1", "baseline_spec", "count",
            "fits", "overrun", "parse_budget", "walls_hit"]

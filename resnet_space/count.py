@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .spec import IMAGE_SIDE, IN_CHANNELS, ResNetSpec
+from .spec import ResNetSpec
 
 
 class Counts(NamedTuple):
@@ -22,9 +22,9 @@ def count(spec: ResNetSpec) -> Counts:
     # Every conv is bias-free and followed by BatchNorm (2 trainable tensors of c_out each);
     # a conv's MACs are its weights times the output map's area.
     c_in = spec.channels[0]
-    weights = 9 * IN_CHANNELS * c_in  # 3x3 stem
-    params, macs = weights + 2 * c_in, weights * IMAGE_SIDE * IMAGE_SIDE
-    side = IMAGE_SIDE
+    side = spec.image_side
+    weights = 9 * spec.in_channels * c_in  # 3x3 stem
+    params, macs = weights + 2 * c_in, weights * side * side
     for stage, (blocks, c, f, k) in enumerate(zip(spec.blocks, spec.channels, spec.conv_kernels, spec.skip_kernels)):
         if stage:
             side = (side + 1) // 2  # stride-2 first block, padding kernel // 2
@@ -45,7 +45,8 @@ def count(spec: ResNetSpec) -> Counts:
 @dataclass(frozen=True)
 class Budget:
     """The walls a network must stay strictly under: parameters, and, when given, multiply-
-    accumulates per 32x32 image. A search, its space and its baseline hold one of these."""
+    accumulates per image (at the side its networks are built for). A search, its space and its
+    baseline hold one of these."""
 
     params: int
     macs: int | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .spec import IN_CHANNELS, ResNetSpec
+from .spec import ResNetSpec
 
 
 def conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
@@ -34,7 +34,7 @@ class ResNet(nn.Module):
     def __init__(self, spec: ResNetSpec):
         super().__init__()
         self.spec = spec
-        self.stem = nn.Sequential(conv_bn(IN_CHANNELS, spec.channels[0], 3), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(conv_bn(spec.in_channels, spec.channels[0], 3), nn.ReLU(inplace=True))
         stages, c_in = [], spec.channels[0]
         for i, (blocks, c, f, k) in enumerate(zip(spec.blocks, spec.channels, spec.conv_kernels, spec.skip_kernels)):
             layers = []

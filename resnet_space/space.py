@@ -17,6 +17,7 @@ exact widths.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -25,13 +26,13 @@ from pathlib import Path
 from .count import Budget, fits
 from .errors import UserError
 from .recipe import Recipe
-from .spec import MAX_STAGES, ResNetSpec, SpecError, parse_budget, positive_int
+from .spec import MAX_SIDE, ResNetSpec, Shape, SpecError, max_stages, parse_budget, positive_int
 
 SPACE_KEYS = {
     "stages", "blocks", "conv_kernel", "skip_kernel", "pool", "growth",
     "first_channels", "fill", "channel_step", "min_channels", "classes",
 }
-SPACE_DEFAULTS = {"channel_step": 8, "min_channels": 8, "classes": 10, "growth": 2.0, "pool": 4,
+SPACE_DEFAULTS = {"channel_step": 8, "min_channels": 8, "growth": 2.0, "pool": 4,
                   "conv_kernel": 3, "skip_kernel": 1, "fill": {"low": 0.5, "high": 1.0}}
 FIXED_SPACE_KEYS = {"channel_step", "min_channels", "classes"}  # read as written, never drawn
 KERNEL_KEYS = {"conv_kernel", "skip_kernel"}
@@ -116,8 +117,9 @@ def _check_space_option(key: str, value) -> None:
             raise SpaceError(f"{where}: {value!r} must be a fraction of the budget in (0, 1]")
         return
     positive_int(where, value)
-    if key == "stages" and value > MAX_STAGES:
-        raise SpaceError(f"{where}: {value} is too many, at most {MAX_STAGES} for 32x32 images")
+    if key == "stages" and value > max_stages(MAX_SIDE):
+        raise SpaceError(f"{where}: {value} is too many, at most {max_stages(MAX_SIDE)} (for {MAX_SIDE}x{MAX_SIDE} "
+                         "images)")
     if key in KERNEL_KEYS and value % 2 == 0:
         raise SpaceError(f"{where}: kernel {value} must be odd (1, 3, 5, 7)")
     if key == "classes" and value < 2:
@@ -126,10 +128,14 @@ def _check_space_option(key: str, value) -> None:
 
 @dataclass
 class StudyFile:
+    """A study file as read, and the data shape its networks are built for: CIFAR-10's until
+    `for_shape` fits it to the data (whose classes fill [space] classes where the file states none)."""
+
     path: Path
     budget: Budget
     space: dict
     recipe: dict = field(default_factory=dict)
+    shape: Shape = Shape()
 
     @classmethod
     def load(cls, path) -> "StudyFile":
@@ -157,8 +163,9 @@ class StudyFile:
                 if isinstance(recipe[key], list):
                     recipe[key] = tuple(recipe[key])  # a tuple is a fixed value to suggest()
             macs = parse_budget(data["macs_budget"], "MACs") if "macs_budget" in data else None
-            study = cls(path, Budget(parse_budget(data.get("budget", "5M")), macs),
-                        {**SPACE_DEFAULTS, **data.get("space", {})}, recipe)
+            space = {**SPACE_DEFAULTS, **data.get("space", {})}
+            study = cls(path, Budget(parse_budget(data.get("budget", "5M")), macs), space, recipe,
+                        Shape(classes=space.get("classes", Shape().classes)))
             study.validate()
         except (SpaceError, SpecError) as e:
             raise SpaceError(f"space file {path}: {e}") from None
@@ -200,6 +207,24 @@ class StudyFile:
                     raise SpaceError(f"[recipe] {e}") from None
             base[key] = options[0]
 
+    @property
+    def stated_classes(self) -> int | None:
+        """The classes the file states ([space] classes), or None: whatever the data has."""
+        return self.space.get("classes")
+
+    def for_shape(self, shape: Shape) -> "StudyFile":
+        """This study file fitted to data of `shape`: its networks built for that side, channels
+        and classes. Refuses a stated class count or a number of stages the data cannot take."""
+        if self.stated_classes not in (None, shape.classes):
+            raise SpaceError(f"space file {self.path}: [space] classes = {self.stated_classes} but the data has "
+                             f"{shape.classes} classes")
+        most = max(_options("[space] stages", self.space["stages"]))
+        if most > max_stages(shape.side):
+            raise SpaceError(f"space file {self.path}: [space] stages goes up to {most}, but {shape.side}x{shape.side} "
+                             f"images allow at most {max_stages(shape.side)} (each stage after the first halves "
+                             "the map); lower stages")
+        return dataclasses.replace(self, space={**self.space, "classes": shape.classes}, shape=shape)
+
     def sample_spec(self, trial, budget: Budget | int, on_repair=None) -> ResNetSpec:
         """Draw one spec: depth, kernels, pool and growth, then the width that fills the budget
         (every wall of it: parameters, and MACs where it has that wall).
@@ -224,8 +249,8 @@ class StudyFile:
         step, floor = s["channel_step"], s["min_channels"]
 
         def make(c1: int, blocks=blocks, conv=conv, skip=skip) -> ResNetSpec:
-            return ResNetSpec(tuple(blocks), widths(c1, growth, len(blocks), step), tuple(conv), tuple(skip), pool,
-                              s["classes"])
+            return ResNetSpec(tuple(blocks), widths(c1, growth, len(blocks), step), tuple(conv), tuple(skip),
+                              pool).for_shape(self.shape)
 
         if "first_channels" in s:
             return make(suggest(trial, "first_channels", s["first_channels"]))
@@ -254,7 +279,7 @@ class StudyFile:
         counts = range(min(stages), max(stages) + 1) if _is_range(s["stages"]) else stages
         return [ResNetSpec((least["blocks"],) * n, widths(c1, least["growth"], n, s["channel_step"]),
                            (least["conv_kernel"],) * n, (1,) + (least["skip_kernel"],) * (n - 1),
-                           max(_options("[space] pool", s["pool"])), s["classes"]) for n in counts]
+                           max(_options("[space] pool", s["pool"]))).for_shape(self.shape) for n in counts]
 
     def center_recipe(self, epochs: int | None = None) -> tuple[Recipe, dict]:
         """The recipe at the middle of every searched range (geometric for log ranges, first of

@@ -1,8 +1,10 @@
 """The ResNet family as data: one validated spec per network.
 
 A spec has N stages; stage i has B_i blocks of C_i channels with F_i x F_i convolutions and a
-k_i x k_i projection shortcut where shape changes; the head average-pools with kernel P.
-Every stage after the first halves the 32x32 input, so N is at most 6 (a 1x1 final map).
+k_i x k_i projection shortcut where shape changes; the head average-pools with kernel P. A spec
+is built for one kind of image (its side, its channels) and one number of classes. Every stage
+after the first halves the map, so N is at most the stages that bring it to 1x1 (`max_stages`):
+5 at 16x16, 6 at 32x32, 8 at 128x128.
 """
 
 from __future__ import annotations
@@ -10,13 +12,21 @@ from __future__ import annotations
 import decimal
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import NamedTuple
 
 from .errors import UserError
 
-IMAGE_SIDE = 32
-IN_CHANNELS = 3
-MAX_STAGES = 6  # 32 / 2**5 == 1
+MIN_SIDE, MAX_SIDE = 16, 128  # square images of these sides and between
+
+
+def max_stages(side: int) -> int:
+    """The most stages an image of this side allows: each after the first halves the map
+    (rounding up), and the last may be no smaller than 1x1."""
+    stages = 1
+    while side > 1:
+        side, stages = (side + 1) // 2, stages + 1
+    return stages
 
 
 class SpecError(UserError, ValueError):
@@ -41,6 +51,18 @@ def _positive_ints(name: str, values) -> tuple[int, ...]:
     return tuple(positive_int(name, v) for v in values)
 
 
+class Shape(NamedTuple):
+    """What a network is built for: square images of `side` pixels with `channels` channels, and
+    `classes` outputs. CIFAR-10's is the default."""
+
+    side: int = 32
+    channels: int = 3
+    classes: int = 10
+
+    def __str__(self) -> str:
+        return f"{self.side}x{self.side} {'grayscale' if self.channels == 1 else 'colour'}, {self.classes} classes"
+
+
 @dataclass(frozen=True)
 class ResNetSpec:
     blocks: tuple[int, ...]
@@ -49,6 +71,8 @@ class ResNetSpec:
     skip_kernels: tuple[int, ...]
     pool: int = 4
     classes: int = 10
+    image_side: int = 32  # the square input it is built for
+    in_channels: int = 3  # 3 for colour, 1 for grayscale
 
     def __post_init__(self):
         object.__setattr__(self, "blocks", _positive_ints("blocks", self.blocks))
@@ -61,16 +85,29 @@ class ResNetSpec:
             if len(values) != n:
                 raise SpecError(f"{name}: {len(values)} values given for {n} stages")
             object.__setattr__(self, name, values)
-        if n > MAX_STAGES:
-            raise SpecError(f"blocks: {n} stages would shrink the 32x32 input below 1x1 (at most {MAX_STAGES})")
+        for name in ("pool", "classes", "image_side", "in_channels"):
+            positive_int(name, getattr(self, name))
+        if n > max_stages(self.image_side):
+            raise SpecError(f"blocks: {n} stages would shrink the {self.image_side}x{self.image_side} input below "
+                            f"1x1 (at most {max_stages(self.image_side)})")
         for name in ("conv_kernels", "skip_kernels"):
             for k in getattr(self, name):
                 if k % 2 == 0:
                     raise SpecError(f"{name}: kernel {k} must be odd (1, 3, 5, 7)")
-        for name in ("pool", "classes"):
-            positive_int(name, getattr(self, name))
         if self.classes < 2:
             raise SpecError(f"classes: {self.classes} must be at least 2")
+        if not MIN_SIDE <= self.image_side <= MAX_SIDE:
+            raise SpecError(f"image_side: {self.image_side} must be between {MIN_SIDE} and {MAX_SIDE} pixels")
+        if self.in_channels not in (1, 3):
+            raise SpecError(f"in_channels: {self.in_channels} must be 1 (grayscale) or 3 (colour)")
+
+    @property
+    def shape(self) -> Shape:
+        return Shape(self.image_side, self.in_channels, self.classes)
+
+    def for_shape(self, shape: Shape) -> "ResNetSpec":
+        """The same network built for another input and number of classes."""
+        return replace(self, image_side=shape.side, in_channels=shape.channels, classes=shape.classes)
 
     @property
     def stages(self) -> int:
@@ -79,7 +116,7 @@ class ResNetSpec:
     @property
     def final_side(self) -> int:
         """Side of the last feature map: each later stage halves it (padding k//2, stride 2)."""
-        side = IMAGE_SIDE
+        side = self.image_side
         for _ in range(self.stages - 1):
             side = (side - 1) // 2 + 1
         return side
@@ -97,6 +134,8 @@ class ResNetSpec:
             f"N{self.stages} B{'-'.join(map(str, self.blocks))} C{'-'.join(map(str, self.channels))} "
             f"F{join(self.conv_kernels)} k{join(self.skip_kernels)} P{self.pool}"
             + ("" if self.classes == 10 else f" classes{self.classes}")
+            + ("" if (self.image_side, self.in_channels) == (32, 3)
+               else f" {self.image_side}px{' gray' if self.in_channels == 1 else ''}")
         )
 
     def to_dict(self) -> dict:
@@ -109,7 +148,7 @@ class ResNetSpec:
     def from_dict(cls, data: dict) -> "ResNetSpec":
         if not isinstance(data, dict):
             raise SpecError("a spec must be a JSON object")
-        known = {"blocks", "channels", "conv_kernels", "skip_kernels", "pool", "classes"}
+        known = {"blocks", "channels", "conv_kernels", "skip_kernels", "pool", "classes", "image_side", "in_channels"}
         unknown = set(data) - known
         if unknown:
             raise SpecError(f"unknown spec keys: {', '.join(sorted(unknown))}")
@@ -123,6 +162,8 @@ class ResNetSpec:
             skip_kernels=data.get("skip_kernels", 1),
             pool=data.get("pool", 4),
             classes=data.get("classes", 10),
+            image_side=data.get("image_side", 32),
+            in_channels=data.get("in_channels", 3),
         )
 
     @classmethod
@@ -134,13 +175,13 @@ class ResNetSpec:
 
 
 def spec_from_text(blocks: str, channels: str, conv_kernel: str = "3", skip_kernel: str = "1", pool: int = 4,
-                   classes: int = 10) -> "ResNetSpec":
+                   shape: Shape = Shape()) -> "ResNetSpec":
     """A spec from `count`'s flags: '8,6,4,3' lists, a kernel given once standing for every stage."""
     blocks_, channels_ = parse_int_list("--blocks", blocks), parse_int_list("--channels", channels)
     conv, skip = parse_int_list("--conv-kernel", conv_kernel), parse_int_list("--skip-kernel", skip_kernel)
     n = len(blocks_)
     return ResNetSpec(blocks_, channels_, conv * n if len(conv) == 1 else conv, skip * n if len(skip) == 1 else skip,
-                      pool, classes)
+                      pool).for_shape(shape)
 
 
 def parse_int_list(name: str, text: str) -> tuple[int, ...]:

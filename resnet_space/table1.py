@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import NamedTuple
 
 from .count import Budget, count, fits
-from .spec import ResNetSpec
+from .spec import ResNetSpec, Shape
 
 MODEL_1 = ResNetSpec(blocks=(8, 6, 4, 3), channels=(32, 64, 128, 256), conv_kernels=3, skip_kernels=1, pool=4)
 MODEL_2 = ResNetSpec(blocks=(1, 1, 5, 3), channels=(32, 64, 128, 256), conv_kernels=3, skip_kernels=1, pool=4)
@@ -51,7 +51,7 @@ def table_1_rows() -> list[dict]:
              "summary": r.spec.summary() if r.spec else None} for r in TABLE_1]
 
 
-def baseline_spec(budget: Budget | int, classes: int = 10) -> ResNetSpec | None:
+def baseline_spec(budget: Budget | int, shape: Shape = Shape()) -> ResNetSpec | None:
     """The report's Model 1 (N4 B8-6-4-3 C32-64-128-256 F3 k1 P4, 4,976,426 params, 384,666,112
     MACs) when it fits strictly under `budget` (every wall of it); otherwise Model 1's shape scaled
     to the budget: blocks 8,6,4,3, widths c, 2c, 4c, 8c, with the widest c that fits; None when
@@ -59,10 +59,10 @@ def baseline_spec(budget: Budget | int, classes: int = 10) -> ResNetSpec | None:
 
     Any c, not multiples of 8, so the baseline uses as much of the budget as its shape allows (at
     1e6, c = 14 and 955,496 params, where multiples of 8 would give c = 8 and 31% of the
-    budget). A space of other than 10 classes gets the same shape with its own head, counted
-    with it.
+    budget). For other data (`shape`: the images' side and channels, the classes) it is the same
+    network built for that data, counted so.
     """
-    full = replace(MODEL_1, classes=classes)
+    full = MODEL_1.for_shape(shape)
     if fits(full, budget):
         return full
 

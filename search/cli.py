@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from resnet_space import SpecError, count, fits, parse_budget
+from resnet_space import Shape, SpecError, count, fits, parse_budget
 from resnet_space.errors import UserError
 from resnet_space.spec import spec_from_text
 
@@ -65,7 +65,8 @@ def settings_from(cls, args, **given):
 
 
 def cmd_count(args) -> int:
-    spec = spec_from_text(args.blocks, args.channels, args.conv_kernel, args.skip_kernel, args.pool, args.classes)
+    spec = spec_from_text(args.blocks, args.channels, args.conv_kernel, args.skip_kernel, args.pool,
+                          Shape(args.side, 1 if args.gray else 3, args.classes))
     counts = count(spec)
     fitting = None if args.budget is None else fits(counts, args.budget)
     if args.json:
@@ -211,6 +212,8 @@ def build_parser() -> Parser:
     p.add_argument("--skip-kernel", default="1", help="shortcut kernel k: one for all stages or one per stage")
     p.add_argument("--pool", type=int, default=4, help="average-pool kernel P (capped at the final map)")
     p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--side", type=int, default=32, help="side of the square input images (16 to 128)")
+    p.add_argument("--gray", action="store_true", help="grayscale input (one channel) instead of colour")
     p.add_argument("--budget", type=budget_arg("parameters"), help="exit 0 if the spec fits under it, 1 if not")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_count)
@@ -219,7 +222,7 @@ def build_parser() -> Parser:
     p.add_argument("--budget", type=budget_arg("parameters"),
                    help="parameter budget, e.g. 5e6 or 5M (default: the space file's)")
     p.add_argument("--macs-budget", type=budget_arg("MACs"),
-                   help="MACs per 32x32 image, e.g. 500M, a second wall no trained spec reaches (default: the "
+                   help="MACs per image (at the data's side), e.g. 500M, a second wall no trained spec reaches (default: the "
                         "space file's macs_budget, else none)")
     add_study_args(p, DEFAULT_STUDY)
     p.add_argument("--space", default=DEFAULT_SPACE,
@@ -230,8 +233,9 @@ def build_parser() -> Parser:
     p.add_argument("--timeout", type=positive_float, help="stop starting trials after this many seconds")
     p.add_argument("--epochs", type=positive_int, help="epochs per trial (default: the recipe's)")
     p.add_argument("--device", default="auto", help="auto, cuda, cuda:N or cpu (default auto)")
-    p.add_argument("--data", help="CIFAR-10 root: torchvision layout or train/<class>/ test/<class>/ folders "
-                                  "(default: $RESNET_SEARCH_DATA, else downloaded to the user cache)")
+    p.add_argument("--data", help="cifar10, cifar100, svhn, fashion-mnist (in the user cache, downloaded when "
+                                  "online), or a folder: train/<class>/ test/<class>/ images, or torchvision's "
+                                  "layout (default: $RESNET_SEARCH_DATA, else cifar10)")
     p.add_argument("--limit-train", type=positive_int, help="train on only this many images (stratified)")
     p.add_argument("--val-size", type=positive_int, default=DEFAULT_VAL_SIZE,
                    help=f"validation images held out of train (default {DEFAULT_VAL_SIZE:,})")

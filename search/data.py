@@ -1,9 +1,13 @@
-"""CIFAR-10 as uint8 tensors: found, decoded once, cached, split, and augmented in whole batches.
+"""Image data as uint8 tensors: found, decoded once, cached, split, described, and augmented in
+whole batches.
 
-Two layouts are read: torchvision's CIFAR-10 root (cifar-10-batches-py, downloaded by
-torchvision when the machine is online) and an image folder with train/<class>/* and
-test/<class>/* (torchvision's ImageFolder convention). Decoded splits are cached under the
-user's cache dir, never in the data dir, which may be read-only.
+Three sources are read: an image folder with train/<class>/* and test/<class>/* (torchvision's
+ImageFolder convention) of square RGB or grayscale images of one side from 16 to 128 pixels; a
+named data set (cifar10, cifar100, svhn, fashion-mnist), read by torchvision from the user's
+cache and downloaded there when the machine is online; and a folder holding one of those in
+torchvision's own layout. Decoded folders are cached under the user's cache dir, never in the
+data dir, which may be read-only. Every load ends in a DataDescription: what the networks are
+built for and how images are normalised, recorded with the study.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import hashlib
 import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,19 +25,39 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from resnet_space import Shape
 from resnet_space.errors import UserError
+from resnet_space.spec import MAX_SIDE, MIN_SIDE
 
 from .layout import DEFAULT_VAL_SIZE, save_atomic
 
 DATA_ENV = "RESNET_SEARCH_DATA"
 CACHE_ENV = "RESNET_SEARCH_CACHE"
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}
+CACHE_FORMAT = 2  # bumped when what a decoded cache holds changes, so an old one is never read
+GRAY_MODES = {"1", "L", "I", "I;16", "F"}  # PIL modes of one channel, read as 8-bit gray
 
 
 class DataError(UserError):
     """Data that cannot be found or read; the message is one line that says what to do."""
+
+
+@dataclass(frozen=True)
+class Named:
+    """A data set torchvision reads and downloads: its class, and the folder torchvision looks
+    for in the root (how a root of that layout is recognised)."""
+
+    title: str
+    dataset: str  # the class's name in torchvision.datasets
+    marker: str
+
+
+NAMED = {
+    "cifar10": Named("CIFAR-10", "CIFAR10", "cifar-10-batches-py"),
+    "cifar100": Named("CIFAR-100", "CIFAR100", "cifar-100-python"),
+    "svhn": Named("SVHN", "SVHN", "train_32x32.mat"),
+    "fashion-mnist": Named("Fashion-MNIST", "FashionMNIST", "FashionMNIST"),
+}
 
 
 def cache_root() -> Path:
@@ -42,13 +66,9 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "resnet-search"
 
 
-def default_data_root() -> Path:
-    return Path(os.environ.get(DATA_ENV) or cache_root() / "cifar10")
-
-
 @dataclass
 class ImageSet:
-    images: torch.Tensor  # uint8, (N, 3, 32, 32)
+    images: torch.Tensor  # uint8, (N, channels, side, side)
     labels: torch.Tensor  # int64, (N,)
 
     def __len__(self) -> int:
@@ -58,23 +78,67 @@ class ImageSet:
         return ImageSet(self.images[index], self.labels[index])
 
 
-@dataclass
-class Cifar10:
-    train: ImageSet
-    val: ImageSet
-    test: ImageSet
-    classes: list[str]
-    name: str  # says which copy: true CIFAR-10 or an image-folder copy such as the JPEG one
+@dataclass(frozen=True)
+class DataDescription:
+    """What a study's data is: the one account of it that the engine, the export, the report and
+    `retrain` read (and the study records), built when the data is loaded."""
+
+    name: str  # which data: "CIFAR-10", or a folder's name and kind, e.g. "cifar10-jpeg (image folder, JPEG)"
     root: str
-    fingerprint: str = ""  # of every image and label before the split: the same data wherever it lies
+    classes: tuple[str, ...]  # names, in label order
+    side: int  # square images of side x side pixels
+    channels: int  # 3 (RGB) or 1 (grayscale)
+    mean: tuple[float, ...]  # per channel, of the training split's pixels scaled to [0, 1]
+    std: tuple[float, ...]
+    fingerprint: str  # of every image and label before the split: the same data wherever it lies
+
+    @property
+    def shape(self) -> Shape:
+        return Shape(self.side, self.channels, len(self.classes))
 
     def identity(self) -> str:
         return f"{self.name} #{self.fingerprint}"
 
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DataDescription":
+        return cls(**{**data, **{k: tuple(data[k]) for k in ("classes", "mean", "std")}})
+
+    def normalize(self, images: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+        """uint8 images as the networks take them: each channel less its mean, over its std."""
+        shape = (1, self.channels, 1, 1)
+        mean = torch.tensor(self.mean, device=images.device, dtype=dtype).view(shape) * 255
+        std = torch.tensor(self.std, device=images.device, dtype=dtype).view(shape) * 255
+        return (images.to(dtype) - mean) / std
+
+
+@dataclass
+class Dataset:
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet
+    description: DataDescription
+
+    @property
+    def name(self) -> str:
+        return self.description.name
+
+    @classmethod
+    def of(cls, train: ImageSet, val: ImageSet, test: ImageSet, classes, name: str, root: str = "",
+           fingerprint: str = "") -> "Dataset":
+        """Splits in memory, described: their shape from the images, the normalisation measured
+        on `train`."""
+        mean, std = channel_stats(train.images)
+        images = train.images
+        return cls(train, val, test, DataDescription(name, str(root), tuple(classes), images.shape[-1],
+                                                     images.shape[1], mean, std, fingerprint))
+
 
 def _is_image_folder(root: Path) -> bool:
     """Whether root is an image folder; one with train/ or test/ but not both is refused, never
-    taken for torchvision's layout (which would download CIFAR-10 into it)."""
+    taken for torchvision's layout (which would download into it)."""
     train, test = (root / "train").is_dir(), (root / "test").is_dir()
     if train != test:
         have, lack = ("train", "test") if train else ("test", "train")
@@ -83,21 +147,56 @@ def _is_image_folder(root: Path) -> bool:
     return train
 
 
-def _decode(path: Path) -> torch.Tensor:
+def _check_side(path: Path, width: int, height: int, side: int | None) -> None:
+    """The one size rule: square, from MIN_SIDE to MAX_SIDE, and every image the side of the first."""
+    if width != height:
+        raise DataError(f"image {path} is {width}x{height}, not square: resize or crop every image to one square "
+                        "side first")
+    if not MIN_SIDE <= width <= MAX_SIDE:
+        raise DataError(f"image {path} is {width}x{height}: sides from {MIN_SIDE} to {MAX_SIDE} pixels are "
+                        "supported; resize the images first")
+    if side is not None and width != side:
+        raise DataError(f"image {path} is {width}x{height} but the first image is {side}x{side}: every image "
+                        "must have the same side; resize them first")
+
+
+def _image_kind(path: Path, im: Image.Image) -> int:
+    """The channels an image is read with: 1 for a grayscale mode, else 3; refuses alpha."""
+    if "A" in im.mode or "transparency" in im.info:
+        raise DataError(f"image {path} has an alpha channel ({im.mode}, {len(im.getbands())} channels): "
+                        "save it as RGB or grayscale")
+    return 1 if im.mode in GRAY_MODES else 3
+
+
+def _first_image(path: Path) -> tuple[int, int]:
+    """(side, channels) of a folder's first training image, from its header alone: the rule for
+    every other image (the same side; colour, or grayscale if the first is grayscale)."""
     try:
         with Image.open(path) as im:
-            image = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
+            _check_side(path, *im.size, None)
+            return im.size[0], _image_kind(path, im)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot read image {path}: {str(e).splitlines()[0][:160]}") from None
-    if image.shape != (3, 32, 32):
-        raise DataError(f"image {path} is {image.shape[2]}x{image.shape[1]}, expected 32x32")
-    return image
 
 
-def _list_image_folder(split_dir: Path) -> tuple[list[Path], list[int], list[str]]:
-    """Every image under split_dir/<class>/ with its label, and the class names. Anything else
-    in a class folder is an error, found before a single image is decoded; hidden files and
-    folders (.DS_Store, .ipynb_checkpoints) are not data and are skipped."""
+def _decode(path: Path, side: int, channels: int, first: Path) -> np.ndarray:
+    """One image as uint8, (side, side) in a grayscale folder, else (side, side, 3): a grayscale
+    image in a colour folder is read as colour; a colour one in a grayscale folder is refused."""
+    try:
+        with Image.open(path) as im:
+            _check_side(path, *im.size, side)
+            if _image_kind(path, im) > channels:
+                raise DataError(f"image {path} is colour ({im.mode}) but the first image, {first}, is grayscale: "
+                                "a grayscale folder must be all grayscale")
+            return np.array(im.convert("L" if channels == 1 else "RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"cannot read image {path}: {str(e).splitlines()[0][:160]}") from None
+
+
+def _list_image_folder(split_dir: Path, least: int) -> tuple[list[Path], list[int], list[str]]:
+    """Every image under split_dir/<class>/ with its label, and the class names; each class needs
+    `least` images. Anything else in a class folder is an error, found before a single image is
+    decoded; hidden files and folders (.DS_Store, .ipynb_checkpoints) are not data and are skipped."""
     try:
         classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
     except OSError as e:
@@ -113,11 +212,14 @@ def _list_image_folder(split_dir: Path) -> tuple[list[Path], list[int], list[str
                          None)
         except OSError as e:
             raise DataError(f"cannot read {e.filename or class_dir}: {e.strerror or e}") from None
-        if not entries:
-            raise DataError(f"class folder {class_dir} has no images; add its images or remove the folder")
         if stray is not None:
             raise DataError(f"{class_dir / stray.name} is not an image ({', '.join(sorted(IMAGE_SUFFIXES))}); "
                             f"move it out of {class_dir}")
+        if not entries:
+            raise DataError(f"class folder {class_dir} has no images; add its images or remove the folder")
+        if len(entries) < least:
+            raise DataError(f"class folder {class_dir} has {len(entries)} image, a training class needs at least "
+                            f"{least} (one to train on, one to validate on); add images or remove the folder")
         files += [class_dir / e.name for e in entries]
         labels += [label] * len(entries)
     return files, labels, classes
@@ -126,15 +228,17 @@ def _list_image_folder(split_dir: Path) -> tuple[list[Path], list[int], list[str
 def _fingerprint(split_dir: Path, files: list[Path]) -> str:
     """Digest of every file's name, size and modification time: editing, adding, removing or
     renaming any image gives a new cache key, so a cache is never stale."""
-    digest = hashlib.sha1(str(split_dir.resolve()).encode())
+    digest = hashlib.sha1(f"{split_dir.resolve()}\0{CACHE_FORMAT}".encode())
     for path in files:
         stat = path.stat()
         digest.update(f"{path.relative_to(split_dir)}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
     return digest.hexdigest()[:16]
 
 
-def _read_image_folder(split_dir: Path, files: list[Path], labels: list[int], status=None) -> ImageSet:
-    """The listed images decoded, or read back from the cache written when they were last decoded."""
+def _read_image_folder(split_dir: Path, files: list[Path], labels: list[int], first: Path, shape: Shape,
+                       status=None) -> ImageSet:
+    """The listed images decoded (by the rule of the first image, `first`: its side and channels),
+    or read back from the cache written when they were last decoded."""
     cache = cache_root() / "decoded" / f"{split_dir.name}-{_fingerprint(split_dir, files)}.pt"
     if cache.exists():
         try:
@@ -145,7 +249,9 @@ def _read_image_folder(split_dir: Path, files: list[Path], labels: list[int], st
     shown = f"decoding {len(files):,} images of {split_dir} (cached in {cache.parent} for later runs)"
     with status(shown) if status else contextlib.nullcontext(), \
             ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-        images = torch.stack(list(pool.map(_decode, files, chunksize=256)))
+        images = torch.from_numpy(np.stack(list(pool.map(
+            lambda path: _decode(path, shape.side, shape.channels, first), files, chunksize=256))))
+    images = images[:, None] if shape.channels == 1 else images.permute(0, 3, 1, 2).contiguous()
     result = ImageSet(images, torch.tensor(labels, dtype=torch.int64))
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -155,30 +261,39 @@ def _read_image_folder(split_dir: Path, files: list[Path], labels: list[int], st
     return result
 
 
-def _read_torchvision(root: Path, download: bool) -> tuple[ImageSet, ImageSet, list[str]]:
-    from torchvision.datasets import CIFAR10
+def _read_torchvision(named: Named, root: Path, download: bool) -> tuple[ImageSet, ImageSet, list[str]]:
+    """A named data set's train and test splits as torchvision reads them from `root`, downloaded
+    there first when `download` and they are not there yet (torchvision checks every file's md5)."""
+    import torchvision.datasets
 
+    kind = getattr(torchvision.datasets, named.dataset)
     splits, made = [], [p for p in (root, *root.parents) if not p.exists()]  # innermost first
     for train in (True, False):
+        split = {"split": "train" if train else "test"} if named.dataset == "SVHN" else {"train": train}
         previous = socket.getdefaulttimeout()
         socket.setdefaulttimeout(30)  # an unreachable host fails the download instead of hanging
         try:
-            ds = CIFAR10(str(root), train=train, download=download)
-        except Exception as e:  # noqa: BLE001 - torchvision raises many kinds when offline
+            ds = kind(str(root), download=download, **split)
+        except Exception as e:  # noqa: BLE001 - torchvision raises many kinds when offline or corrupt
             why = f"downloading it failed ({type(e).__name__}: {str(e).splitlines()[0][:120]})" if download \
-                else "downloading is off"
+                else f"it is not there ({str(e).splitlines()[0][:80]}) and downloading is off"
             for folder in made:  # a failed download leaves no empty folders behind
                 with contextlib.suppress(OSError):
                     folder.rmdir()
-            raise DataError(
-                f"no CIFAR-10 found at {root} (looked for {root}/train/<class>/ and {root}/cifar-10-batches-py) "
-                f"and {why}; pass --data PATH or set {DATA_ENV}=PATH"
-            ) from None
+            raise DataError(f"no {named.title} found in {root} (looked for {root / named.marker}) and {why}; "
+                            f"pass --data PATH or set {DATA_ENV}=PATH") from None
         finally:
             socket.setdefaulttimeout(previous)
-        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
-        splits.append(ImageSet(images, torch.tensor(ds.targets, dtype=torch.int64)))
-    return splits[0], splits[1], list(ds.classes)
+        images = torch.as_tensor(np.asarray(ds.data))
+        if images.ndim == 3:  # (N, H, W): grayscale
+            images = images[:, None]
+        elif images.shape[-1] == 3:  # (N, H, W, 3)
+            images = images.permute(0, 3, 1, 2)
+        labels = getattr(ds, "targets", None)
+        labels = ds.labels if labels is None else labels
+        splits.append(ImageSet(images.contiguous(), torch.as_tensor(np.asarray(labels), dtype=torch.int64)))
+    classes = list(getattr(ds, "classes", None) or [str(d) for d in range(10)])  # SVHN names none: digits
+    return splits[0], splits[1], classes
 
 
 def stratified_order(labels: torch.Tensor, seed: int) -> torch.Tensor:
@@ -192,46 +307,106 @@ def stratified_order(labels: torch.Tensor, seed: int) -> torch.Tensor:
     return perm[torch.argsort(rank * (int(labels.max()) + 1) + shuffled, stable=True)]
 
 
-def load_cifar10(root=None, *, val_size: int = DEFAULT_VAL_SIZE, limit_train: int | None = None, seed: int = 0,
-                 download: bool = True, classes: int | None = None, status=None) -> Cifar10:
-    """Train/validation/test splits. The validation split is carved from training images
-    (seeded, stratified) and is what a search optimises; test is kept for the final evaluation.
-    With `classes` (the networks' outputs), data with another number of classes is refused, for
-    an image folder before a single image is decoded. status(message), a context manager (a
-    spinner on a terminal), is held while images are decoded, which takes a while the first time."""
-    named = root or os.environ.get(DATA_ENV)  # only the default in the user cache is made (downloaded)
-    root = Path(root) if root else default_data_root()
-    if root.exists() and not root.is_dir():
-        raise DataError(f"data path {root} is not a directory")
-    if named and not root.exists():
-        raise DataError(f"data path {root} does not exist")
-    if _is_image_folder(root):
-        # Both splits are listed and checked before either is decoded, which takes minutes.
-        train_files, train_labels, names = _list_image_folder(root / "train")
-        test_files, test_labels, test_classes = _list_image_folder(root / "test")
-        if test_classes != names:
-            only_train = ", ".join(sorted(set(names) - set(test_classes))) or "none"
-            only_test = ", ".join(sorted(set(test_classes) - set(names))) or "none"
-            raise DataError(f"{root}/train and {root}/test need the same class folders; only in train: {only_train}; "
-                            f"only in test: {only_test}")
-        check_classes(root, classes, found=names)
-        check_sizes(len(train_files), val_size, limit_train)
-        full_train = _read_image_folder(root / "train", train_files, train_labels, status)
-        test = _read_image_folder(root / "test", test_files, test_labels, status)
-        jpeg = any(f.suffix.lower() in {".jpg", ".jpeg"} for f in train_files)
-        name = f"{root.name} (image folder{', JPEG' if jpeg else ''})"
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 images, scaled to [0, 1], summed exactly
+    in integers (in chunks, so 50,000 images never need a float copy). A channel that never
+    varies gets a deviation of one pixel level, not 0, which would divide its images by zero."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for chunk in images.split(4096):
+        wide = chunk.to(torch.int64)
+        total += wide.sum((0, 2, 3)).double()
+        squares += (wide * wide).sum((0, 2, 3)).double()
+    n = images.numel() // images.shape[1]
+    mean = total / n
+    std = (squares / n - mean * mean).clamp(min=0).sqrt() * (n / max(n - 1, 1)) ** 0.5
+    return tuple((mean / 255).tolist()), tuple((std.clamp(min=1) / 255).tolist())
+
+
+@dataclass
+class DataSource:
+    """Data found and checked, not yet decoded: where it lies, what it is, its shape (for a folder,
+    from the listing and the first image's header), and how to read it. `load` decodes it."""
+
+    root: Path
+    named: Named | None  # None: an image folder
+    names: list[str]  # the classes, in label order
+    shape: Shape
+    listing: dict | None = None  # an image folder's (files, labels) per split
+    arrays: tuple[ImageSet, ImageSet] | None = None  # a named data set's splits, as torchvision read them
+
+    @property
+    def train_images(self) -> int:
+        return len(self.listing["train"][0]) if self.listing else len(self.arrays[0])
+
+    def load(self, *, val_size: int = DEFAULT_VAL_SIZE, limit_train: int | None = None, seed: int = 0,
+             status=None) -> "Dataset":
+        """Train/validation/test splits and their description. The validation split is carved
+        from training images (seeded, stratified) and is what a search optimises; test is kept for
+        the final evaluation. status(message), a context manager (a spinner on a terminal), is
+        held while images are decoded, the first time."""
+        check_sizes(self.train_images, val_size, limit_train)
+        if self.named is None:
+            (train_files, train_labels), (test_files, test_labels) = self.listing["train"], self.listing["test"]
+            first = train_files[0]
+            full_train = _read_image_folder(self.root / "train", train_files, train_labels, first, self.shape, status)
+            test = _read_image_folder(self.root / "test", test_files, test_labels, first, self.shape, status)
+            jpeg = any(f.suffix.lower() in {".jpg", ".jpeg"} for f in train_files)
+            name = f"{self.root.name} (image folder{', JPEG' if jpeg else ''})"
+        else:
+            (full_train, test), name = self.arrays, self.named.title
+        digest = hashlib.sha1()
+        for part in (full_train.images, full_train.labels, test.images, test.labels):
+            digest.update(part.contiguous().numpy().tobytes())
+        order = stratified_order(full_train.labels, seed)
+        train_index = order[val_size:] if limit_train is None else order[val_size:val_size + limit_train]
+        return Dataset.of(full_train.subset(train_index), full_train.subset(order[:val_size]), test, self.names, name,
+                          str(self.root), digest.hexdigest()[:16])
+
+
+def find_data(root=None, *, classes: int | None = None, download: bool = True) -> DataSource:
+    """The data at `root`, found and checked before anything is decoded. root: a name (cifar10,
+    cifar100, svhn, fashion-mnist: read from the user's cache, downloaded there when `download`
+    and online), or a path that exists: an image folder, or a folder in torchvision's layout of one
+    of those. With no root, RESNET_SEARCH_DATA, else CIFAR-10 in the cache. With `classes` (what
+    a study file states), data with another number of classes is refused."""
+    text = str(root or os.environ.get(DATA_ENV) or "cifar10")
+    if text in NAMED:
+        path, named = cache_root() / text, NAMED[text]
     else:
-        full_train, test, names = _read_torchvision(root, download)
-        check_classes(root, classes, found=names)
-        check_sizes(len(full_train), val_size, limit_train)
-        name = "CIFAR-10"
-    digest = hashlib.sha1()
-    for part in (full_train.images, full_train.labels, test.images, test.labels):
-        digest.update(part.contiguous().numpy().tobytes())
-    order = stratified_order(full_train.labels, seed)
-    train_index = order[val_size:] if limit_train is None else order[val_size:val_size + limit_train]
-    return Cifar10(full_train.subset(train_index), full_train.subset(order[:val_size]), test, names, name,
-                   str(root), digest.hexdigest()[:16])
+        path = Path(text)
+        if not path.exists():
+            raise DataError(f"data path {path} does not exist (a named data set is one of {', '.join(NAMED)})")
+        if not path.is_dir():
+            raise DataError(f"data path {path} is not a directory")
+        named = None if _is_image_folder(path) else next(
+            (named for named in NAMED.values() if (path / named.marker).exists()), False)
+        if named is False:
+            raise DataError(f"data path {path} is neither an image folder (train/<class>/ and test/<class>/) nor "
+                            f"a torchvision data set (looked for {', '.join(n.marker for n in NAMED.values())})")
+    if named is not None:
+        train, test, names = _read_torchvision(named, path, download)
+        check_classes(path, classes, found=names)
+        return DataSource(path, named, names, Shape(train.images.shape[-1], train.images.shape[1], len(names)),
+                          arrays=(train, test))
+    train_files, train_labels, names = _list_image_folder(path / "train", least=2)
+    test_files, test_labels, test_classes = _list_image_folder(path / "test", least=1)
+    if test_classes != names:
+        only_train = ", ".join(sorted(set(names) - set(test_classes))) or "none"
+        only_test = ", ".join(sorted(set(test_classes) - set(names))) or "none"
+        raise DataError(f"{path}/train and {path}/test need the same class folders; only in train: {only_train}; "
+                        f"only in test: {only_test}")
+    check_classes(path, classes, found=names)
+    side, channels = _first_image(train_files[0])
+    return DataSource(path, None, names, Shape(side, channels, len(names)),
+                      listing={"train": (train_files, train_labels), "test": (test_files, test_labels)})
+
+
+def load_data(root=None, *, val_size: int = DEFAULT_VAL_SIZE, limit_train: int | None = None, seed: int = 0,
+              download: bool = True, classes: int | None = None, status=None) -> Dataset:
+    """find_data(root, classes=..., download=...).load(...): the data found, checked and decoded."""
+    return find_data(root, classes=classes, download=download).load(val_size=val_size, limit_train=limit_train,
+                                                                    seed=seed, status=status)
 
 
 def check_sizes(images: int, val_size: int, limit_train: int | None) -> None:
@@ -244,29 +419,33 @@ def check_sizes(images: int, val_size: int, limit_train: int | None) -> None:
 
 
 def check_classes(root: Path, classes: int | None, *, found: list[str]) -> None:
-    """Refuse data with another number of classes than the networks' outputs (None: any):
+    """Refuse data with another number of classes than a study file states (None: any):
     training would otherwise fail on the first label past the head, or never use some."""
     if classes is None or len(found) == classes:
         return
     names = ", ".join(found[:12]) + (", ..." if len(found) > 12 else "")
-    raise DataError(f"data at {root} has {len(found)} classes ({names}) but the study's networks have "
-                    f"{classes} outputs; set classes = {len(found)} in the study file's [space]")
+    raise DataError(f"data at {root} has {len(found)} classes ({names}) but the study file states classes = "
+                    f"{classes}; set classes = {len(found)} in its [space], or remove the key to take the data's")
+
+
+def check_shape(spec, description: DataDescription, what: str) -> None:
+    """Refuse a network built for other images or classes than the data's."""
+    if spec.shape != description.shape:
+        raise DataError(f"{what} is built for {spec.shape} but the data at {description.root} is "
+                        f"{description.shape}")
 
 
 # ---- augmentation: whole batches of tensors on the training device ----
 
-def normalize(images: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
-    mean = torch.tensor(CIFAR10_MEAN, device=images.device, dtype=dtype).view(1, 3, 1, 1) * 255
-    std = torch.tensor(CIFAR10_STD, device=images.device, dtype=dtype).view(1, 3, 1, 1) * 255
-    return (images.to(dtype) - mean) / std
-
-
-def random_grayscale(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
-    """For a fraction p of a normalised batch: ITU-R 601 luma of the raw pixels (torchvision's
-    Grayscale), normalised again per channel."""
+def random_grayscale(x: torch.Tensor, p: float, generator: torch.Generator,
+                     description: DataDescription) -> torch.Tensor:
+    """For a fraction p of a normalised colour batch: ITU-R 601 luma of the raw pixels
+    (torchvision's Grayscale), normalised again per channel. A grayscale batch is returned as it is."""
+    if x.shape[1] == 1:
+        return x
     shape = (1, 3, 1, 1)
-    mean = torch.tensor(CIFAR10_MEAN, device=x.device, dtype=x.dtype).view(shape)
-    std = torch.tensor(CIFAR10_STD, device=x.device, dtype=x.dtype).view(shape)
+    mean = torch.tensor(description.mean, device=x.device, dtype=x.dtype).view(shape)
+    std = torch.tensor(description.std, device=x.device, dtype=x.dtype).view(shape)
     luma = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(shape)
     gray = ((x * std + mean) * luma).sum(1, keepdim=True)
     pick = torch.rand(len(x), generator=generator, device=x.device) < p
@@ -291,15 +470,15 @@ class TrainingSet:
     normalising), and with flips on, stored beside a mirrored copy. One index then picks an
     image, its crop offset and its mirror at once (docs/measurements.md measures what this buys)."""
 
-    def __init__(self, images: torch.Tensor, recipe, dtype=torch.float32):
+    def __init__(self, images: torch.Tensor, recipe, description: DataDescription, dtype=torch.float32):
         """dtype: how the prepared images are stored (bf16 under CUDA's numerics). They are
-        normalised in float32 and rounded once to dtype, not normalised in dtype."""
-        self.n, self.recipe, self.margin = len(images), recipe, recipe.crop_padding
-        x = F.pad(normalize(images).to(dtype), (self.margin,) * 4)
+        normalised (as `description` says) in float32 and rounded once to dtype, not normalised in dtype."""
+        self.n, self.recipe, self.margin, self.description = len(images), recipe, recipe.crop_padding, description
+        x = F.pad(description.normalize(images).to(dtype), (self.margin,) * 4)
         if recipe.flip:
             x = torch.cat([x, x.flip(-1)])
         side = images.shape[-1]
-        self.windows = x.unfold(2, side, 1).unfold(3, side, 1)  # a view: (n, 3, 2m+1, 2m+1, side, side)
+        self.windows = x.unfold(2, side, 1).unfold(3, side, 1)  # a view: (n, c, 2m+1, 2m+1, side, side)
 
     def batch(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The images at `index`, randomly cropped, flipped, greyed and cut out per the recipe."""
@@ -310,7 +489,7 @@ class TrainingSet:
             index = index + self.n * (torch.rand(size, generator=generator, device=device) < 0.5)
         x = self.windows[index, :, dy, dx]
         if self.recipe.grayscale:
-            x = random_grayscale(x, self.recipe.grayscale, generator)
+            x = random_grayscale(x, self.recipe.grayscale, generator, self.description)
         if self.recipe.cutout:
             x = random_cutout(x, self.recipe.cutout, generator)
         return x

@@ -18,7 +18,7 @@ from torch import nn
 from resnet_space import ResNetSpec, count
 from resnet_space.errors import UserError
 
-from .data import CIFAR10_MEAN, CIFAR10_STD, DataError, load_cifar10
+from .data import DataDescription, DataError, check_shape, load_data
 from .layout import writable_folder
 from .record import StudyRecord, TrialRecord, write_exported
 from .storage import open_artifact_store
@@ -30,16 +30,18 @@ class ExportError(UserError):
 
 
 class Exported(nn.Module):
-    """The exported program: float images in [0, 1], (N, 3, 32, 32), as torchvision's ToTensor
-    gives them; CIFAR-10 normalisation happens inside, and so does the flip test-time
-    augmentation when the recipe evaluates with it (logits of the image and its mirror,
-    averaged), so the program gives exactly the test accuracy its metrics.json records."""
+    """The exported program: float images in [0, 1], (N, channels, side, side) of the data it was
+    trained on, as torchvision's ToTensor gives them; the data's normalisation happens inside, and
+    so does the flip test-time augmentation when the recipe evaluates with it (logits of the image
+    and its mirror, averaged), so the program gives exactly the test accuracy its metrics.json
+    records."""
 
-    def __init__(self, model: nn.Module, flip_tta: bool):
+    def __init__(self, model: nn.Module, flip_tta: bool, description: DataDescription):
         super().__init__()
         self.model, self.flip_tta = model, flip_tta
-        self.register_buffer("mean", torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(CIFAR10_STD).view(1, 3, 1, 1))
+        shape = (1, description.channels, 1, 1)
+        self.register_buffer("mean", torch.tensor(description.mean, dtype=torch.float32).view(shape))
+        self.register_buffer("std", torch.tensor(description.std, dtype=torch.float32).view(shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean) / self.std
@@ -90,15 +92,17 @@ def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: Path
     spec = ResNetSpec.from_dict(r.spec)
     model = load_trial_model(study, trial)
     try:
-        data = load_cifar10(data_root or recorded.data_root, val_size=recorded.val_size, seed=recorded.split_seed,
-                            download=False, classes=spec.classes)
+        data = load_data(data_root or recorded.data_root, val_size=recorded.val_size, seed=recorded.split_seed,
+                         limit_train=recorded.limit_train, download=False, classes=spec.classes)
+        check_shape(spec, data.description, f"trial {trial.number}'s network")
     except DataError as e:
         raise ExportError(f"test set unavailable ({e})") from None
     tta = r.recipe.get("flip_tta", False)
-    test_acc = evaluate(model, data.test.images, data.test.labels, torch.device("cpu"), flip_tta=tta)
-    plain = evaluate(model, data.test.images, data.test.labels, torch.device("cpu")) if tta else test_acc
+    test_acc = evaluate(model, data.test, data.description, torch.device("cpu"), flip_tta=tta)
+    plain = evaluate(model, data.test, data.description, torch.device("cpu")) if tta else test_acc
     number = trial.number if r.finalist_of is None else r.finalist_of
-    metrics = write_export(out, model, spec, study=(search or study).study_name, trial=number, val_acc=trial.value,
+    metrics = write_export(out, model, spec, data.description, study=(search or study).study_name, trial=number,
+                           val_acc=trial.value,
                            test_acc=test_acc, test_flip_tta=tta, test_acc_without_flip=plain, dataset=data.name,
                            test_images=len(data.test), seed=r.seed, recipe=r.recipe,
                            stage="final" if r.finalist_of is not None else "search", epochs=len(r.curve))
@@ -106,11 +110,12 @@ def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: Path
     return metrics
 
 
-def write_export(out: Path, model: nn.Module, spec: ResNetSpec, *, study: str, trial: int | None, **numbers) -> dict:
+def write_export(out: Path, model: nn.Module, spec: ResNetSpec, description: DataDescription, *, study: str,
+                 trial: int | None, **numbers) -> dict:
     """The one writer of an export, for `best --export` and `retrain`: spec.json, state_dict.pt,
     model.pt2 (float images in [0, 1], normalised inside) and metrics.json, which holds the study,
-    trial, spec summary, params and MACs, then `numbers` as given, then how to feed the model and
-    the versions that made it. The model may come as training left it (channels_last, on CUDA,
+    trial, spec summary, params and MACs, then `numbers` as given, then how to feed the model, the
+    data's description and the versions that made it. The model may come as training left it (channels_last, on CUDA,
     wrapped by torch.compile): it is exported as a float32, contiguous CPU module under its plain
     names, and moved so in place. Returns the metrics."""
     model = getattr(model, "_orig_mod", model)
@@ -118,9 +123,10 @@ def write_export(out: Path, model: nn.Module, spec: ResNetSpec, *, study: str, t
     out.mkdir(parents=True, exist_ok=True)
     (out / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
     torch.save(portable_state_dict(model), out / "state_dict.pt")
-    wrapped = Exported(model, numbers.get("test_flip_tta", False)).eval()
+    wrapped = Exported(model, numbers.get("test_flip_tta", False), description).eval()
     batch = torch.export.Dim("batch", min=1)  # no upper bound: any batch size
-    program = torch.export.export(wrapped, (torch.rand(2, 3, 32, 32),), dynamic_shapes=({0: batch},))
+    side, channels = description.side, description.channels
+    program = torch.export.export(wrapped, (torch.rand(2, channels, side, side),), dynamic_shapes=({0: batch},))
     torch.export.save(program, out / "model.pt2")
     counts = count(spec)
     metrics = {
@@ -130,9 +136,10 @@ def write_export(out: Path, model: nn.Module, spec: ResNetSpec, *, study: str, t
         "params": counts.params,
         "macs": counts.macs,
         **numbers,
-        "input": "float (N, 3, 32, 32) in [0, 1] for model.pt2 (test_acc; flip-averaged inside when "
-                 "test_flip_tta); CIFAR-10-normalised for state_dict.pt (test_acc_without_flip)",
-        "normalisation": {"mean": CIFAR10_MEAN, "std": CIFAR10_STD},
+        "input": f"float (N, {channels}, {side}, {side}) in [0, 1] for model.pt2 (test_acc; flip-averaged inside "
+                 "when test_flip_tta); normalised by `normalisation` for state_dict.pt (test_acc_without_flip)",
+        "normalisation": {"mean": list(description.mean), "std": list(description.std)},
+        "data": description.to_dict(),
         "versions": {name: _version(name) for name in ("resnet-search", "torch", "torchvision", "optuna")},
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -3,13 +3,16 @@
     settings = SearchSettings(budget=5_000_000, trials=50)   # what the user asked for
     plan = Plan.of(settings)                                   # what the search will do
 
-The plan holds what the settings and the study file imply together (the budget, the recipe the
-baseline trains under and its epochs, the classes, the baseline, the output folders, the
-device). The search, its objective and its final stage read the plan; nothing works a setting
-out a second time. Building a plan reads the study file and checks every setting it can alone
-(the seed, the heartbeat, the output folders, the device and whether the budget fits its
-memory, whether the space's smallest network fits the budget), nothing else: no storage is
-opened, no folder made and no image decoded.
+    plan = plan.for_data(data.description)                    # fitted to the data found
+
+The plan holds what the settings, the study file and the data imply together (the budget, the
+recipe the baseline trains under and its epochs, the data's shape, the baseline, the output
+folders, the device). The search, its objective and its final stage read the plan; nothing works
+a setting out a second time. `Plan.of` reads the study file and checks every setting it can
+alone (the seed, the heartbeat, the output folders, the device and whether the budget fits its
+memory), nothing else: no storage is opened, no folder made and no image decoded. `for_data`
+fits the space to the data's side, channels and classes, then checks that its smallest network
+fits the budget and scales the baseline to it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from resnet_space import MODEL_1, Budget, Recipe, ResNetSpec, baseline_spec, count, fits
+from resnet_space import MODEL_1, Budget, Recipe, ResNetSpec, Shape, baseline_spec, count, fits
 from resnet_space.errors import UserError
 from resnet_space.space import StudyFile
 
@@ -64,13 +67,14 @@ class SearchSettings:
     final_epochs: int | None = None  # None: twice the search's epochs
 
 
-def baseline_for(budget: Budget, classes: int = MODEL_1.classes) -> tuple[ResNetSpec, str] | None:
-    """(spec, label) of the study's seeded baseline: the report's Model 1 where it fits under every
-    wall of the budget, else its shape scaled to fit them; None where not even the narrowest fits."""
-    spec = baseline_spec(budget, classes=classes)
+def baseline_for(budget: Budget, shape: Shape = Shape()) -> tuple[ResNetSpec, str] | None:
+    """(spec, label) of the study's seeded baseline: the report's Model 1, built for the data's
+    shape, where it fits under every wall of the budget, else its shape scaled to fit them; None
+    where not even the narrowest fits."""
+    spec = baseline_spec(budget, shape)
     if spec is None:
         return None
-    head = f" with a {classes}-class head" if classes != MODEL_1.classes else ""
+    head = "" if shape == MODEL_1.shape else f" for {shape}"
     if spec.channels == MODEL_1.channels:
         return spec, "Model 1" + head
     counts = count(spec)
@@ -86,7 +90,7 @@ class Plan:
     budget: Budget
     recipe: Recipe  # the recipe at the middle of every searched range, at the stage's epochs
     recipe_params: dict  # the trial params that select `recipe`
-    baseline: tuple[ResNetSpec, str] | None  # None: not asked for, or nothing of Model 1's shape fits
+    baseline: tuple[ResNetSpec, str] | None  # None: not asked for, nothing of Model 1's shape fits, or no data yet
     outputs: Outputs
     device: torch.device
     stage: str = "search"  # or "final": the finalists trained again, longer and unpruned
@@ -108,24 +112,26 @@ class Plan:
             raise UserError(f"budget {budget.params:,} params: a network that size needs about {need / 2**30:,.0f} GiB "
                             f"to train ({BYTES_PER_PARAM} bytes a parameter) but device {device} has "
                             f"{have / 2**30:,.0f} GiB; lower the budget")
+        recipe, params = space.center_recipe(settings.epochs)
+        return cls(settings, space, budget, recipe, params, None, outputs, device)
+
+    def for_data(self, shape: Shape) -> "Plan":
+        """The plan fitted to data of `shape`: the space's networks and the baseline built for it.
+        Refuses a space none of whose networks fits the budget at that shape."""
+        space = self.space.for_shape(shape)
         smallest = space.smallest_specs()
-        if not any(fits(spec, budget) for spec in smallest):
+        if not any(fits(spec, self.budget) for spec in smallest):
             smallest = min(smallest, key=lambda spec: count(spec).params)
             counts = count(smallest)
             raise UserError(f"space file {space.path}: its smallest network, {smallest.summary()}, has "
-                            f"{counts.params:,} params and {counts.macs:,} MACs, not under the budget of {budget}: "
-                            "nothing in this space fits; raise the budget or narrow the space")
-        recipe, params = space.center_recipe(settings.epochs)
-        baseline = baseline_for(budget, space.space["classes"]) if settings.baseline else None
-        return cls(settings, space, budget, recipe, params, baseline, outputs, device)
+                            f"{counts.params:,} params and {counts.macs:,} MACs, not under the budget of "
+                            f"{self.budget}: nothing in this space fits; raise the budget or narrow the space")
+        baseline = baseline_for(self.budget, shape) if self.settings.baseline else None
+        return dataclasses.replace(self, space=space, baseline=baseline)
 
     @property
     def epochs(self) -> int:
         return self.recipe.epochs
-
-    @property
-    def classes(self) -> int:
-        return self.space.space["classes"]
 
     @property
     def study(self) -> str:

@@ -254,8 +254,7 @@ class StudyRecord:
     artifact_dir: str | None = None
     split_seed: int = 0
     table_1: list[dict] = field(default_factory=list)
-    data_root: str | None = None
-    dataset: str | None = None
+    data: dict | None = None  # the data's description (search.data.DataDescription.to_dict())
     val_size: int = DEFAULT_VAL_SIZE
     limit_train: int | None = None
     requeued: list[int] = field(default_factory=list)
@@ -271,6 +270,15 @@ class StudyRecord:
         a = study.user_attrs
         known = {f.name for f in fields(cls)} - {"name"}
         return cls(name=study.study_name, **{k: a[k] for k in known if a.get(k) is not None})
+
+    @property
+    def dataset(self) -> str | None:
+        """The data's name, e.g. "CIFAR-10" or "cifar10-jpeg (image folder, JPEG)"."""
+        return self.data and self.data["name"]
+
+    @property
+    def data_root(self) -> str | None:
+        return self.data and self.data["root"]
 
     @property
     def walls(self) -> Budget | None:

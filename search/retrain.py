@@ -36,7 +36,7 @@ from resnet_space.errors import UserError
 from resnet_space.space import center_recipe
 
 from . import record
-from .data import Cifar10, ImageSet, load_cifar10
+from .data import Dataset, ImageSet, check_shape, load_data
 from .layout import DEFAULT_ARTIFACTS, DEFAULT_STORAGE, Outputs, plural, save_atomic, writable_folder
 from .train import Diverged, Epoch, completed_epochs, cpu_estimate_hours, evaluate, load_model, resolve_device, train
 
@@ -188,12 +188,14 @@ def _spec_target(study: optuna.Study, path: Path, epochs: int | None) -> Target:
 # ---------------------------------------------------------------- data and folders
 
 
-def full_training_data(recorded: record.StudyRecord, data_root=None, classes: int | None = None) -> Cifar10:
+def full_training_data(recorded: record.StudyRecord, spec: ResNetSpec, data_root=None) -> Dataset:
     """The study's data with its training and validation images together as the training set
-    (the study's --limit-train, if any, still applies) and no validation split; data with other
-    than `classes` classes is refused."""
-    data = load_cifar10(data_root or recorded.data_root, val_size=recorded.val_size,
-                        limit_train=recorded.limit_train, seed=recorded.split_seed, download=False, classes=classes)
+    (the study's --limit-train, if any, still applies) and no validation split; data that `spec`
+    is not built for (other classes, side or channels) is refused. Its description (the
+    normalisation) stays the search's: measured on the search's training split."""
+    data = load_data(data_root or recorded.data_root, val_size=recorded.val_size, limit_train=recorded.limit_train,
+                     seed=recorded.split_seed, download=False, classes=spec.classes)
+    check_shape(spec, data.description, spec.summary())
     train_set = ImageSet(torch.cat([data.train.images, data.val.images]),
                          torch.cat([data.train.labels, data.val.labels]))
     empty = ImageSet(data.val.images[:0], data.val.labels[:0])
@@ -268,7 +270,7 @@ def retrain(settings: RetrainSettings, *, log: Callable[[str], None] = _log, pro
     spec, recipe, epochs = target.spec, target.recipe, target.recipe.epochs
     counts, recorded = count(spec), record.StudyRecord.of(study)
     run_dir = run_folder(recorded, target, settings)
-    data = full_training_data(recorded, settings.data, classes=spec.classes)
+    data = full_training_data(recorded, spec, settings.data)
     device = resolve_device(settings.device)
     if settings.device == "auto" and device.type == "cpu":
         hours = cpu_estimate_hours(counts.macs, len(data.train), epochs)[0] * settings.seeds
@@ -277,7 +279,7 @@ def retrain(settings: RetrainSettings, *, log: Callable[[str], None] = _log, pro
                            f"x {plural(settings.seeds, 'seed')}) would take about {took} on this CPU; "
                            "pass --device cpu to retrain on it anyway")
     identity = {"study": study.study_name, "label": target.label, "spec": spec.to_dict(), "recipe": recipe.to_dict(),
-                "dataset": data.name, "fingerprint": getattr(data, "fingerprint", None),
+                "dataset": data.name, "fingerprint": data.description.fingerprint,
                 "train_images": len(data.train), "test_images": len(data.test)}
     _start_over_if_other_run(run_dir, identity, log)
     log(f"retraining {target.label} ({spec.summary()}, {counts.params:,} params) of study {study.study_name!r} "
@@ -294,9 +296,9 @@ def retrain(settings: RetrainSettings, *, log: Callable[[str], None] = _log, pro
     export_dir = run_dir / f"export-{settings.seeds}-seeds"
     shutil.rmtree(export_dir, ignore_errors=True)  # an export of an earlier result never lingers
     model = final_model(run_dir / f"seed-{pick}", spec)
-    plain = evaluate(model, data.test.images, data.test.labels, torch.device("cpu")) if recipe.flip_tta else accs[pick]
+    plain = evaluate(model, data.test, data.description, torch.device("cpu")) if recipe.flip_tta else accs[pick]
     export = write_export(
-        export_dir, model, spec, study=study.study_name, trial=target.trial,
+        export_dir, model, spec, data.description, study=study.study_name, trial=target.trial,
         label=target.label, baseline=target.baseline, val_acc=target.val_acc, test_acc=accs[pick],
         test_flip_tta=recipe.flip_tta, test_acc_without_flip=plain, dataset=data.name, train_images=len(data.train),
         test_images=len(data.test), seed=pick, recipe=recipe.to_dict(),
@@ -313,7 +315,7 @@ def retrain(settings: RetrainSettings, *, log: Callable[[str], None] = _log, pro
     return RetrainResult(target, entry, seeds, run_dir, export)
 
 
-def _one_seed(seed: int, run_dir: Path, spec: ResNetSpec, recipe: Recipe, data: Cifar10, device: torch.device,
+def _one_seed(seed: int, run_dir: Path, spec: ResNetSpec, recipe: Recipe, data: Dataset, device: torch.device,
               log, progress, on_epoch) -> dict:
     """A finished seed's result from its file, or train it (resuming its checkpoint) and test it."""
     result_file, checkpoint_dir = run_dir / f"seed-{seed}.json", run_dir / f"seed-{seed}"
@@ -337,8 +339,8 @@ def _one_seed(seed: int, run_dir: Path, spec: ResNetSpec, recipe: Recipe, data: 
                            "fewer --epochs or another recipe") from None
     # The test split, once, from the final weights, on the CPU in float32 as `best --export` does,
     # so the exported model.pt2 gives the very number recorded.
-    test_acc = evaluate(final_model(checkpoint_dir, spec), data.test.images, data.test.labels,
-                        torch.device("cpu"), flip_tta=recipe.flip_tta)
+    test_acc = evaluate(final_model(checkpoint_dir, spec), data.test, data.description, torch.device("cpu"),
+                        flip_tta=recipe.flip_tta)
     history = result.history
     seed_result = {"seed": seed, "test_acc": test_acc, "epochs": recipe.epochs, "train_loss_last": history[-1].loss,
                    "seconds": sum(e.seconds for e in history), "resumed_from_epoch": result.resumed_from,

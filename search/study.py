@@ -33,7 +33,7 @@ from resnet_space.table1 import table_1_rows
 
 from . import record
 from .layout import plural
-from .data import Cifar10, load_cifar10
+from .data import DataDescription, Dataset, find_data
 from .live import Quiet
 from .plan import Plan, SearchSettings, baseline_for  # noqa: F401 - the search's API, importable from here
 from .storage import StudyError, open_artifact_store, open_storage, redact, storage_outage
@@ -52,16 +52,19 @@ def run_search(settings: SearchSettings, view: Quiet | None = None) -> optuna.St
     if settings.device == "auto" and plan.device.type == "cpu":
         raise UserError(cpu_refusal(plan))
     # The data before the storage: a refusal of the data (found only as it is decoded) leaves no
-    # database behind, and a decode is cached, so the next run does not pay it again.
-    data = load_cifar10(settings.data, val_size=settings.val_size, limit_train=settings.limit_train,
-                        seed=settings.seed, classes=plan.classes, status=view.status)
+    # database behind, and a decode is cached, so the next run does not pay it again. The plan is
+    # fitted to the data's shape before any image is decoded.
+    source = find_data(settings.data, classes=plan.space.stated_classes)
+    plan = plan.for_data(source.shape)
+    data = source.load(val_size=settings.val_size, limit_train=settings.limit_train, seed=settings.seed,
+                       status=view.status)
     storage = open_storage(settings.storage, settings.heartbeat, retry_s=settings.storage_retry, create=True)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial replaces Optuna's
     deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
 
     baseline = [] if plan.baseline is None else [
         (plan.recipe_params, record.baseline_attrs(plan.baseline[1], plan.baseline[0].to_dict()))]
-    study, created = create_or_load(storage, plan, data, enqueue=baseline)
+    study, created = create_or_load(storage, plan, data.description, enqueue=baseline)
     if created and settings.baseline and plan.baseline is None:
         view.log(f"no baseline: not even Model 1's shape at its narrowest (channels 1-2-4-8) fits under "
                  f"{plan.budget}")
@@ -72,13 +75,13 @@ def run_search(settings: SearchSettings, view: Quiet | None = None) -> optuna.St
     return study
 
 
-def run_final_stage(storage, study: optuna.Study, plan: Plan, data: Cifar10, view: Quiet,
+def run_final_stage(storage, study: optuna.Study, plan: Plan, data: Dataset, view: Quiet,
                     deadline: float | None) -> None:
     """Train the search's finalists again, longer and unpruned, in the final stage's own study."""
     settings = plan.settings
     candidates = finalists(study, settings.finalists)
     final_plan = plan.final_stage(len(candidates))
-    final, created = create_or_load(storage, final_plan, data,
+    final, created = create_or_load(storage, final_plan, data.description,
                                     enqueue=[({}, record.finalist_attrs(r)) for r in candidates])
     if not created:  # resumed: the finalists are those queued when the stage began
         final_plan = plan.final_stage(len(record.finalist_trials(final)))
@@ -88,7 +91,7 @@ def run_final_stage(storage, study: optuna.Study, plan: Plan, data: Cifar10, vie
     optimize(final, final_plan, data, view, deadline)
 
 
-def optimize(study: optuna.Study, plan: Plan, data: Cifar10, view: Quiet, deadline: float | None) -> optuna.Study:
+def optimize(study: optuna.Study, plan: Plan, data: Dataset, view: Quiet, deadline: float | None) -> optuna.Study:
     """Train the stage's trials until it holds plan.settings.trials, riding out storage outages.
     Returns the study (a new object after a reconnection)."""
     s = plan.settings
@@ -97,8 +100,8 @@ def optimize(study: optuna.Study, plan: Plan, data: Cifar10, view: Quiet, deadli
     requeued = requeue_interrupted(study) if done < s.trials else []
     view.log(f"study {s.study!r} on {redact(s.storage)}: {done} of {s.trials} trials finished"
              + (f", resuming interrupted trial(s) {', '.join(map(str, requeued))}" if requeued else "")
-             + f"; budget {plan.budget}; {data.name}: {len(data.train):,} train / {len(data.val):,} "
-             f"validation images; device {plan.device}")
+             + f"; budget {plan.budget}; {data.name} ({data.description.shape}): {len(data.train):,} train / "
+             f"{len(data.val):,} validation images; device {plan.device}")
     while record.trained_count(study) < s.trials:
         try:
             wait_for_running(study, s.trials, s.heartbeat, deadline)
@@ -167,7 +170,8 @@ def finalists(study: optuna.Study, k: int) -> list[record.TrialRecord]:
     return picked
 
 
-def create_or_load(storage, plan: Plan, data: Cifar10, enqueue: list[tuple[dict, dict]]) -> tuple[optuna.Study, bool]:
+def create_or_load(storage, plan: Plan, data: DataDescription,
+                   enqueue: list[tuple[dict, dict]]) -> tuple[optuna.Study, bool]:
     """Create the stage's study, or load it to resume. Only the process that creates it enqueues
     `enqueue` ((params, user attrs) per trial: the baseline, or the finalists), and creation is
     atomic in the database, so several workers enqueue them once."""
@@ -186,7 +190,7 @@ def create_or_load(storage, plan: Plan, data: Cifar10, enqueue: list[tuple[dict,
             study, budget=plan.budget.params, macs_budget=plan.budget.macs, space_file=str(plan.space.path),
             space=plan.space.space,
             recipe_space=given["recipe"], artifact_dir=str(plan.outputs.artifacts.resolve()), split_seed=s.seed,
-            table_1=table_1_rows(), data_root=data.root, dataset=data.name, val_size=s.val_size,
+            table_1=table_1_rows(), data=data.to_dict(), val_size=s.val_size,
             limit_train=s.limit_train, stage=plan.stage,
         )
         for params, attrs in enqueue:
@@ -282,7 +286,7 @@ class CtrlC:
 
 
 class Objective:
-    def __init__(self, study: optuna.Study, plan: Plan, data: Cifar10, view: Quiet):
+    def __init__(self, study: optuna.Study, plan: Plan, data: Dataset, view: Quiet):
         self.study, self.plan, self.data, self.view = study, plan, data, view
         self.store = open_artifact_store(plan.outputs.artifacts)
         self.rejected_in_a_row, self.gave_up = 0, None

@@ -28,7 +28,7 @@ from resnet_space import Recipe, ResNetSpec
 from resnet_space.errors import UserError
 from resnet_space.model import build_model
 
-from .data import Cifar10, TrainingSet, normalize
+from .data import DataDescription, Dataset, ImageSet, TrainingSet, check_shape
 from .layout import save_atomic
 
 
@@ -158,15 +158,17 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
+def evaluate(model: nn.Module, split: ImageSet, description: DataDescription, device: torch.device,
              flip_tta: bool = False, batch_size: int = 1000, numerics: str | Numerics = "auto") -> float:
-    """Accuracy in [0, 1] on uint8 images; with flip_tta, logits of the image and its mirror are summed.
-    numerics as train()'s: "auto" computes in bf16 on CUDA and in float32 on the CPU."""
+    """Accuracy in [0, 1] on a split of uint8 images, normalised as `description` says; with
+    flip_tta, logits of the image and its mirror are summed. numerics as train()'s: "auto"
+    computes in bf16 on CUDA and in float32 on the CPU."""
+    images, labels = split.images, split.labels
     numerics = resolve_numerics(numerics, device)
     model.eval()
     correct = 0
     for start in range(0, len(labels), batch_size):
-        x = normalize(images[start:start + batch_size].to(device, non_blocking=True))
+        x = description.normalize(images[start:start + batch_size].to(device, non_blocking=True))
         x = x.contiguous(memory_format=numerics.memory_format)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=numerics.bf16_autocast):
             logits = model(x).float()
@@ -241,7 +243,7 @@ def resumable_state(checkpoint_dir, spec: ResNetSpec, recipe: Recipe, seed: int)
     return state if state.get("identity") == _checkpoint_identity(spec, recipe, seed) else None
 
 
-def train(spec: ResNetSpec, data: Cifar10, recipe: Recipe, *, device: str | torch.device = "auto", seed: int = 0,
+def train(spec: ResNetSpec, data: Dataset, recipe: Recipe, *, device: str | torch.device = "auto", seed: int = 0,
           on_epoch: EpochCallback | None = None, checkpoint_dir=None, progress=True,
           compile: bool = False, validate: bool = True, numerics: str | Numerics = "auto") -> TrainResult:
     """Train `spec` under `recipe`; return per-epoch validation accuracy and the best epoch.
@@ -258,6 +260,7 @@ def train(spec: ResNetSpec, data: Cifar10, recipe: Recipe, *, device: str | torc
     Numerics; see Numerics. compile: torch.compile the training step (on the CPU it needs a C++
     compiler: compile_unavailable says whether one is there).
     """
+    check_shape(spec, data.description, f"network {spec.summary()}")
     device = resolve_device(device) if isinstance(device, str) else device
     numerics = resolve_numerics(numerics, device)
     if device.type == "cuda" and numerics.cudnn_benchmark:
@@ -286,7 +289,7 @@ def train(spec: ResNetSpec, data: Cifar10, recipe: Recipe, *, device: str | torc
             result.resumed_from = result.epochs_done
 
     # Prepared once, resident on the device (bf16 on CUDA: half the memory traffic per step).
-    train_set = TrainingSet(data.train.images.to(device), recipe, numerics.resident_dtype)
+    train_set = TrainingSet(data.train.images.to(device), recipe, data.description, numerics.resident_dtype)
     train_labels = data.train.labels.to(device)
     n = len(train_labels)
     batch = min(recipe.batch_size, n)
@@ -322,7 +325,7 @@ def train(spec: ResNetSpec, data: Cifar10, recipe: Recipe, *, device: str | torc
             if not math.isfinite(mean_loss):
                 raise Diverged(f"training loss became {mean_loss} in epoch {epoch} (lr {lr:.3g}); "
                                "lower the learning rate")
-            val_acc = evaluate(model, data.val.images, data.val.labels, device, recipe.flip_tta,
+            val_acc = evaluate(model, data.val, data.description, device, recipe.flip_tta,
                                numerics=numerics) if validate else None
             seconds = time.perf_counter() - start
             record = Epoch(epoch, val_acc, mean_loss, seconds, steps_per_epoch * batch / train_seconds, lr)

@@ -50,6 +50,7 @@ def cwd(tmp_path_factory):
     space_with(cwd, "growth-1e10.toml", "growth = [2.0]", "growth = [1e10]")
     space_with(cwd, "wide-floor.toml", "min_channels = 4", "min_channels = 4096")
     space_with(cwd, "crop.toml", "[recipe]", "[recipe]\ncrop_padding = 1000000")
+    space_with(cwd, "ten-classes.toml", "[space]", "[space]\nclasses = 10")
     (cwd / "twelve-classes.json").write_text(json.dumps({"blocks": [1], "channels": [8], "classes": 12}))
     (cwd / "synthetic-link").symlink_to(synthetic_root())
     (cwd / "export-here").mkdir()
@@ -183,8 +184,8 @@ CASES = [
     (["run", "--study", "base", *QUICK, "--data", "{cwd}/corrupt", "--val-size", "2", "--limit-train", "8"],
      "broken.jpg"),
     (["run", "--study", "base", *QUICK, "--data", "{cwd}/one-class"], "one folder per class"),
-    (["run", "--study", "new", *QUICK, "--data", "{cwd}/twelve", "--val-size", "24", "--limit-train", "8"],
-     "has 12 classes"),
+    (["run", "--study", "new", *QUICK[:-3], "--space", "{cwd}/ten-classes.toml", "--quiet", "--data", "{cwd}/twelve",
+      "--val-size", "24", "--limit-train", "8"], "has 12 classes (c0, c1, c10"),
     (["run", "--study", "new", *QUICK, "--data", "{cwd}/two", "--val-size", "4", "--limit-train", "8"],
      "has 2 classes"),
     (["run", "--study", "new", *QUICK, "--data", "{cwd}/empty-class"], "has no images"),
@@ -250,7 +251,7 @@ def test_an_unreadable_class_folder_is_one_line(tmp_path, monkeypatch):
 
     monkeypatch.setattr(data.os, "scandir", refuse)
     with pytest.raises(data.DataError, match="cannot read .*dog: Permission denied"):
-        data.load_cifar10(tmp_path)
+        data.load_data(tmp_path)
 
 
 def test_a_refusal_in_a_new_folder_leaves_nothing_behind(cwd, tmp_path):

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from resnet_space import ResNetSpec
 from resnet_space.model import build_model
-from search.data import load_cifar10, normalize
+from search.data import DataDescription, load_data
 
 from search.record import TrialRecord
 
@@ -133,11 +133,13 @@ def test_best_export_writes_files_that_load_with_plain_torch(workdir):
 
     model = build_model(ResNetSpec.from_json((out / "spec.json").read_text()))
     model.load_state_dict(torch.load(out / "state_dict.pt"))
-    test = load_cifar10(synthetic_root(), val_size=200, limit_train=1).test
+    test = load_data(synthetic_root(), val_size=200, limit_train=1).test
+    about = DataDescription.from_dict(metrics["data"])  # normalised as the search's training split was
+    assert metrics["normalisation"] == {"mean": list(about.mean), "std": list(about.std)}
     # The study's recipe evaluates with flip TTA, so the exported program averages the image's and
     # its mirror's logits: here worked out from the plain weights by hand.
     assert metrics["test_flip_tta"] is True
-    x = normalize(test.images)
+    x = about.normalize(test.images)
     expected = ((model.eval()(x) + model(x.flip(-1))) / 2).detach()
     # More images than any fixed batch limit: the test set repeated to 5,200.
     torch.save((test.images.float() / 255).repeat(26, 1, 1, 1), workdir / "inputs.pt")

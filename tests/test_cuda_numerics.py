@@ -8,7 +8,7 @@ import torch
 from resnet_space import Recipe
 from resnet_space.errors import UserError
 from resnet_space.model import build_model
-from search.data import TrainingSet, normalize
+from search.data import TrainingSet
 from search.export import write_export
 from search.train import (NUMERICS, compile_unavailable, evaluate, load_checkpoint, load_weights,
                           resolve_numerics, train)
@@ -34,8 +34,9 @@ def test_bf16_resident_training_set_is_the_fp32_one_rounded_once():
     images = synthetic(64).images
     recipe = Recipe(crop_padding=4, flip=True)
     index = torch.arange(64)
-    fp32 = TrainingSet(images, recipe).batch(index, torch.Generator().manual_seed(3))
-    bf16 = TrainingSet(images, recipe, torch.bfloat16).batch(index, torch.Generator().manual_seed(3))
+    about = synthetic_data().description
+    fp32 = TrainingSet(images, recipe, about).batch(index, torch.Generator().manual_seed(3))
+    bf16 = TrainingSet(images, recipe, about, torch.bfloat16).batch(index, torch.Generator().manual_seed(3))
     assert bf16.dtype == torch.bfloat16
     assert torch.equal(bf16, fp32.to(torch.bfloat16))  # normalised in float32, then rounded: no per-channel bias
 
@@ -95,10 +96,10 @@ def test_a_model_trained_under_cuda_numerics_exports_and_predicts_as_trained(tmp
     model, data = trained_as_on_cuda(tmp_path / "run")
     images = data.test.images
     with torch.no_grad():
-        x = normalize(images).contiguous(memory_format=torch.channels_last)
+        x = data.description.normalize(images).contiguous(memory_format=torch.channels_last)
         trained = (model(x) + model(x.flip(-1))) / 2  # fp32 eval, flip-averaged as the export is
 
-    write_export(tmp_path / "export", model, TINY, study="s", trial=None, test_flip_tta=True)
+    write_export(tmp_path / "export", model, TINY, data.description, study="s", trial=None, test_flip_tta=True)
     weights = torch.load(tmp_path / "export" / "state_dict.pt", weights_only=True)
     assert_portable(weights)
     program = torch.export.load(tmp_path / "export" / "model.pt2").module()
@@ -107,7 +108,8 @@ def test_a_model_trained_under_cuda_numerics_exports_and_predicts_as_trained(tmp
         plain = build_model(TINY)
         plain.load_state_dict(weights)
         plain.eval()
-        from_weights = (plain(normalize(images)) + plain(normalize(images).flip(-1))) / 2
+        x = data.description.normalize(images)
+        from_weights = (plain(x) + plain(x.flip(-1))) / 2
     # Float32 throughout; only the kernels differ (channels_last vs contiguous): within 1e-4.
     for other in (exported, from_weights):
         assert other.dtype == torch.float32
@@ -116,9 +118,9 @@ def test_a_model_trained_under_cuda_numerics_exports_and_predicts_as_trained(tmp
 
     # The validation pass under CUDA's numerics (bf16) scores what the fp32 export scores, within
     # 2 points on these 200 images (measured: the same).
-    bf16_acc = evaluate(model, images, data.test.labels, CPU, flip_tta=True, numerics="cuda")
+    bf16_acc = evaluate(model, data.test, data.description, CPU, flip_tta=True, numerics="cuda")
     fp32_acc = (trained.argmax(1) == data.test.labels).float().mean().item()
-    assert evaluate(model, images, data.test.labels, CPU, flip_tta=True) == pytest.approx(fp32_acc)
+    assert evaluate(model, data.test, data.description, CPU, flip_tta=True) == pytest.approx(fp32_acc)
     assert abs(bf16_acc - fp32_acc) <= 0.02
 
 

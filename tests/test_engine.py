@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from resnet_space import Recipe, ResNetSpec
-from search.data import (CIFAR10_MEAN, CIFAR10_STD, DataError, ImageSet, TrainingSet, load_cifar10,
-                         normalize, random_cutout, random_grayscale, stratified_order)
+from search.data import (DataError, ImageSet, TrainingSet, load_data, random_cutout,
+                         random_grayscale, stratified_order)
 from search.train import DeviceError, Diverged, learning_rate, resolve_device, train
 
 from .conftest import DATA, needs_data
@@ -27,7 +27,7 @@ QUICK = Recipe(epochs=2, batch_size=128, lr=0.2, schedule="onecycle", warmup=0.2
 def real():
     if not (DATA / "train").is_dir():
         pytest.skip(f"real CIFAR-10 images not found at {DATA} (set RESNET_SEARCH_DATA)")
-    return load_cifar10(DATA, val_size=1000, limit_train=4000, seed=0)
+    return load_data(DATA, val_size=1000, limit_train=4000, seed=0)
 
 
 def synthetic(n=256, classes=10, seed=0):
@@ -41,28 +41,28 @@ def synthetic(n=256, classes=10, seed=0):
 
 
 def synthetic_data(n=512):
-    from search.data import Cifar10
+    from search.data import Dataset
 
-    return Cifar10(synthetic(n), synthetic(200, seed=1), synthetic(200, seed=2), [str(c) for c in range(10)],
+    return Dataset.of(synthetic(n), synthetic(200, seed=1), synthetic(200, seed=2), [str(c) for c in range(10)],
                    "synthetic", "-")
 
 
 @needs_data
 def test_real_splits_are_stratified_disjoint_and_seeded():
-    data = load_cifar10(DATA, val_size=5000, limit_train=1000, seed=3)
+    data = load_data(DATA, val_size=5000, limit_train=1000, seed=3)
     assert len(data.val) == 5000 and len(data.train) == 1000 and len(data.test) == 10_000
     assert data.val.labels.bincount().tolist() == [500] * 10
     assert data.train.labels.bincount().tolist() == [100] * 10
     assert data.train.images.dtype == torch.uint8 and data.train.images.shape[1:] == (3, 32, 32)
     assert "JPEG" in data.name
-    full = load_cifar10(DATA, val_size=5000, seed=3)
+    full = load_data(DATA, val_size=5000, seed=3)
     assert len(full.train) == 45_000
     # Validation images never appear in training: compare the two sets by content hash.
     train_keys = {hash(img.numpy().tobytes()) for img in full.train.images[:45_000:9]}
     assert not train_keys & {hash(img.numpy().tobytes()) for img in full.val.images}
-    again = load_cifar10(DATA, val_size=5000, limit_train=1000, seed=3)
+    again = load_data(DATA, val_size=5000, limit_train=1000, seed=3)
     assert torch.equal(again.val.images, data.val.images)
-    other = load_cifar10(DATA, val_size=5000, limit_train=1000, seed=4)
+    other = load_data(DATA, val_size=5000, limit_train=1000, seed=4)
     assert not torch.equal(other.val.images, data.val.images)
 
 
@@ -78,12 +78,13 @@ def test_stratified_order_prefixes_are_balanced():
 def test_augmentation_keeps_shapes_and_really_changes_images():
     g = torch.Generator().manual_seed(0)
     images = synthetic(64).images
-    x = normalize(images)
+    about = synthetic_data().description
+    x = about.normalize(images)
     index = torch.arange(64)
-    plain = TrainingSet(images, Recipe(crop_padding=0, flip=False)).batch(index, g)
+    plain = TrainingSet(images, Recipe(crop_padding=0, flip=False), about).batch(index, g)
     assert plain.shape == images.shape and plain.dtype == torch.float32 and torch.equal(plain, x)
 
-    out = TrainingSet(images, Recipe(crop_padding=4, flip=True)).batch(index, g)
+    out = TrainingSet(images, Recipe(crop_padding=4, flip=True), about).batch(index, g)
     assert out.shape == images.shape and out.dtype == torch.float32
     # Every output is a 32x32 window of its zero-padded image, or of that image's mirror.
     padded = torch.nn.functional.pad(x, (4,) * 4)
@@ -96,13 +97,13 @@ def test_augmentation_keeps_shapes_and_really_changes_images():
     assert sum((4, 4, 0) not in k for k in kinds) > 40  # really changed: 1 in 162 draws is the identity
     assert 10 < sum(all(m for _, _, m in k) for k in kinds) < 54  # about half mirrored
 
-    gray = random_grayscale(x, 1.0, g)
-    raw = gray * torch.tensor(CIFAR10_STD).view(1, 3, 1, 1) + torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
+    gray = random_grayscale(x, 1.0, g, about)
+    raw = gray * torch.tensor(about.std).view(1, 3, 1, 1) + torch.tensor(about.mean).view(1, 3, 1, 1)
     assert torch.allclose(raw[:, 0], raw[:, 1], atol=1e-5) and torch.allclose(raw[:, 1], raw[:, 2], atol=1e-5)
     holes = random_cutout(torch.ones(64, 3, 32, 32), 8, g)
     zeros = (holes[:, 0] == 0).flatten(1).sum(1)
     assert zeros.max() == 64 and zeros.min() > 0
-    full = TrainingSet(images, Recipe(crop_padding=4, flip=True, grayscale=0.5, cutout=8)).batch(index, g)
+    full = TrainingSet(images, Recipe(crop_padding=4, flip=True, grayscale=0.5, cutout=8), about).batch(index, g)
     assert full.shape == images.shape and (full - x).abs().flatten(1).amax(1).gt(0.1).float().mean() > 0.9
 
 
@@ -178,8 +179,8 @@ def folder(tmp_path, monkeypatch):
 def test_image_folder_layout_reads(folder, tmp_path):
     (folder / "train" / "cat" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")  # hidden files are not data
     (folder / "test" / ".ipynb_checkpoints").mkdir()  # nor hidden folders
-    data = load_cifar10(folder, val_size=4, seed=0)
-    assert data.classes == ["cat", "dog"] and len(data.train) == 20 and len(data.test) == 24
+    data = load_data(folder, val_size=4, seed=0)
+    assert data.description.classes == ("cat", "dog") and len(data.train) == 20 and len(data.test) == 24
     assert data.val.labels.bincount().tolist() == [2, 2]
     assert data.test.labels.tolist() == [0] * 12 + [1] * 12
     assert data.test.images[13, :, 0, 0].tolist() == [10, 50, 0]  # dog/1.png, the second dog in name order
@@ -194,16 +195,16 @@ def test_a_decode_is_shown_while_it_runs_and_a_cache_read_is_not(folder):
         said.append(message)
         yield
 
-    load_cifar10(folder, val_size=4, status=status)
+    load_data(folder, val_size=4, status=status)
     assert [line.split(" (")[0] for line in said] == [f"decoding 24 images of {folder / s}" for s in ("train", "test")]
     said.clear()
-    load_cifar10(folder, val_size=4, status=status)
+    load_data(folder, val_size=4, status=status)
     assert said == []
 
 
 @pytest.mark.parametrize("name, content, message, found_by_listing", [
     ("train/dog/broken.jpg", b"not an image at all", r"cannot read image .*train/dog/broken\.jpg", False),
-    ("test/cat/notes.txt", b"a note", r"test/cat/notes\.txt is not an image \(\.gif, .*move it out of", True),
+    ("test/cat/notes.txt", b"a note", r"test/cat/notes\.txt is not an image \(\.bmp, \.gif, .*move it out of", True),
     ("test/cat/more", None, r"test/cat/more is not an image", True),
 ], ids=["undecodable-image", "text-file", "folder"])
 def test_a_file_that_is_not_an_image_is_named(folder, tmp_path, name, content, message, found_by_listing):
@@ -212,7 +213,7 @@ def test_a_file_that_is_not_an_image_is_named(folder, tmp_path, name, content, m
     else:
         (folder / name).write_bytes(content)
     with pytest.raises(DataError, match=message):
-        load_cifar10(folder, val_size=4)
+        load_data(folder, val_size=4)
     if found_by_listing:  # before either split is decoded and cached
         assert not (tmp_path / "cache" / "decoded").exists()
 
@@ -221,32 +222,32 @@ def test_an_empty_class_folder_is_named(folder):
     (folder / "train" / "bird").mkdir()
     (folder / "train" / "bird" / ".DS_Store").write_bytes(b"hidden")
     with pytest.raises(DataError, match=r"class folder .*train/bird has no images"):
-        load_cifar10(folder, val_size=4)
+        load_data(folder, val_size=4)
 
 
 def test_train_and_test_need_the_same_classes(folder):
     (folder / "test" / "dog").rename(folder / "test" / "wolf")
     with pytest.raises(DataError, match="same class folders; only in train: dog; only in test: wolf$"):
-        load_cifar10(folder, val_size=4)
+        load_data(folder, val_size=4)
 
 
 def test_data_with_another_number_of_classes_than_the_networks_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("RESNET_SEARCH_CACHE", str(tmp_path / "cache"))
     write_image_folder(tmp_path / "data", classes=("ant", "bee", "cat"))
     with pytest.raises(DataError) as error:
-        load_cifar10(tmp_path / "data", val_size=6, classes=10)
-    assert str(error.value) == (f"data at {tmp_path / 'data'} has 3 classes (ant, bee, cat) but the study's networks "
-                                "have 10 outputs; set classes = 3 in the study file's [space]")
+        load_data(tmp_path / "data", val_size=6, classes=10)
+    assert str(error.value) == (f"data at {tmp_path / 'data'} has 3 classes (ant, bee, cat) but the study file states "
+                                "classes = 10; set classes = 3 in its [space], or remove the key to take the data's")
     assert not (tmp_path / "cache").exists()  # refused before a single image was decoded
-    assert load_cifar10(tmp_path / "data", val_size=6, classes=3).classes == ["ant", "bee", "cat"]
+    assert load_data(tmp_path / "data", val_size=6, classes=3).description.classes == ("ant", "bee", "cat")
 
 
 def test_an_image_changed_in_place_is_decoded_again(folder, tmp_path):
-    first = load_cifar10(folder, val_size=4)
+    first = load_data(folder, val_size=4)
     assert first.test.images[0, :, 0, 0].tolist() == [0, 50, 200]  # test/cat/0.png
     cached = sorted((tmp_path / "cache" / "decoded").glob("test-*.pt"))
     assert len(cached) == 1
-    assert torch.equal(load_cifar10(folder, val_size=4).test.images, first.test.images)
+    assert torch.equal(load_data(folder, val_size=4).test.images, first.test.images)
     assert sorted((tmp_path / "cache" / "decoded").glob("test-*.pt")) == cached  # unchanged: read from the cache
 
     image = folder / "test" / "cat" / "0.png"
@@ -254,14 +255,23 @@ def test_an_image_changed_in_place_is_decoded_again(folder, tmp_path):
     Image.new("RGB", (32, 32), (7, 8, 9)).save(image)  # same name, same count, same first and last names
     later = before.st_mtime_ns + 1_000_000_000  # a coarse-clock filesystem may not move mtime by itself
     os.utime(image, ns=(later, later))
-    again = load_cifar10(folder, val_size=4)
+    again = load_data(folder, val_size=4)
     assert again.test.images[0, :, 0, 0].tolist() == [7, 8, 9]
     assert torch.equal(again.test.images[1:], first.test.images[1:])
 
 
-def test_missing_data_says_where_it_looked(tmp_path):
-    with pytest.raises(DataError, match=f"no CIFAR-10 found at {tmp_path}.*--data PATH"):
-        load_cifar10(tmp_path, download=False)
+def test_missing_data_says_where_it_looked(tmp_path, monkeypatch):
+    with pytest.raises(DataError, match=f"data path {tmp_path} is neither an image folder .* nor a torchvision "
+                                        r"data set \(looked for cifar-10-batches-py, cifar-100-python"):
+        load_data(tmp_path, download=False)
+    monkeypatch.setenv("RESNET_SEARCH_CACHE", str(tmp_path / "cache"))
+    for name, title, marker in (("cifar10", "CIFAR-10", "cifar-10-batches-py"), ("svhn", "SVHN", "train_32x32.mat"),
+                                ("fashion-mnist", "Fashion-MNIST", "FashionMNIST")):
+        where = tmp_path / "cache" / name
+        with pytest.raises(DataError, match=f"no {title} found in {where} \\(looked for {where / marker}\\) and "
+                                            ".*downloading is off; pass --data PATH"):
+            load_data(name, download=False)
+    assert not (tmp_path / "cache").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -299,5 +309,5 @@ def test_a_failed_download_leaves_no_empty_folder_behind(tmp_path, monkeypatch):
     monkeypatch.setenv("RESNET_SEARCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("RESNET_SEARCH_DATA", raising=False)
     with pytest.raises(DataError, match="downloading it failed"):
-        load_cifar10()
+        load_data()
     assert not (tmp_path / "cache").exists()

@@ -10,7 +10,7 @@ import pytest
 from optuna.trial import TrialState
 
 from search import record
-from search.data import Cifar10
+from search.data import DataDescription
 from search.plan import Plan, SearchSettings
 from search.storage import open_storage
 from search.study import create_or_load
@@ -25,7 +25,7 @@ def test_ctrl_c_while_creating_a_study_leaves_no_half_made_study(tmp_path, monke
     url = f"sqlite:///{tmp_path}/s.db"
     plan = Plan.of(SearchSettings(space=TINY_SPACE, study="made", storage=url, device="cpu",
                                   artifacts=tmp_path / "artifacts"))
-    data = Cifar10(None, None, None, [], "synthetic", str(tmp_path), "f00d")
+    data = DataDescription("synthetic", str(tmp_path), ("a", "b"), 32, 3, (0.5,) * 3, (0.25,) * 3, "f00d")
     storage = open_storage(url, create=True)
     write_study = record.write_study
 

@@ -16,7 +16,7 @@ from resnet_space import MODEL_1, Recipe, ResNetSpec, count
 from resnet_space.model import build_model
 from search import record
 from search.cli import main
-from search.data import Cifar10, ImageSet, load_cifar10, normalize
+from search.data import Dataset, ImageSet, load_data
 from search.layout import Outputs
 from search.retrain import (RetrainError, RetrainSettings, choose_target, closest_to_mean, full_training_data,
                             retrain, summarize)
@@ -125,14 +125,14 @@ def test_retrain_exports_the_seed_closest_to_the_mean(cwd, retrained):
 
     # The exported program alone (it flips inside when the recipe does) gives the recorded test
     # accuracy of that seed, and the plain weights give test_acc_without_flip.
-    data = load_cifar10(cwd / "data", val_size=100, limit_train=200)
+    data = load_data(cwd / "data", val_size=100, limit_train=200)
     module = torch.export.load(out / "model.pt2").module()
     x = data.test.images.float() / 255
     with torch.no_grad():
         acc = (module(x).argmax(1) == data.test.labels).float().mean().item()
         model = build_model(ResNetSpec.from_json((out / "spec.json").read_text()))
         model.load_state_dict(torch.load(out / "state_dict.pt"))
-        plain = (model.eval()(normalize(data.test.images)).argmax(1) == data.test.labels).float().mean().item()
+        plain = (model.eval()(data.description.normalize(data.test.images)).argmax(1) == data.test.labels).float().mean().item()
     assert acc == pytest.approx(metrics["test_acc"], abs=1e-6)
     assert metrics["test_acc_without_flip"] == pytest.approx(plain, abs=1e-6)
 
@@ -220,8 +220,8 @@ def hand_made(cwd):
     recipe = Recipe(epochs=1, batch_size=64, lr=0.1, schedule="onecycle", warmup=0.2).to_dict()
     for name, baseline in (("hand", True), ("nobase", False)):
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
-        record.write_study(study, budget=200_000, artifact_dir=recorded.artifact_dir, data_root=recorded.data_root,
-                           dataset=recorded.dataset, val_size=100, limit_train=200, split_seed=0,
+        record.write_study(study, budget=200_000, artifact_dir=recorded.artifact_dir, data=recorded.data,
+                           val_size=100, limit_train=200, split_seed=0,
                            recipe_space=recorded.recipe_space)
         attrs = {"spec": TINY.to_dict(), "summary": TINY.summary(), "params": count(TINY).params, "recipe": recipe,
                  "val_acc_per_epoch": [0.25], "seed": 0, "dataset": recorded.dataset}
@@ -231,8 +231,8 @@ def hand_made(cwd):
                                                   user_attrs=attrs))
     # 'overbase': its baseline, Model 1, was over the budget and never trained.
     study = optuna.create_study(study_name="overbase", storage=storage, direction="maximize")
-    record.write_study(study, budget=200_000, artifact_dir=recorded.artifact_dir, data_root=recorded.data_root,
-                       dataset=recorded.dataset, val_size=100, limit_train=200, split_seed=0,
+    record.write_study(study, budget=200_000, artifact_dir=recorded.artifact_dir, data=recorded.data,
+                       val_size=100, limit_train=200, split_seed=0,
                        recipe_space=recorded.recipe_space)
     study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, user_attrs={
         **record.baseline_attrs("Model 1", MODEL_1.to_dict()), "summary": MODEL_1.summary(),
@@ -355,7 +355,7 @@ def test_write_retrained_replaces_the_same_trial_epochs_and_seeds():
 
 def test_full_training_data_is_training_and_validation_together(cwd):
     data = full_training_data(record.StudyRecord.of(load(cwd)))
-    split = load_cifar10(cwd / "data", val_size=100, limit_train=200)
+    split = load_data(cwd / "data", val_size=100, limit_train=200)
     assert len(data.train) == 300 and len(data.val) == 0 and len(data.test) == len(split.test)
     assert torch.equal(data.train.images, torch.cat([split.train.images, split.val.images]))
 
@@ -365,7 +365,7 @@ def test_training_without_validation_selects_nothing(tmp_path):
     images = torch.randint(0, 255, (128, 3, 32, 32), generator=g, dtype=torch.uint8)
     labels = torch.arange(128) % CLASSES
     empty = ImageSet(images[:0], labels[:0])
-    data = Cifar10(ImageSet(images, labels), empty, empty, [str(c) for c in range(CLASSES)], "synthetic", "-")
+    data = Dataset.of(ImageSet(images, labels), empty, empty, [str(c) for c in range(CLASSES)], "synthetic", "-")
     recipe = Recipe(epochs=2, batch_size=64, lr=0.05, schedule="onecycle", warmup=0.2)
     seen = []
     result = train(TINY, data, recipe, device="cpu", checkpoint_dir=tmp_path, progress=False, validate=False,

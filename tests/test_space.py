@@ -10,10 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
-from resnet_space import (MODEL_1, TABLE_1, Budget, Counts, ResNetSpec, SpecError, baseline_spec, count, fits,
+from resnet_space import (MODEL_1, TABLE_1, Budget, Counts, ResNetSpec, Shape, SpecError, baseline_spec, count, fits,
                           parse_budget, walls_hit)
 from resnet_space.model import build_model
 from resnet_space.space import SpaceError, StudyFile, fit_depth
+from resnet_space.spec import max_stages
 
 from .conftest import REPO, run_cli
 
@@ -22,7 +23,8 @@ KERNELS = st.sampled_from([1, 3, 5, 7])
 
 @st.composite
 def specs(draw):
-    n = draw(st.integers(1, 6))
+    side = draw(st.sampled_from([16, 17, 28, 32, 33, 64, 128]))  # odd sides round up when halved
+    n = draw(st.integers(1, max_stages(side)))
     per_stage = lambda s: st.lists(s, min_size=n, max_size=n).map(tuple)  # noqa: E731
     return ResNetSpec(
         blocks=draw(per_stage(st.integers(1, 3))),
@@ -31,6 +33,8 @@ def specs(draw):
         skip_kernels=draw(per_stage(KERNELS)),
         pool=draw(st.integers(1, 40)),
         classes=draw(st.integers(2, 12)),
+        image_side=side,
+        in_channels=draw(st.sampled_from([1, 3])),
     )
 
 
@@ -41,8 +45,9 @@ def test_analytic_counts_equal_torch(spec):
     counts = count(spec)
     assert counts.params == sum(p.numel() for p in model.parameters())
     with FlopCounterMode(display=False) as flops, torch.no_grad():
-        out = model.eval()(torch.zeros(1, 3, 32, 32))
+        out = model.eval()(torch.zeros(1, spec.in_channels, spec.image_side, spec.image_side))
     assert out.shape == (1, spec.classes)
+    assert model.stem[0][0].in_channels == spec.in_channels  # a grayscale stem takes one channel, not three
     assert counts.macs * 2 == flops.get_total_flops()
 
 
@@ -332,8 +337,8 @@ BAD_STUDY_FILES = {
     "space-not-table": ("space = 3\n", "space = 3 must be a table"),
     "unknown-space-key": (MINIMAL + "width = 3\n", "[space] unknown keys width"),
     "too-many-stages": ("[space]\nstages = [3, 9]\nblocks = 1\n", "[space] stages: 9 is too many"),
-    "range-end-too-many-stages": ("[space]\nstages = {low = 3, high = 7}\nblocks = 1\n",
-                                  "[space] stages: 7 is too many"),
+    "range-end-too-many-stages": ("[space]\nstages = {low = 3, high = 9}\nblocks = 1\n",
+                                  "[space] stages: 9 is too many"),
     "middle-space-choice": (MINIMAL + "conv_kernel = [3, 4, 5]\n", "[space] conv_kernel: kernel 4 must be odd"),
     "kernel-range": (MINIMAL + "conv_kernel = {low = 3, high = 5}\n", "[space] conv_kernel: the range"),
     "low-above-high": ("[space]\nstages = [3]\nblocks = {low = 6, high = 1}\n",
@@ -458,7 +463,7 @@ def test_count_cli_per_stage_kernels_and_budget_exit_codes():
 
 def test_baseline_spec_with_another_head():
     # Model 1's head is 256 x 10 + 10 = 2,570 params; a 12-class head is 256 x 12 + 12 = 3,084.
-    spec = baseline_spec(5_000_000, classes=12)
+    spec = baseline_spec(5_000_000, Shape(classes=12))
     assert spec == ResNetSpec((8, 6, 4, 3), (32, 64, 128, 256), 3, 1, 4, classes=12)
     assert count(spec).params == 4_976_426 + 514
-    assert baseline_spec(4_976_427, classes=12).channels[0] < 32  # Model 1 fits there, its 12-class twin does not
+    assert baseline_spec(4_976_427, Shape(classes=12)).channels[0] < 32  # Model 1 fits there, its 12-class twin does not

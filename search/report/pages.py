@@ -48,6 +48,13 @@ def sections(study: StudyRecord, trials: list[TrialRecord], numbers: dict, marks
         f"trained and compared on {dataset_phrase(study.dataset)}. The objective is {split}.",
         "Accuracies of trials are validation accuracies on that data; the seed report's Table 1 gives test "
         "accuracies on true CIFAR-10 after 200 epochs. The two are not the same measurement."])
+    if study.data:
+        d = study.data
+        overview.paragraphs.append(
+            f"The data: {len(d['classes'])} classes, {d['side']}x{d['side']} "
+            f"{'grayscale' if d['channels'] == 1 else 'colour'} images, normalised by the mean "
+            f"({', '.join(f'{m:.4f}' for m in d['mean'])}) and standard deviation "
+            f"({', '.join(f'{v:.4f}' for v in d['std'])}) of the training split's pixels; fingerprint {d['fingerprint']}.")
     exported = study.exported
     if exported and exported.get("test_acc") is not None:
         # The folder's name only: a report travels, and a path of the machine that made it means nothing.
@@ -133,7 +140,7 @@ def sections(study: StudyRecord, trials: list[TrialRecord], numbers: dict, marks
     wall = (f"The dashed line is the MACs budget, {fmt_int(study.macs_budget)}." if study.macs_budget
             else "The study has no MACs budget.")
     out.append(Section("Accuracy against MACs", [
-        f"The same trials by their multiply-accumulates per 32x32 image, counted exactly from the spec; the "
+        f"The same trials by their multiply-accumulates per image, counted exactly from the spec; the "
         f"Pareto front joins the complete trials no other complete trial beats on MACs and accuracy. {wall} "
         "Diamonds are the Table 1 models whose spec is known, at their exact MACs; the numbers are those of the "
         "table above."] + (["The right panel zooms on the corner of the Table 1 models."] if numbers["macs_zoomed"]
