@@ -364,12 +364,14 @@ class DataSource:
                           str(self.root), digest.hexdigest()[:16])
 
 
-def find_data(root=None, *, classes: int | None = None, download: bool = True) -> DataSource:
+def find_data(root=None, *, classes: int | None = None, download: bool = True,
+              network: str | None = None) -> DataSource:
     """The data at `root`, found and checked before anything is decoded. root: a name (cifar10,
     cifar100, svhn, fashion-mnist: read from the user's cache, downloaded there when `download`
     and online), or a path that exists: an image folder, or a folder in torchvision's layout of one
     of those. With no root, RESNET_SEARCH_DATA, else CIFAR-10 in the cache. With `classes` (what
-    a study file states), data with another number of classes is refused."""
+    a study file states, or what `network`, a spec's summary, outputs), data with another number
+    of classes is refused."""
     text = str(root or os.environ.get(DATA_ENV) or "cifar10")
     if text in NAMED:
         path, named = cache_root() / text, NAMED[text]
@@ -386,7 +388,7 @@ def find_data(root=None, *, classes: int | None = None, download: bool = True) -
                             f"a torchvision data set (looked for {', '.join(n.marker for n in NAMED.values())})")
     if named is not None:
         train, test, names = _read_torchvision(named, path, download)
-        check_classes(path, classes, found=names)
+        check_classes(path, classes, found=names, network=network)
         return DataSource(path, named, names, Shape(train.images.shape[-1], train.images.shape[1], len(names)),
                           arrays=(train, test))
     train_files, train_labels, names = _list_image_folder(path / "train", least=2)
@@ -396,17 +398,17 @@ def find_data(root=None, *, classes: int | None = None, download: bool = True) -
         only_test = ", ".join(sorted(set(test_classes) - set(names))) or "none"
         raise DataError(f"{path}/train and {path}/test need the same class folders; only in train: {only_train}; "
                         f"only in test: {only_test}")
-    check_classes(path, classes, found=names)
+    check_classes(path, classes, found=names, network=network)
     side, channels = _first_image(train_files[0])
     return DataSource(path, None, names, Shape(side, channels, len(names)),
                       listing={"train": (train_files, train_labels), "test": (test_files, test_labels)})
 
 
 def load_data(root=None, *, val_size: int = DEFAULT_VAL_SIZE, limit_train: int | None = None, seed: int = 0,
-              download: bool = True, classes: int | None = None, status=None) -> Dataset:
-    """find_data(root, classes=..., download=...).load(...): the data found, checked and decoded."""
-    return find_data(root, classes=classes, download=download).load(val_size=val_size, limit_train=limit_train,
-                                                                    seed=seed, status=status)
+              download: bool = True, classes: int | None = None, network: str | None = None, status=None) -> Dataset:
+    """find_data(...).load(...): the data found, checked and decoded."""
+    source = find_data(root, classes=classes, download=download, network=network)
+    return source.load(val_size=val_size, limit_train=limit_train, seed=seed, status=status)
 
 
 def check_sizes(images: int, val_size: int, limit_train: int | None) -> None:
@@ -418,12 +420,16 @@ def check_sizes(images: int, val_size: int, limit_train: int | None) -> None:
                         "training images left after the validation split")
 
 
-def check_classes(root: Path, classes: int | None, *, found: list[str]) -> None:
-    """Refuse data with another number of classes than a study file states (None: any):
-    training would otherwise fail on the first label past the head, or never use some."""
+def check_classes(root: Path, classes: int | None, *, found: list[str], network: str | None = None) -> None:
+    """Refuse data with another number of classes than a study file states, or than `network` (a
+    spec's summary) has outputs; None: any. Training would otherwise fail on the first label past
+    the head, or never use some."""
     if classes is None or len(found) == classes:
         return
     names = ", ".join(found[:12]) + (", ..." if len(found) > 12 else "")
+    if network:
+        raise DataError(f"data at {root} has {len(found)} classes ({names}) but network {network} has {classes} "
+                        "outputs")
     raise DataError(f"data at {root} has {len(found)} classes ({names}) but the study file states classes = "
                     f"{classes}; set classes = {len(found)} in its [space], or remove the key to take the data's")
 

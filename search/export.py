@@ -93,7 +93,8 @@ def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: Path
     model = load_trial_model(study, trial)
     try:
         data = load_data(data_root or recorded.data_root, val_size=recorded.val_size, seed=recorded.split_seed,
-                         limit_train=recorded.limit_train, download=False, classes=spec.classes)
+                         limit_train=recorded.limit_train, download=False, classes=spec.classes,
+                         network=spec.summary())
         check_shape(spec, data.description, f"trial {trial.number}'s network")
     except DataError as e:
         raise ExportError(f"test set unavailable ({e})") from None

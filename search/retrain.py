@@ -194,7 +194,7 @@ def full_training_data(recorded: record.StudyRecord, spec: ResNetSpec, data_root
     is not built for (other classes, side or channels) is refused. Its description (the
     normalisation) stays the search's: measured on the search's training split."""
     data = load_data(data_root or recorded.data_root, val_size=recorded.val_size, limit_train=recorded.limit_train,
-                     seed=recorded.split_seed, download=False, classes=spec.classes)
+                     seed=recorded.split_seed, download=False, classes=spec.classes, network=spec.summary())
     check_shape(spec, data.description, spec.summary())
     train_set = ImageSet(torch.cat([data.train.images, data.val.images]),
                          torch.cat([data.train.labels, data.val.labels]))

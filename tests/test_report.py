@@ -220,7 +220,7 @@ def test_synthetic_top_table_matches_the_study(synthetic):
     assert row[1] == "3" and row[3] == "4,990,001" and row[4] == "199,600,040" and row[5] == "94.02%"
     assert row[6] == "30" and row[7] == "1800.0" and row[8] == "—"
     assert md_table(md, "4", "Top 9 trials")[2] == "N4 B0-2-2-2 C32-64-128-256 F3 k1 P4 (Model 1)"
-    assert "the JPEG copy of CIFAR-10" in md and "true CIFAR-10" in md
+    assert "the image folder cifar10-jpeg (JPEG)" in md and "true CIFAR-10" in md
     assert "as reported: test acc, true CIFAR-10, 200 epochs" in md
 
 
@@ -420,7 +420,7 @@ def test_attach_needs_an_artifact_dir(tmp_path):
 
 def test_dataset_phrases():
     assert report.dataset_phrase("CIFAR-10") == "true CIFAR-10"
-    assert report.dataset_phrase(JPEG) == f"the image folder {JPEG}"
+    assert report.dataset_phrase(JPEG) == "the image folder cifar10-jpeg (JPEG)"
     assert report.dataset_phrase("CIFAR-100") == "CIFAR-100"
 
 
@@ -658,7 +658,7 @@ def test_real_study_report(real):
     ranked = [line for line in md_section(md, top).splitlines() if re.match(r"\| \d+ \| \d+ \|", line)]
     assert len(ranked) == len(complete)
     assert result["pruner_trust"] == []  # one epoch: nothing earlier to compare
-    assert "the JPEG copy of CIFAR-10" in md and "200 images held out" in md
+    assert "the image folder cifar10-jpeg (JPEG)" in md and "200 images held out" in md
     baseline = trials[0]
     assert (f"The star is the seeded baseline, Model 1 scaled to the budget, 176,800 params, "
             f"{count(ResNetSpec.from_dict(baseline.spec)).macs:,} MACs, as trained in this "

@@ -354,10 +354,12 @@ def test_write_retrained_replaces_the_same_trial_epochs_and_seeds():
 
 
 def test_full_training_data_is_training_and_validation_together(cwd):
-    data = full_training_data(record.StudyRecord.of(load(cwd)))
+    study = load(cwd)
+    data = full_training_data(record.StudyRecord.of(study), ResNetSpec.from_dict(study.best_trial.user_attrs["spec"]))
     split = load_data(cwd / "data", val_size=100, limit_train=200)
     assert len(data.train) == 300 and len(data.val) == 0 and len(data.test) == len(split.test)
     assert torch.equal(data.train.images, torch.cat([split.train.images, split.val.images]))
+    assert data.description == split.description  # normalised as the search was: by its training split
 
 
 def test_training_without_validation_selects_nothing(tmp_path):

@@ -32,7 +32,8 @@ def dataset_phrase(name: str | None) -> str:
         return "an unrecorded dataset"
     if name == "CIFAR-10":
         return "true CIFAR-10"
-    return f"the image folder {name}" if "image folder" in name else name
+    folder, marked, kind = name.partition(" (image folder")
+    return f"the image folder {folder}" + (" (JPEG)" if "JPEG" in kind else "") if marked else name
 
 
 def dataset_short(name: str | None) -> str:
