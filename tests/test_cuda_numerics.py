@@ -127,7 +127,7 @@ def test_a_model_trained_under_cuda_numerics_exports_and_predicts_as_trained(tmp
 def test_a_compiled_module_exports_under_its_plain_names(tmp_path):
     model = build_model(TINY).to(memory_format=torch.channels_last).eval()
     compiled = torch.compile(model)  # never called: nothing is compiled, no compiler needed
-    write_export(tmp_path, compiled, TINY, study="s", trial=None)
+    write_export(tmp_path, compiled, TINY, synthetic_data().description, study="s", trial=None)
     assert_portable(torch.load(tmp_path / "state_dict.pt", weights_only=True))
 
 
