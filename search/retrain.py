@@ -285,9 +285,8 @@ def retrain(settings: RetrainSettings, *, log: Callable[[str], None] = _log, pro
         f"{plural(settings.seeds, 'seed')}, device {device}; test once on {len(data.test):,} images after the final epoch; "
         f"folder {run_dir}")
 
-    seeds = []
-    for seed in range(settings.seeds):
-        seeds.append(_one_seed(seed, run_dir, spec, recipe, data, device, log, progress, on_epoch))
+    each = Seeds(run_dir, spec, recipe, data, device, log, progress, on_epoch)
+    seeds = [each.run(seed) for seed in range(settings.seeds)]
     accs = [s["test_acc"] for s in seeds]
     stats = summarize(accs)
     pick = closest_to_mean(accs)
@@ -313,36 +312,51 @@ def retrain(settings: RetrainSettings, *, log: Callable[[str], None] = _log, pro
     return RetrainResult(target, entry, seeds, run_dir, export)
 
 
-def _one_seed(seed: int, run_dir: Path, spec: ResNetSpec, recipe: Recipe, data: Cifar10, device: torch.device,
-              log, progress, on_epoch) -> dict:
-    """A finished seed's result from its file, or train it (resuming its checkpoint) and test it."""
-    result_file, checkpoint_dir = run_dir / f"seed-{seed}.json", run_dir / f"seed-{seed}"
-    done = completed_epochs(checkpoint_dir, spec, recipe, seed)
-    kept = _read_json(result_file)
-    if kept is not None and kept.get("seed") == seed and len(done) == recipe.epochs:
-        log(f"seed {seed}: kept from an earlier run: test {kept['test_acc']:.2%}")
-        return kept
-    if done:
-        log(f"seed {seed}: resuming after epoch {len(done)} of {recipe.epochs}")
+@dataclass
+class Seeds:
+    """What the seeds of one retraining share: its folder, the network and recipe, the data, the
+    device, and where it reports (log lines, the progress bar, on_epoch(seed, Epoch))."""
 
-    def report(e: Epoch) -> None:
-        if on_epoch is not None:
-            on_epoch(seed, e)
+    run_dir: Path
+    spec: ResNetSpec
+    recipe: Recipe
+    data: Cifar10
+    device: torch.device
+    log: Callable[[str], None]
+    progress: object  # as train() takes it: False, or a rich Progress
+    on_epoch: Callable[[int, Epoch], None] | None
 
-    try:
-        result = train(spec, data, recipe, device=device, seed=seed, checkpoint_dir=checkpoint_dir,
-                       progress=progress, on_epoch=report, validate=False)
-    except Diverged as e:
-        raise RetrainError(f"seed {seed} diverged ({e}); finished seeds are kept in {run_dir}: retrain with "
-                           "fewer --epochs or another recipe") from None
-    # The test split, once, from the final weights, on the CPU in float32 as `best --export` does,
-    # so the exported model.pt2 gives the very number recorded.
-    test_acc = evaluate(final_model(checkpoint_dir, spec), data.test.images, data.test.labels,
-                        torch.device("cpu"), flip_tta=recipe.flip_tta)
-    history = result.history
-    seed_result = {"seed": seed, "test_acc": test_acc, "epochs": recipe.epochs, "train_loss_last": history[-1].loss,
-                   "seconds": sum(e.seconds for e in history), "resumed_from_epoch": result.resumed_from,
-                   "device": result.device}
-    _write_json(result_file, seed_result)
-    log(f"seed {seed}: test {test_acc:.2%} after {plural(recipe.epochs, 'epoch')} (final weights)")
-    return seed_result
+    def run(self, seed: int) -> dict:
+        """A finished seed's result from its file, or train it (resuming its checkpoint) and test it."""
+        run_dir, spec, recipe, data, log, on_epoch = (self.run_dir, self.spec, self.recipe, self.data, self.log,
+                                                      self.on_epoch)
+        result_file, checkpoint_dir = run_dir / f"seed-{seed}.json", run_dir / f"seed-{seed}"
+        done = completed_epochs(checkpoint_dir, spec, recipe, seed)
+        kept = _read_json(result_file)
+        if kept is not None and kept.get("seed") == seed and len(done) == recipe.epochs:
+            log(f"seed {seed}: kept from an earlier run: test {kept['test_acc']:.2%}")
+            return kept
+        if done:
+            log(f"seed {seed}: resuming after epoch {len(done)} of {recipe.epochs}")
+
+        def report(e: Epoch) -> None:
+            if on_epoch is not None:
+                on_epoch(seed, e)
+
+        try:
+            result = train(spec, data, recipe, device=self.device, seed=seed, checkpoint_dir=checkpoint_dir,
+                           progress=self.progress, on_epoch=report, validate=False)
+        except Diverged as e:
+            raise RetrainError(f"seed {seed} diverged ({e}); finished seeds are kept in {run_dir}: retrain with "
+                               "fewer --epochs or another recipe") from None
+        # The test split, once, from the final weights, on the CPU in float32 as `best --export` does,
+        # so the exported model.pt2 gives the very number recorded.
+        test_acc = evaluate(final_model(checkpoint_dir, spec), data.test.images, data.test.labels,
+                            torch.device("cpu"), flip_tta=recipe.flip_tta)
+        history = result.history
+        seed_result = {"seed": seed, "test_acc": test_acc, "epochs": recipe.epochs, "train_loss_last": history[-1].loss,
+                       "seconds": sum(e.seconds for e in history), "resumed_from_epoch": result.resumed_from,
+                       "device": result.device}
+        _write_json(result_file, seed_result)
+        log(f"seed {seed}: test {test_acc:.2%} after {plural(recipe.epochs, 'epoch')} (final weights)")
+        return seed_result
