@@ -25,7 +25,8 @@ from .figures import ACC_MACS_PLOT, ACC_PLOT, CURVES_PLOT, IMPORTANCE_PLOT, PLOT
 from .numbers import Importances, dataset_phrase, param_importances, pareto_front, pruner_trust, spearman
 
 __all__ = ["write_report", "attach_to_study", "Snapshot", "pruner_trust", "param_importances", "Importances",
-           "spearman", "pareto_front", "dataset_phrase", "ACC_PLOT", "ACC_MACS_PLOT", "CURVES_PLOT", "IMPORTANCE_PLOT", "PLOTS"]
+           "spearman", "pareto_front", "dataset_phrase", "ACC_PLOT", "ACC_MACS_PLOT", "CURVES_PLOT", "IMPORTANCE_PLOT",
+           "PLOTS"]
 
 TOP_K = 10
 
