@@ -61,6 +61,18 @@ def print_front(study) -> None:
     out.print("export one with: resnet-search best --export DIR --trial N")
 
 
+def print_exported(metrics: dict, out) -> None:
+    """`best --export`: what was exported, and its accuracies."""
+    print(f"exported trial {metrics['trial']} to {out}: validation {metrics['val_acc']:.2%}, "
+          f"test {metrics['test_acc']:.2%} on {metrics['dataset']}")
+
+
+def print_report_written(study_name: str, out, counts: dict) -> None:
+    """`report`: where the report is, and how many trials it covers."""
+    print(f"report for study {study_name!r}: {out / 'index.html'} ({counts['trials']} trials, "
+          f"{counts['trained']} trained)")
+
+
 def print_final_stage(out: Console, snapshot: Snapshot) -> None:
     """The finalists: the search's validation accuracy beside the final stage's, the winner marked."""
     rows = numbers.final_stage_rows(snapshot)

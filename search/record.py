@@ -15,7 +15,9 @@ from optuna.trial import TrialState
 
 from resnet_space import Budget
 
-from .layout import DEFAULT_VAL_SIZE
+from pathlib import Path
+
+from .layout import DEFAULT_ARTIFACTS, DEFAULT_VAL_SIZE, Outputs
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -292,6 +294,11 @@ class StudyRecord:
         a = study.user_attrs
         known = {f.name for f in fields(cls)} - {"name"}
         return cls(name=study.study_name, **{k: a[k] for k in known if a.get(k) is not None})
+
+    @property
+    def outputs(self) -> Outputs:
+        """The study's folders beside its artifact store (the default store's, for a study that records none)."""
+        return Outputs(Path(self.artifact_dir or DEFAULT_ARTIFACTS), self.name)
 
     @property
     def walls(self) -> Budget | None:

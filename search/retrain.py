@@ -37,7 +37,7 @@ from resnet_space.space import center_recipe
 
 from . import record
 from .data import Cifar10, ImageSet, load_cifar10
-from .layout import DEFAULT_ARTIFACTS, DEFAULT_STORAGE, Outputs, plural, save_atomic, writable_folder
+from .layout import DEFAULT_STORAGE, plural, save_atomic, writable_folder
 from .train import Diverged, Epoch, completed_epochs, cpu_estimate_hours, evaluate, load_model, resolve_device, train
 
 
@@ -204,7 +204,7 @@ def run_folder(recorded: record.StudyRecord, target: Target, settings: RetrainSe
     if settings.out is not None:
         out = Path(settings.out)
     else:
-        out = Outputs(Path(recorded.artifact_dir or DEFAULT_ARTIFACTS), recorded.name).retrain / target.folder
+        out = recorded.outputs.retrain / target.folder
     return writable_folder(out, "retrain folder") / f"epochs-{target.recipe.epochs}"
 
 
