@@ -71,7 +71,7 @@ class Target:
     spec: ResNetSpec
     recipe: Recipe  # at the retraining's epochs
     val_acc: float | None  # what the search measured on its validation split
-    folder: str  # the default folder's name under Outputs(...).retrain
+    folder: str  # the default folder's name under StudyRecord.outputs.retrain
 
 
 @dataclass
