@@ -1,7 +1,8 @@
 """What a trial and a study record: the one writer and the one reader of their user attrs.
 
 The search writes through the `write_*` functions; `best`, the export, the report and the live
-view read through `TrialRecord.of(trial)` and `StudyRecord.of(study)`. A change to what a trial
+view read through `TrialRecord.of(trial)` and `StudyRecord.of(study)`, and what shows many numbers
+of a study together (the report, `best`) reads it once, as a `Snapshot`. A change to what a trial
 records touches this file alone. It imports optuna but neither torch nor the training engine.
 """
 
