@@ -78,7 +78,7 @@ def search_run(args, sampler: str, seed: int) -> dict:
             "rejected": sum(r.rejected for r in record.records(study)),
             "search_s": round(sum(sum(r.seconds) for r in trials), 1),
             "mac_epochs": sum((r.macs or 0) * len(r.curve) for r in trials if r.counts_as_trained),
-            "pruner_trust": pruner_trust(study), **retrained_row(result)}
+            "pruner_trust": pruner_trust(record.Snapshot.of(study)), **retrained_row(result)}
 
 
 def baseline_run(args, seed: int, epochs: int, method: str) -> dict:

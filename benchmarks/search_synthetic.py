@@ -36,7 +36,7 @@ from optuna.trial import TrialState
 from resnet_space import count, fits
 from resnet_space.space import StudyFile
 from search import strategy
-from search.cli import budget_arg
+from search.flags import budget_arg
 from search.report import spearman
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

@@ -3,65 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
 
-from resnet_space import Shape, SpecError, count, fits, parse_budget
+from resnet_space import Shape, count, fits
 from resnet_space.errors import UserError
 from resnet_space.spec import spec_from_text
 
+from .flags import budget_arg, integer_at_least, positive_float, positive_int, settings_from, trial_number
 from .layout import (DEFAULT_ARTIFACTS, DEFAULT_FINALISTS, DEFAULT_SPACE, DEFAULT_STORAGE, DEFAULT_STORAGE_RETRY_S,
-                     DEFAULT_STUDY, DEFAULT_TRIALS, DEFAULT_VAL_SIZE, HEARTBEAT_S, Outputs, shipped_spaces,
+                     DEFAULT_STUDY, DEFAULT_TRIALS, DEFAULT_VAL_SIZE, HEARTBEAT_S, shipped_spaces,
                      study_name, writable_folder)
 
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line instead of usage + message
         raise UserError(f"{self.prog}: {message} (see --help)")
-
-
-def budget_arg(unit: str):
-    """A flag parser for a budget of `unit`, in parse_budget's exact syntax."""
-    def parse(text: str) -> int:
-        try:
-            return parse_budget(text, unit)
-        except SpecError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-    return parse
-
-
-def integer_at_least(minimum: int, what: str = "an integer"):
-    """A flag parser for whole numbers of at least `minimum`."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{text} is not {what} of at least {minimum}")
-        return value
-    return parse
-
-
-positive_int = integer_at_least(1)
-trial_number = integer_at_least(0, "a trial number")  # trials are numbered from 0
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
-    return value
-
-
-def settings_from(cls, args, **given):
-    """A settings dataclass filled from the flags of the same names (and `given`)."""
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}, **given)
 
 
 def cmd_count(args) -> int:
@@ -130,7 +88,7 @@ def cmd_retrain(args) -> int:
 def cmd_best(args) -> int:
     import optuna
 
-    from .console import print_best, print_front
+    from .console import print_best, print_exported, print_front
     from .export import export_folder
     from .record import winner
 
@@ -151,29 +109,25 @@ def cmd_best(args) -> int:
     else:
         print_best(study, args.top)
     if out is not None:
-        metrics = export_trial(stage, trial, out, data_root=args.data, search=study)
-        print(f"exported trial {metrics['trial']} to {out}: validation {metrics['val_acc']:.2%}, "
-              f"test {metrics['test_acc']:.2%} on {metrics['dataset']}")
+        print_exported(export_trial(stage, trial, out, data_root=args.data, search=study), out)
     return 0
 
 
 def cmd_report(args) -> int:
     import optuna
 
+    from .console import print_report_written
     from .record import StudyRecord
     from .report import attach_to_study, write_report
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = open_study(args)
     recorded = StudyRecord.of(study)
-    out = Path(args.out) if args.out else Outputs(Path(recorded.artifact_dir or DEFAULT_ARTIFACTS), study.study_name).reports
-    writable_folder(out, "report folder")
+    out = writable_folder(Path(args.out) if args.out else recorded.outputs.reports, "report folder")
     numbers = write_report(study, out, top=args.top)
     if not args.no_attach and recorded.artifact_dir:
         attach_to_study(study, out)
-    counts = numbers["counts"]
-    print(f"report for study {study.study_name!r}: {out / 'index.html'} ({counts['trials']} trials, "
-          f"{counts['trained']} trained)")
+    print_report_written(study.study_name, out, numbers["counts"])
     return 0
 
 

@@ -1,5 +1,6 @@
 """The tables `best`, `run` and `retrain` print. Their rows come from search/report/numbers.py,
-the functions the report's tables use, so the console and the report never disagree."""
+the functions the report's tables use, from one reading of the study (record.Snapshot), so the
+console and the report never disagree."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from rich.table import Table
 
 from .layout import plural
 from .live import terminal
-from .record import StudyRecord, trial_counts
+from .record import Snapshot, trial_counts
 from .report import numbers
 
 
@@ -22,11 +23,12 @@ def console() -> Console:
 
 def print_best(study, top: int) -> None:
     out = console()
+    snapshot = Snapshot.of(study)
     table = Table(title=f"best of study {study.study_name!r} (validation accuracy)")
     for column in ("rank", "trial", "spec", "params", "MACs", "val acc", "epochs", "s/epoch"):
         table.add_column(column, justify="left" if column == "spec" else "right", no_wrap=column != "spec",
                          overflow="fold")
-    for r in numbers.top_rows(study, top, with_baseline=True):
+    for r in numbers.top_rows(snapshot, top, with_baseline=True):
         label = r["summary"] + (f" ({r['baseline']})" if r["baseline"] else "")
         table.add_row(str(r["rank"]), str(r["trial"]), label, f"{r['params'] or 0:,}", f"{r['macs'] or 0:,}",
                       pct(r["val_acc"]) + ("" if r["complete"] else " (pruned)"), str(r["epochs"]),
@@ -35,14 +37,14 @@ def print_best(study, top: int) -> None:
     report = Table(title="the seed report's Table 1, as reported (test accuracy, 200 epochs, true CIFAR-10)")
     for column in ("model", "description", "reported test acc", "reported params", "exact params"):
         report.add_column(column)
-    for row in StudyRecord.of(study).table_1:
+    for row in snapshot.study.table_1:
         report.add_row(row["model"], row["description"], f"{row['reported_test_acc']:.2f}%",
                        f"{row['reported_params'] / 1e6:.3f}M", f"{row['params']:,}" if row["params"] else "-")
     out.print(report)
-    print_final_stage(out, study)
-    print_retrained(out, study)
-    print_pruner_trust(out, study)
-    out.print(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in trial_counts(study).items()))
+    print_final_stage(out, snapshot)
+    print_retrained(out, snapshot)
+    print_pruner_trust(out, snapshot)
+    out.print(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in trial_counts(snapshot.trials).items()))
 
 
 def print_front(study) -> None:
@@ -52,16 +54,28 @@ def print_front(study) -> None:
                         "accuracy, params and MACs together")
     for column in ("trial", "spec", "params", "MACs", "val acc", "epochs"):
         table.add_column(column, justify="left" if column == "spec" else "right")
-    for r in numbers.front_rows(study):
+    for r in numbers.front_rows(Snapshot.of(study)):
         table.add_row(str(r["trial"]), r["summary"] + (f" ({r['baseline']})" if r["baseline"] else ""),
                       f"{r['params']:,}", f"{r['macs']:,}", pct(r["val_acc"]), str(r["epochs"]))
     out.print(table)
     out.print("export one with: resnet-search best --export DIR --trial N")
 
 
-def print_final_stage(out: Console, study) -> None:
+def print_exported(metrics: dict, out) -> None:
+    """`best --export`: what was exported, and its accuracies."""
+    print(f"exported trial {metrics['trial']} to {out}: validation {metrics['val_acc']:.2%}, "
+          f"test {metrics['test_acc']:.2%} on {metrics['dataset']}")
+
+
+def print_report_written(study_name: str, out, counts: dict) -> None:
+    """`report`: where the report is, and how many trials it covers."""
+    print(f"report for study {study_name!r}: {out / 'index.html'} ({counts['trials']} trials, "
+          f"{counts['trained']} trained)")
+
+
+def print_final_stage(out: Console, snapshot: Snapshot) -> None:
     """The finalists: the search's validation accuracy beside the final stage's, the winner marked."""
-    rows = numbers.final_stage_rows(study)
+    rows = numbers.final_stage_rows(snapshot)
     if not rows:
         return
     table = Table(title="final stage: the best distinct specs and the baseline trained again, longer and unpruned "
@@ -77,10 +91,10 @@ def print_final_stage(out: Console, study) -> None:
     out.print(table)
 
 
-def print_pruner_trust(out: Console, study) -> None:
+def print_pruner_trust(out: Console, snapshot: Snapshot) -> None:
     """How well the ranking at each epoch where the pruner decides predicts the final one, on this
     study's own trials."""
-    rows = [r for r in numbers.pruner_trust(study) if r["spearman"] is not None]
+    rows = [r for r in numbers.pruner_trust(snapshot) if r["spearman"] is not None]
     if not rows:
         return
     table = Table(title=f"the pruner's epochs against epoch {rows[0]['last']} (Spearman, full-length trials)")
@@ -91,9 +105,9 @@ def print_pruner_trust(out: Console, study) -> None:
     out.print(table)
 
 
-def print_retrained(out: Console, study) -> None:
+def print_retrained(out: Console, snapshot: Snapshot) -> None:
     """The study's `retrain` results, beside the search's validation accuracy of each trial."""
-    entries = numbers.retrained(study)
+    entries = numbers.retrained(snapshot)
     if not entries:
         return
     sets = {(e["dataset"], e.get("train_images")) for e in entries}

@@ -72,7 +72,7 @@ class LiveView(Quiet):
         self.console = None if quiet else terminal()
 
     def _refresh(self) -> str:
-        counts = record.trial_counts(self.study)
+        counts = record.trial_counts(record.records(self.study))
         try:
             best = record.TrialRecord.of(self.study.best_trial)
             best = f"{best.value:.2%} (trial {best.number}, {best.summary}, {best.params:,} params, {best.macs:,} MACs)"

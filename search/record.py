@@ -1,7 +1,8 @@
 """What a trial and a study record: the one writer and the one reader of their user attrs.
 
 The search writes through the `write_*` functions; `best`, the export, the report and the live
-view read through `TrialRecord.of(trial)` and `StudyRecord.of(study)`. A change to what a trial
+view read through `TrialRecord.of(trial)` and `StudyRecord.of(study)`, and what shows many numbers
+of a study together (the report, `best`) reads it once, as a `Snapshot`. A change to what a trial
 records touches this file alone. It imports optuna but neither torch nor the training engine.
 """
 
@@ -15,7 +16,9 @@ from optuna.trial import TrialState
 
 from resnet_space import Budget
 
-from .layout import DEFAULT_VAL_SIZE
+from pathlib import Path
+
+from .layout import DEFAULT_ARTIFACTS, DEFAULT_VAL_SIZE, Outputs
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -175,14 +178,24 @@ def records(study: optuna.Study, states=None) -> list[TrialRecord]:
     return [TrialRecord.of(t) for t in study.get_trials(deepcopy=False, states=states)]
 
 
+def ranked(trials: list[TrialRecord]) -> list[TrialRecord]:
+    """The complete trials, best validation accuracy first (of equals, the earlier trial)."""
+    done = [r for r in trials if r.state == "COMPLETE" and r.value is not None]
+    return sorted(done, key=lambda r: (-r.value, r.number))
+
+
 def best_trials(study: optuna.Study, top: int) -> list[optuna.trial.FrozenTrial]:
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-    return sorted(done, key=lambda t: (-t.value, t.number))[:top]
+    """The study's best `top` complete trials, in the order `ranked` gives."""
+    done = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    return [done[r.number] for r in ranked([TrialRecord.of(t) for t in done.values()])[:top]]
 
 
 def final_stage(study: optuna.Study) -> optuna.Study | None:
     """The search's final stage, a study of its own in the same storage, once it began."""
-    name = StudyRecord.of(study).final_study
+    return _final_stage_named(study, StudyRecord.of(study).final_study)
+
+
+def _final_stage_named(study: optuna.Study, name: str | None) -> optuna.Study | None:
     # Study keeps its storage only privately; the final stage lives in that very storage.
     return None if name is None else optuna.load_study(study_name=name, storage=study._storage)
 
@@ -200,9 +213,16 @@ def winner(study: optuna.Study) -> tuple[optuna.Study, optuna.trial.FrozenTrial]
 
 def final_winner(final: optuna.Study) -> optuna.trial.FrozenTrial | None:
     """The final stage's best trial once every finalist has trained (and one completed), else None."""
-    finalists = finalist_trials(final)
+    frozen = final.get_trials(deepcopy=False)
+    won = finalist_winner([TrialRecord.of(t) for t in frozen])
+    return None if won is None else next(t for t in frozen if t.number == won.number)
+
+
+def finalist_winner(final: list[TrialRecord]) -> TrialRecord | None:
+    """Of the final stage's trials, the best once every finalist has trained (and one completed), else None."""
+    finalists = latest_finalists(final)
     if any(r.state == "COMPLETE" for r in finalists) and all(r.state in ("COMPLETE", "PRUNED") for r in finalists):
-        return best_trials(final, 1)[0]
+        return ranked(final)[0]
     return None
 
 
@@ -212,18 +232,22 @@ def trained_count(study: optuna.Study) -> int:
 
 
 def finalist_trials(final: optuna.Study) -> list[TrialRecord]:
-    """The final stage's trials, one per finalist: the latest run of each (a retried or re-queued
+    """The final stage's trials, one per finalist (latest_finalists)."""
+    return latest_finalists(records(final))
+
+
+def latest_finalists(final: list[TrialRecord]) -> list[TrialRecord]:
+    """Of the final stage's trials, the latest run of each finalist (a retried or re-queued
     finalist is several trials)."""
     latest = {}
-    for r in records(final):
+    for r in final:
         if r.finalist_of is not None:
             latest[r.finalist_of] = r
     return list(latest.values())
 
 
-def trial_counts(study: optuna.Study) -> dict:
+def trial_counts(trials: list[TrialRecord]) -> dict:
     """The counts `best`, the live view and the report all show."""
-    trials = records(study)
     over = sum(r.over_budget for r in trials)
     return {
         "trials": len(trials),
@@ -281,9 +305,33 @@ class StudyRecord:
         return self.data and self.data["root"]
 
     @property
+    def outputs(self) -> Outputs:
+        """The study's folders beside its artifact store (the default store's, for a study that records none)."""
+        return Outputs(Path(self.artifact_dir or DEFAULT_ARTIFACTS), self.name)
+
+    @property
     def walls(self) -> Budget | None:
         """The budget the study searched under, both walls; None for a study that records none."""
         return None if self.budget is None else Budget(self.budget, self.macs_budget)
+
+
+@dataclass
+class Snapshot:
+    """A study read once, for what shows many of its numbers together (the report, `best`): its
+    record, its trials as Optuna froze them (parameter importances need those) and as records,
+    and its final stage's trials. Every number drawn from one snapshot is of the same moment."""
+
+    study: StudyRecord
+    frozen: list[optuna.trial.FrozenTrial]
+    trials: list[TrialRecord]  # one per frozen trial, in the same order
+    final: list[TrialRecord] | None = None  # the final stage's trials; None before it began
+
+    @classmethod
+    def of(cls, study: optuna.Study) -> "Snapshot":
+        recorded = StudyRecord.of(study)
+        frozen = study.get_trials(deepcopy=False)
+        final = _final_stage_named(study, recorded.final_study)
+        return cls(recorded, frozen, [TrialRecord.of(t) for t in frozen], None if final is None else records(final))
 
 
 def write_study(study: optuna.Study, **values) -> None:

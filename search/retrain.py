@@ -37,7 +37,7 @@ from resnet_space.space import center_recipe
 
 from . import record
 from .data import Dataset, ImageSet, check_shape, load_data
-from .layout import DEFAULT_ARTIFACTS, DEFAULT_STORAGE, Outputs, plural, save_atomic, writable_folder
+from .layout import DEFAULT_STORAGE, plural, save_atomic, writable_folder
 from .train import Diverged, Epoch, completed_epochs, cpu_estimate_hours, evaluate, load_model, resolve_device, train
 
 
@@ -71,7 +71,7 @@ class Target:
     spec: ResNetSpec
     recipe: Recipe  # at the retraining's epochs
     val_acc: float | None  # what the search measured on its validation split
-    folder: str  # the default folder's name under Outputs(...).retrain
+    folder: str  # the default folder's name under StudyRecord.outputs.retrain
 
 
 @dataclass
@@ -206,7 +206,7 @@ def run_folder(recorded: record.StudyRecord, target: Target, settings: RetrainSe
     if settings.out is not None:
         out = Path(settings.out)
     else:
-        out = Outputs(Path(recorded.artifact_dir or DEFAULT_ARTIFACTS), recorded.name).retrain / target.folder
+        out = recorded.outputs.retrain / target.folder
     return writable_folder(out, "retrain folder") / f"epochs-{target.recipe.epochs}"
 
 
@@ -287,9 +287,8 @@ def retrain(settings: RetrainSettings, *, log: Callable[[str], None] = _log, pro
         f"{plural(settings.seeds, 'seed')}, device {device}; test once on {len(data.test):,} images after the final epoch; "
         f"folder {run_dir}")
 
-    seeds = []
-    for seed in range(settings.seeds):
-        seeds.append(_one_seed(seed, run_dir, spec, recipe, data, device, log, progress, on_epoch))
+    each = Seeds(run_dir, spec, recipe, data, device, log, progress, on_epoch)
+    seeds = [each.run(seed) for seed in range(settings.seeds)]
     accs = [s["test_acc"] for s in seeds]
     stats = summarize(accs)
     pick = closest_to_mean(accs)
@@ -315,36 +314,51 @@ def retrain(settings: RetrainSettings, *, log: Callable[[str], None] = _log, pro
     return RetrainResult(target, entry, seeds, run_dir, export)
 
 
-def _one_seed(seed: int, run_dir: Path, spec: ResNetSpec, recipe: Recipe, data: Dataset, device: torch.device,
-              log, progress, on_epoch) -> dict:
-    """A finished seed's result from its file, or train it (resuming its checkpoint) and test it."""
-    result_file, checkpoint_dir = run_dir / f"seed-{seed}.json", run_dir / f"seed-{seed}"
-    done = completed_epochs(checkpoint_dir, spec, recipe, seed)
-    kept = _read_json(result_file)
-    if kept is not None and kept.get("seed") == seed and len(done) == recipe.epochs:
-        log(f"seed {seed}: kept from an earlier run: test {kept['test_acc']:.2%}")
-        return kept
-    if done:
-        log(f"seed {seed}: resuming after epoch {len(done)} of {recipe.epochs}")
+@dataclass
+class Seeds:
+    """What the seeds of one retraining share: its folder, the network and recipe, the data, the
+    device, and where it reports (log lines, the progress bar, on_epoch(seed, Epoch))."""
 
-    def report(e: Epoch) -> None:
-        if on_epoch is not None:
-            on_epoch(seed, e)
+    run_dir: Path
+    spec: ResNetSpec
+    recipe: Recipe
+    data: Dataset
+    device: torch.device
+    log: Callable[[str], None]
+    progress: object  # as train() takes it: False, or a rich Progress
+    on_epoch: Callable[[int, Epoch], None] | None
 
-    try:
-        result = train(spec, data, recipe, device=device, seed=seed, checkpoint_dir=checkpoint_dir,
-                       progress=progress, on_epoch=report, validate=False)
-    except Diverged as e:
-        raise RetrainError(f"seed {seed} diverged ({e}); finished seeds are kept in {run_dir}: retrain with "
-                           "fewer --epochs or another recipe") from None
-    # The test split, once, from the final weights, on the CPU in float32 as `best --export` does,
-    # so the exported model.pt2 gives the very number recorded.
-    test_acc = evaluate(final_model(checkpoint_dir, spec), data.test, data.description, torch.device("cpu"),
-                        flip_tta=recipe.flip_tta)
-    history = result.history
-    seed_result = {"seed": seed, "test_acc": test_acc, "epochs": recipe.epochs, "train_loss_last": history[-1].loss,
-                   "seconds": sum(e.seconds for e in history), "resumed_from_epoch": result.resumed_from,
-                   "device": result.device}
-    _write_json(result_file, seed_result)
-    log(f"seed {seed}: test {test_acc:.2%} after {plural(recipe.epochs, 'epoch')} (final weights)")
-    return seed_result
+    def run(self, seed: int) -> dict:
+        """A finished seed's result from its file, or train it (resuming its checkpoint) and test it."""
+        run_dir, spec, recipe, data, log, on_epoch = (self.run_dir, self.spec, self.recipe, self.data, self.log,
+                                                      self.on_epoch)
+        result_file, checkpoint_dir = run_dir / f"seed-{seed}.json", run_dir / f"seed-{seed}"
+        done = completed_epochs(checkpoint_dir, spec, recipe, seed)
+        kept = _read_json(result_file)
+        if kept is not None and kept.get("seed") == seed and len(done) == recipe.epochs:
+            log(f"seed {seed}: kept from an earlier run: test {kept['test_acc']:.2%}")
+            return kept
+        if done:
+            log(f"seed {seed}: resuming after epoch {len(done)} of {recipe.epochs}")
+
+        def report(e: Epoch) -> None:
+            if on_epoch is not None:
+                on_epoch(seed, e)
+
+        try:
+            result = train(spec, data, recipe, device=self.device, seed=seed, checkpoint_dir=checkpoint_dir,
+                           progress=self.progress, on_epoch=report, validate=False)
+        except Diverged as e:
+            raise RetrainError(f"seed {seed} diverged ({e}); finished seeds are kept in {run_dir}: retrain with "
+                               "fewer --epochs or another recipe") from None
+        # The test split, once, from the final weights, on the CPU in float32 as `best --export` does,
+        # so the exported model.pt2 gives the very number recorded.
+        test_acc = evaluate(final_model(checkpoint_dir, spec), data.test, data.description, torch.device("cpu"),
+                            flip_tta=recipe.flip_tta)
+        history = result.history
+        seed_result = {"seed": seed, "test_acc": test_acc, "epochs": recipe.epochs, "train_loss_last": history[-1].loss,
+                       "seconds": sum(e.seconds for e in history), "resumed_from_epoch": result.resumed_from,
+                       "device": result.device}
+        _write_json(result_file, seed_result)
+        log(f"seed {seed}: test {test_acc:.2%} after {plural(recipe.epochs, 'epoch')} (final weights)")
+        return seed_result

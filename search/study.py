@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -39,6 +40,16 @@ from .plan import Plan, SearchSettings, baseline_for  # noqa: F401 - the search'
 from .storage import StudyError, open_artifact_store, open_storage, redact, storage_outage
 from .strategy import make_pruner, make_sampler
 from .train import Diverged, completed_epochs, cpu_estimate_hours, train
+
+
+@dataclass
+class Run:
+    """What the stages of one run_search call share: the storage, the data, the view, the deadline."""
+
+    storage: optuna.storages.BaseStorage
+    data: Dataset
+    view: Quiet
+    deadline: float | None  # time.monotonic() past which no trial starts; None: no --timeout
 
 
 def run_search(settings: SearchSettings, view: Quiet | None = None) -> optuna.Study:
@@ -68,33 +79,33 @@ def run_search(settings: SearchSettings, view: Quiet | None = None) -> optuna.St
     if created and settings.baseline and plan.baseline is None:
         view.log(f"no baseline: not even Model 1's shape at its narrowest (channels 1-2-4-8) fits under "
                  f"{plan.budget}")
-    study = optimize(study, plan, data, view, deadline)
+    run = Run(storage, data, view, deadline)
+    study = optimize(run, study, plan)
     if settings.finalists and record.trained_count(study) >= settings.trials:  # else timed out: it waits for a run
-        run_final_stage(storage, study, plan, data, view, deadline)
+        run_final_stage(run, study, plan)
     refresh_report(study, plan.outputs.reports, view.log)
     return study
 
 
-def run_final_stage(storage, study: optuna.Study, plan: Plan, data: Dataset, view: Quiet,
-                    deadline: float | None) -> None:
+def run_final_stage(run: Run, study: optuna.Study, plan: Plan) -> None:
     """Train the search's finalists again, longer and unpruned, in the final stage's own study."""
     settings = plan.settings
     candidates = finalists(study, settings.finalists)
     final_plan = plan.final_stage(len(candidates))
-    final, created = create_or_load(storage, final_plan, data.description,
+    final, created = create_or_load(run.storage, final_plan, run.data.description,
                                     enqueue=[({}, record.finalist_attrs(r)) for r in candidates])
     if not created:  # resumed: the finalists are those queued when the stage began
         final_plan = plan.final_stage(len(record.finalist_trials(final)))
     record.write_study(study, final_study=final.study_name)
-    view.log(f"final stage: {final_plan.settings.trials} finalists of study {settings.study!r} trained again for "
-             f"{plural(final_plan.epochs, 'epoch')}, unpruned, in study {final.study_name!r}")
-    optimize(final, final_plan, data, view, deadline)
+    run.view.log(f"final stage: {final_plan.settings.trials} finalists of study {settings.study!r} trained again for "
+                 f"{plural(final_plan.epochs, 'epoch')}, unpruned, in study {final.study_name!r}")
+    optimize(run, final, final_plan)
 
 
-def optimize(study: optuna.Study, plan: Plan, data: Dataset, view: Quiet, deadline: float | None) -> optuna.Study:
+def optimize(run: Run, study: optuna.Study, plan: Plan) -> optuna.Study:
     """Train the stage's trials until it holds plan.settings.trials, riding out storage outages.
     Returns the study (a new object after a reconnection)."""
-    s = plan.settings
+    s, data, view, deadline = plan.settings, run.data, run.view, run.deadline
     objective = Objective(study, plan, data, view)
     done = record.trained_count(study)
     requeued = requeue_interrupted(study) if done < s.trials else []

@@ -16,7 +16,7 @@ from resnet_space import ResNetSpec
 from resnet_space.model import build_model
 from search.data import DataDescription, load_data
 
-from search.record import TrialRecord
+from search.record import Snapshot, TrialRecord
 
 from .conftest import (CLI, TINY_SPACE, assert_user_error, cpu_run_flags, run_cli, run_small_study, storage_url,
                        synthetic_root)
@@ -98,7 +98,7 @@ def test_a_macs_budget_is_a_second_wall_and_the_front_exports(tmp_path):
 
     front = run_cli("best", "--study", "macs", "--front", cwd=tmp_path)
     assert front.returncode == 0, front.stderr
-    rows = front_rows(study)
+    rows = front_rows(Snapshot.of(study))
     assert rows and all(f"{r['params']:,}" in front.stdout and f"{r['macs']:,}" in front.stdout for r in rows)
     pick = rows[0]["trial"]
     out = tmp_path / "picked"

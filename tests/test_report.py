@@ -242,7 +242,7 @@ def test_synthetic_importances_skip_fixed_dimensions(synthetic):
     # complete trials 1-7 and 13; trial 0 is the seeded baseline
     assert result["importance_note"] == (f"{method} over the 8 complete sampled trials (the seeded Model 1 left "
                                          f"out), on the parameters they all share")
-    structured = report.param_importances(study)
+    structured = report.param_importances(record.Snapshot.of(study))
     assert structured.method == method and structured.trials == 8 and structured.why_not == ""
     md = (out / "report.md").read_text()
     assert md_table(md, "parameter")[1] == "importance"
@@ -513,23 +513,23 @@ def test_pruner_trust_same_order_reversed_and_ties():
         [0.3, 0.40, 0.40, 0.80],
         [0.4, 0.30, 0.50, 0.90],
     ])
-    trust = report.pruner_trust(study)
+    trust = report.pruner_trust(record.Snapshot.of(study))
     # At 4 epochs the pruner decides after epoch 2 (half of training): that row only.
     assert [r["epoch"] for r in trust] == [2] and all(r["trials"] == 4 and r["last"] == 4 for r in trust)
     assert trust[0]["spearman"] == pytest.approx(-0.8)
     assert report.spearman([0.1, 0.2, 0.3, 0.4], [0.6, 0.7, 0.8, 0.9]) == pytest.approx(1.0)  # epoch 1's
     assert report.spearman([0.30, 0.40, 0.40, 0.50], [0.6, 0.7, 0.8, 0.9]) == pytest.approx(0.9486833, abs=1e-7)
 
-    reversed_ = report.pruner_trust(trust_study([[0.4, 0.6], [0.3, 0.7], [0.2, 0.8]]))
+    reversed_ = report.pruner_trust(record.Snapshot.of(trust_study([[0.4, 0.6], [0.3, 0.7], [0.2, 0.8]])))
     assert reversed_ == [{"epoch": 1, "last": 2, "trials": 3, "spearman": pytest.approx(-1.0)}]
 
 
 def test_pruner_trust_says_nothing_without_enough_trials(tmp_path):
-    assert report.pruner_trust(optuna.create_study(direction="maximize")) == []
+    assert report.pruner_trust(record.Snapshot.of(optuna.create_study(direction="maximize"))) == []
     two = trust_study([[0.1, 0.5], [0.2, 0.6]])
-    assert report.pruner_trust(two) == [{"epoch": 1, "last": 2, "trials": 2, "spearman": None}]
+    assert report.pruner_trust(record.Snapshot.of(two)) == [{"epoch": 1, "last": 2, "trials": 2, "spearman": None}]
     flat = trust_study([[0.3, 0.5], [0.3, 0.6], [0.3, 0.7]])  # every trial equal after epoch 1
-    assert report.pruner_trust(flat) == [{"epoch": 1, "last": 2, "trials": 3, "spearman": None}]
+    assert report.pruner_trust(record.Snapshot.of(flat)) == [{"epoch": 1, "last": 2, "trials": 3, "spearman": None}]
     result = report.write_report(flat, tmp_path / "r")
     md = (tmp_path / "r" / "report.md").read_text()
     assert md_table(md, "epoch e", "Can early epochs be trusted?") == ["epoch e", "trials",

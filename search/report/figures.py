@@ -7,6 +7,7 @@ import contextlib
 import math
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -87,6 +88,18 @@ def table_1_cost(row: dict, cost: str) -> int | None:
     return row["params"] if row.get("params") is not None else row["reported_params"]
 
 
+@dataclass
+class Layers:
+    """What an accuracy plot draws on each of its panels, against `cost` (params or macs)."""
+
+    cost: str
+    trained: list[TrialRecord]
+    front: list[tuple]  # (cost, accuracy, trial) points of the complete trials' Pareto front
+    table_1: list[dict]  # Table 1's rows whose cost is known
+    baseline: TrialRecord | None
+    budget: int | None  # the budget's wall on `cost`; None: no wall
+
+
 def plot_accuracy(study: StudyRecord, trials: list[TrialRecord], marks: list[Mark], path: Path,
                   cost: str = "params") -> dict:
     """Every trained trial by its `cost` (params or macs) and best validation accuracy, the Pareto
@@ -101,6 +114,7 @@ def plot_accuracy(study: StudyRecord, trials: list[TrialRecord], marks: list[Mar
     complete = [r for r in trained if r.state == "COMPLETE"]
     baseline = next((r for r in trials if r.baseline), None)
     front = pareto_front([(getattr(r, cost), r.best_acc, r.number) for r in complete])
+    layers = Layers(cost, trained, front, table_1, baseline, budget)
 
     xs = ([getattr(r, cost) for r in trained] + [getattr(m, cost) for m in marks if m.kind == "table_1"]
           + ([budget] if budget else []))
@@ -137,7 +151,7 @@ def plot_accuracy(study: StudyRecord, trials: list[TrialRecord], marks: list[Mar
     with _style():
         fig = _new_figure()
         ax, zax = fig.subplots(1, 2, width_ratios=(1.45, 1)) if zoom else (fig.add_subplot(), None)
-        handles = _draw_accuracy_points(ax, trained, front, table_1, baseline, budget, cost)
+        handles = _draw_accuracy_points(ax, layers)
         ax.set_ylim(*ylim)
         if log_x:
             ax.set_xscale("log")
@@ -154,7 +168,7 @@ def plot_accuracy(study: StudyRecord, trials: list[TrialRecord], marks: list[Mar
         inside = []
         if zax is not None:
             xlo, xhi, ylo, yhi = zoom
-            _draw_accuracy_points(zax, trained, front, table_1, baseline, budget, cost)
+            _draw_accuracy_points(zax, layers)
             zax.set_xlim(xlo, xhi)
             zax.xaxis.set_major_formatter(FuncFormatter(_millions))
             zax.set_ylim(ylo, yhi)
@@ -207,8 +221,10 @@ def _numbers_text(numbers: list[int]) -> str:
     return ", ".join(str(a) if a == b else f"{a}, {b}" if b == a + 1 else f"{a}–{b}" for a, b in runs)
 
 
-def _draw_accuracy_points(ax, trained, front, table_1, baseline, budget, cost: str) -> list:
-    """The layers of an accuracy plot on one axes, x its `cost`; returns the legend handles."""
+def _draw_accuracy_points(ax, layers: Layers) -> list:
+    """The layers of an accuracy plot on one axes, x their `cost`; returns the legend handles."""
+    trained, front, table_1, baseline = layers.trained, layers.front, layers.table_1, layers.baseline
+    budget, cost = layers.budget, layers.cost
     complete = [r for r in trained if r.state == "COMPLETE"]
     others = [r for r in trained if r.state != "COMPLETE"]
     handles = []

@@ -1,4 +1,4 @@
-"""The numbers a report shows, read from the study through search.record alone: counts and hours,
+"""The numbers a report shows, each from one reading of the study (record.Snapshot): counts and hours,
 the top trials, the Pareto fronts (accuracy against params, MACs, or both), parameter
 importances, how far early epochs predict the final accuracy (pruner trust), the retrained
 networks, and the numbered points of the accuracy plots.
@@ -12,13 +12,12 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import optuna
-from optuna.trial import TrialState
 
-from ..record import StudyRecord, TrialRecord, best_trials, final_stage, final_winner, finalist_trials, records, trial_counts
+from ..record import Snapshot, StudyRecord, TrialRecord, finalist_winner, latest_finalists, ranked, trial_counts
 from ..strategy import rung_epochs
 
 REPORTED = "as reported: test acc, true CIFAR-10, 200 epochs"
@@ -68,10 +67,10 @@ def own_seconds(trials: list[TrialRecord]) -> dict[int, float]:
     return own
 
 
-def study_counts(study: optuna.Study) -> dict:
+def study_counts(snapshot: Snapshot) -> dict:
     """trial_counts (the numbers `resnet-search best` prints) and what the report adds to them."""
-    counts = trial_counts(study)
-    trials = records(study)
+    trials = snapshot.trials
+    counts = trial_counts(trials)
     diverged = sum(r.diverged for r in trials)
     duplicate = sum(r.state == "PRUNED" and r.duplicate for r in trials)
     own = own_seconds(trials)
@@ -95,12 +94,12 @@ def failures(trials: list[TrialRecord]) -> dict[str, int]:
     return found
 
 
-def top_rows(study: optuna.Study, top: int, with_baseline: bool = False) -> list[dict]:
+def top_rows(snapshot: Snapshot, top: int, with_baseline: bool = False) -> list[dict]:
     """The best `top` complete trials by validation accuracy; with_baseline adds the seeded
     baseline (rank "base") when it ranks lower, since it is what the search is measured against."""
-    exported = StudyRecord.of(study).exported or {}
-    shown = [(rank, TrialRecord.of(t)) for rank, t in enumerate(best_trials(study, top), 1)]
-    baseline = next((r for r in records(study) if r.baseline and r.trained), None) if with_baseline else None
+    exported = snapshot.study.exported or {}
+    shown = list(enumerate(ranked(snapshot.trials)[:top], 1))
+    baseline = next((r for r in snapshot.trials if r.baseline and r.trained), None) if with_baseline else None
     if baseline is not None and baseline.number not in [r.number for _, r in shown]:
         shown.append(("base", baseline))
     rows = []
@@ -113,18 +112,18 @@ def top_rows(study: optuna.Study, top: int, with_baseline: bool = False) -> list
     return rows
 
 
-def final_stage_rows(study: optuna.Study) -> list[dict]:
+def final_stage_rows(snapshot: Snapshot) -> list[dict]:
     """The final stage beside the search: each finalist's search trial, its validation accuracy in
     the search and in the final stage (trained again, longer, unpruned), best first; the winner
     marked. Empty before the final stage began."""
-    final = final_stage(study)
+    final = snapshot.final
     if final is None:
         return []
-    won = final_winner(final)
+    won = finalist_winner(final)
     won = won.number if won is not None else None
-    search = {r.number: r for r in records(study)}
+    search = {r.number: r for r in snapshot.trials}
     rows = []
-    for r in finalist_trials(final):
+    for r in latest_finalists(final):
         source = search.get(r.finalist_of)
         rows.append({"trial": r.finalist_of, "final_trial": r.number, "summary": r.summary,
                      "baseline": r.baseline_label if r.baseline else "", "params": r.params, "macs": r.macs,
@@ -151,11 +150,11 @@ def pareto_front(points: list[tuple]) -> list[tuple]:
                   key=lambda p: (p[:-2], -p[-2], p[-1]))
 
 
-def front_rows(study: optuna.Study) -> list[dict]:
+def front_rows(snapshot: Snapshot) -> list[dict]:
     """`best --front` and the report's front table: the complete trials no other complete trial
     beats on validation accuracy, params and MACs together, fewest params first."""
-    complete = {r.number: r for r in records(study, states=(TrialState.COMPLETE,))
-                if r.value is not None and r.params is not None and r.macs is not None}
+    complete = {r.number: r for r in snapshot.trials
+                if r.state == "COMPLETE" and r.value is not None and r.params is not None and r.macs is not None}
     front = pareto_front([(r.params, r.macs, r.value, r.number) for r in complete.values()])
     return [{"trial": n, "summary": complete[n].summary,
              "baseline": complete[n].baseline_label if complete[n].baseline else "",
@@ -204,6 +203,7 @@ class Importances:
     method: str  # "fANOVA" or "PED-ANOVA"
     trials: int  # complete sampled trials behind them
     why_not: str = ""  # why values is None
+    sampled: optuna.Study | None = field(default=None, repr=False, compare=False)  # behind values (sampled_study)
 
     @property
     def note(self) -> str:
@@ -231,12 +231,12 @@ def quiet_optuna():
         optuna.logging.set_verbosity(level)
 
 
-def sampled_study(study: optuna.Study) -> tuple[optuna.Study | None, list[str], str]:
+def sampled_study(snapshot: Snapshot) -> tuple[optuna.Study | None, list[str], str]:
     """An in-memory study of the complete sampled trials and the parameters they all searched,
     or None and why not. The seeded Model 1 trial is left out: its architecture is fixed, not
     sampled, so it has only the recipe's params and would shrink the shared space to those."""
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if t.value is not None and not TrialRecord.of(t).baseline]
+    complete = [t for t, r in zip(snapshot.frozen, snapshot.trials)
+                if r.state == "COMPLETE" and t.value is not None and not r.baseline]
     if len(complete) < 2:
         return None, [], (f"parameter importances need at least 2 complete sampled trials; this study has "
                           f"{len(complete)}")
@@ -254,10 +254,10 @@ def sampled_study(study: optuna.Study) -> tuple[optuna.Study | None, list[str], 
     return sub, params, ""
 
 
-def param_importances(study: optuna.Study) -> Importances:
+def param_importances(snapshot: Snapshot) -> Importances:
     """Importances of the sampled dimensions for validation accuracy, or why there are none."""
     evaluator, method = importance_evaluator()
-    sub, params, why_not = sampled_study(study)
+    sub, params, why_not = sampled_study(snapshot)
     if sub is None:
         return Importances(None, method, 0, why_not)
     trials = len(sub.trials)
@@ -271,7 +271,7 @@ def param_importances(study: optuna.Study) -> Importances:
     if not values:
         return Importances(None, method, trials, "parameter importances cannot be computed: no sampled parameter "
                                                  "varies across complete trials")
-    return Importances(values, method, trials)
+    return Importances(values, method, trials, sampled=sub)
 
 
 # ---------------------------------------------------------------- pruner trust
@@ -295,11 +295,11 @@ def spearman(x, y) -> float | None:
     return float((rx @ ry) / math.sqrt((rx @ rx) * (ry @ ry)))
 
 
-def pruner_trust(study: optuna.Study) -> list[dict]:
+def pruner_trust(snapshot: Snapshot) -> list[dict]:
     """How well the validation accuracy at each epoch where the pruner decides orders the trials
     as the last epoch does, over the complete trials that ran every epoch (the longest curve among
     complete trials): one {"epoch": e, "last": E, "trials": n, "spearman": rho or None} per rung."""
-    full = [r for r in records(study, states=(TrialState.COMPLETE,)) if r.trained]
+    full = [r for r in snapshot.trials if r.state == "COMPLETE" and r.trained]
     epochs = max((len(r.curve) for r in full), default=0)
     full = [r for r in full if len(r.curve) == epochs]
     final = [r.curve[-1] for r in full]
@@ -310,12 +310,12 @@ def pruner_trust(study: optuna.Study) -> list[dict]:
 # ---------------------------------------------------------------- retrained networks
 
 
-def retrained(study: optuna.Study) -> list[dict]:
+def retrained(snapshot: Snapshot) -> list[dict]:
     """The study's retrained networks (`resnet-search retrain`), each with the validation accuracy
     the search measured for its trial; found networks first, then the baselines, so a found
     network and Model 1 stand side by side."""
-    entries = StudyRecord.of(study).retrained
-    by_number = {r.number: r for r in records(study)} if entries else {}
+    entries = snapshot.study.retrained
+    by_number = {r.number: r for r in snapshot.trials}
     rows = []
     for entry in entries:
         trial = by_number.get(entry.get("trial"))
