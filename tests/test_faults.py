@@ -83,3 +83,20 @@ def test_ctrl_c_at_random_moments_always_ends_the_run(tmp_path):
         assert not any(s in err for s in ("Traceback", "Error", "Exception ignored")), (attempt, err)
         running = optuna.load_study(study_name="sigints", storage=storage).get_trials(states=(TrialState.RUNNING,))
         assert not running, (attempt, running)
+
+
+def test_a_dead_workers_trial_records_why_it_failed(tmp_path):
+    """Optuna fails a trial whose heartbeat went stale without a word of why: the soak
+    (benchmarks/soak.py) found every killed worker's trial FAIL with no reason. The storage records
+    one, and the retry it queues does not inherit it."""
+    storage = open_storage(f"sqlite:///{tmp_path}/s.db", heartbeat_s=1, create=True)
+    study = optuna.create_study(storage=storage)
+    dead = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    storage.record_heartbeat(dead._trial_id)  # then silence, as from a killed worker
+    time.sleep(3.5)  # past the grace of 3 beats
+    optuna.storages.fail_stale_trials(study)
+    failed, retry = study.get_trials()
+    assert failed.state == TrialState.FAIL and failed.user_attrs["fail_reason"].startswith("worker lost: no heartbeat")
+    assert "retried from its checkpoint" in failed.user_attrs["fail_reason"]
+    assert retry.state == TrialState.WAITING and "fail_reason" not in retry.user_attrs
+    assert retry.system_attrs["failed_trial"] == failed.number
