@@ -45,8 +45,8 @@ class RDBStorage(optuna.storages.RDBStorage):
     def _failed_stale_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """Optuna failed a trial whose worker stopped beating: queue its retry, then record why,
         which Optuna does not (the retry is queued first, so it does not inherit the reason)."""
+        retried = len(trial.system_attrs.get("retry_history", [])) < self.max_retry  # before: the callback appends to it
         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry)(study, trial)
-        retried = len(trial.system_attrs.get("retry_history", [])) < self.max_retry
         reason = (f"worker lost: no heartbeat for {self.grace_period} s (killed, or cut off from the "
                   "storage); " + ("retried from its checkpoint" if retried else
                                   f"not retried: its run was retried {self.max_retry} times already"))

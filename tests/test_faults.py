@@ -93,10 +93,19 @@ def test_a_dead_workers_trial_records_why_it_failed(tmp_path):
     study = optuna.create_study(storage=storage)
     dead = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     storage.record_heartbeat(dead._trial_id)  # then silence, as from a killed worker
-    time.sleep(3.5)  # past the grace of 3 beats
+    time.sleep(4.5)  # past the grace of 3 beats (SQLite keeps whole seconds)
     optuna.storages.fail_stale_trials(study)
     failed, retry = study.get_trials()
     assert failed.state == TrialState.FAIL and failed.user_attrs["fail_reason"].startswith("worker lost: no heartbeat")
     assert "retried from its checkpoint" in failed.user_attrs["fail_reason"]
     assert retry.state == TrialState.WAITING and "fail_reason" not in retry.user_attrs
     assert retry.system_attrs["failed_trial"] == failed.number
+    for attempt, said in ((2, "retried from its checkpoint"), (3, "not retried: its run was retried 2 times")):
+        run = study.trials[-1]  # the retry, killed in turn
+        storage.set_trial_state_values(run._trial_id, TrialState.RUNNING)
+        storage.record_heartbeat(run._trial_id)
+        time.sleep(4.5)
+        optuna.storages.fail_stale_trials(study)
+        fresh = optuna.load_study(study_name=study.study_name, storage=f"sqlite:///{tmp_path}/s.db")  # as others read it
+        assert said in fresh.trials[run.number].user_attrs["fail_reason"], attempt
+    assert len(study.trials) == 3  # two retries, then no more
