@@ -12,8 +12,8 @@ and starts a replacement once it has exited; once, about half way, it stops the 
 are aimed, not left to luck: the first waits until a worker is writing a checkpoint (the
 temporary file layout.save_atomic writes beside it, named after the writer's pid, is on disk)
 and kills that writer, counted as landed only if the temporary file is still there after it
-died; the second waits until a worker is training a retry of a killed trial (Optuna's
-retry_history) and kills it. After --minutes every worker gets a SIGINT, and once the dead
+died; the second then waits until a worker is training the retry of a trial it killed
+(Optuna's retry_history) and kills it. After --minutes every worker gets a SIGINT, and once the dead
 workers' heartbeats are stale, --workers clean workers finish the study at its trained count
 plus what is pending plus 2.
 
@@ -250,9 +250,11 @@ class Soak:
         return None
 
     def retry_kill(self, until: float) -> None:
-        """Kill a worker while it trains a retry of a killed trial."""
+        """Kill a worker while it trains a retry of a trial this soak killed (Optuna's retry_history)."""
         while now() < until:
-            found = [(w, t) for w, t in self.victims(self.study()) if t.system_attrs.get("retry_history")]
+            killed = {e["trial"] for e in self.events if e["kind"].startswith("kill")}
+            found = [(w, t) for w, t in self.victims(self.study())
+                     if killed & set(t.system_attrs.get("retry_history", []))]
             if found:
                 self.sleep(self.rng.uniform(0, 3))  # somewhere inside its training, not at its first line
                 w, t = found[0]
@@ -306,7 +308,7 @@ class Soak:
             t += self.rng.uniform(lo, hi)
             if t > end - 10:
                 break
-            first = ("checkpoint kill", "interrupt", "retry kill")
+            first = ("checkpoint kill", "interrupt")  # the retry kill follows the checkpoint kill at once
             plan.append((t, first[len(plan)] if len(plan) < len(first) else
                          self.rng.choice(("kill", "kill", "kill", "interrupt"))))
         plan.append((self.rng.uniform(0.35, 0.65) * end, "restart"))
@@ -322,7 +324,8 @@ class Soak:
             if now() - self.started > end:
                 break
             until = self.started + end
-            {"checkpoint kill": lambda: self.checkpoint_kill(until), "retry kill": lambda: self.retry_kill(until),
+            # The kill of a retry waits for the retry of the checkpoint kill's victim to train.
+            {"checkpoint kill": lambda: (self.checkpoint_kill(until), self.retry_kill(until)),
              "kill": self.random_kill, "interrupt": self.random_interrupt, "restart": self.restart_server}[kind]()
         self.sleep(max(0.0, self.started + end - now()))
         self.chaos_s = now() - self.started
