@@ -80,7 +80,7 @@ class Worker:
             # A background process may inherit SIGINT ignored; Ctrl-C must reach it as a user's does.
             self.proc = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                                          env={**os.environ, "OMP_NUM_THREADS": "1",
-                                              "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])},
+                                              "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))},
                                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     @property
