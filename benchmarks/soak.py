@@ -186,9 +186,14 @@ class Soak:
         w.proc.wait()
         # Read after it died and before the grace passes, so no retry has written to it yet.
         epochs = None if trial is None else self.checkpoint_epochs(trial)
-        event = self.note(kind, w, trial, checkpoint_epochs=epochs, **more)
+        event = self.note(kind, w, trial, checkpoint_epochs=epochs, state_after=self.state_now(trial), **more)
         self.start_worker()
         return event
+
+    def state_now(self, trial) -> str | None:
+        """The trial's state once the signalled worker is gone: COMPLETE or PRUNED where it ended
+        between our reading it RUNNING and the signal."""
+        return None if trial is None else self.study().trials[trial.number].state.name
 
     def victims(self, study: optuna.Study) -> list[tuple[Worker, optuna.trial.FrozenTrial]]:
         """Workers training a trial that a kill leaves retryable (Optuna retries one run twice)."""
@@ -277,7 +282,7 @@ class Soak:
             code = w.proc.wait()
         if code != 130:
             self.violations.append(f"worker {w.number} exited {code} after a SIGINT, not 130: {w.tail(3)!r}")
-        self.note(kind, w, trial, exit_code=code,
+        self.note(kind, w, trial, exit_code=code, state_after=self.state_now(trial),
                   checkpoint_epochs=None if trial is None else self.checkpoint_epochs(trial))
 
     def random_interrupt(self) -> None:
@@ -380,22 +385,27 @@ class Soak:
             if n is None:
                 continue
             hit = recs[n]
+            if e.get("state_after") in ("COMPLETE", "PRUNED"):
+                resumes.append({"trial": n, "kind": e["kind"] + " (after the trial ended)", "checkpoint_epochs": None,
+                                "next_run": None, "next_state": hit.state, "resumed_from_epoch": None})
+                continue  # it ended as we aimed: the signal found the worker between trials
             why = "worker lost" if e["kind"].startswith("kill") else "interrupted"
             if hit.state != "FAIL" or not hit.fail_reason.startswith(why):
                 v.append(f"trial {n} ({e['kind']}) ended {hit.state} ({hit.fail_reason!r}), not FAIL for {why!r}")
             lineage = hit.first_trial if hit.first_trial is not None else n
             later = [r for m, r in sorted(recs.items()) if m > n and r.first_trial == lineage]
-            if not later:
-                v.append(f"trial {n} ({e['kind']}) was never run again")
+            # Copies that stepped aside before training (another trial trains that spec) resume nothing.
+            ran = [r for r in later if not (r.duplicate or r.over_budget)]
+            if not ran:
+                v.append(f"trial {n} ({e['kind']}) was never run again"
+                         + (f" (trials {[r.number for r in later]} stepped aside)" if later else ""))
                 continue
-            again = later[0]
+            again = ran[0]
             row = {"trial": n, "kind": e["kind"], "checkpoint_epochs": e["checkpoint_epochs"], "next_run": again.number,
                    "next_state": again.state, "resumed_from_epoch": again.resumed_from_epoch}
             resumes.append(row)
             if again.state not in ("COMPLETE", "PRUNED") and again.number not in signalled:
                 v.append(f"trial {n}'s next run, trial {again.number}, ended {again.state}")
-            if again.duplicate or again.over_budget:
-                continue  # stepped aside before training (another trial trains that spec): nothing to resume
             if again.resumed_from_epoch != e["checkpoint_epochs"]:
                 v.append(f"trial {again.number} resumed trial {n} from epoch {again.resumed_from_epoch}, but its "
                          f"checkpoint held {e['checkpoint_epochs']}")

@@ -342,7 +342,7 @@ class Objective:
             reason = f"over budget: {overrun(counts, plan.budget)}"
             record.write_pruned(trial, reason, walls_hit=hit)
             raise optuna.TrialPruned(reason)
-        twin = self._running_twin(trial, spec)
+        twin = self._running_twin(trial, spec, first_run)
         if twin is not None:
             record.write_pruned(trial, f"duplicate: trial {twin} is training the same spec", duplicate=True)
             raise optuna.TrialPruned(f"same spec as running trial {twin}")
@@ -416,12 +416,15 @@ class Objective:
         return None
 
     @staticmethod
-    def _running_twin(trial: optuna.Trial, spec: ResNetSpec) -> int | None:
+    def _running_twin(trial: optuna.Trial, spec: ResNetSpec, first_run: int) -> int | None:
         """Another running trial on the same spec, if any (constant liar makes it rare). Each
         trial records its spec before it looks, so of two that start together at least the
-        later one sees the other; both may step aside, neither trains the spec twice."""
+        later one sees the other; both may step aside, neither trains the spec twice. Copies of
+        one interrupted trial (workers started together each re-queue it) are the exception: the
+        lowest-numbered copy trains, whoever started first, so that one of them resumes it."""
         for r in record.records(trial.study, states=(TrialState.RUNNING,)):
-            if r.number != trial.number and r.spec == spec.to_dict():
+            later_copy = r.first_trial == first_run and r.number > trial.number
+            if r.number != trial.number and r.spec == spec.to_dict() and not later_copy:
                 return r.number
         return None
 

@@ -13,7 +13,8 @@ from search import record
 from search.data import Cifar10
 from search.plan import Plan, SearchSettings
 from search.storage import open_storage
-from search.study import create_or_load
+from resnet_space import ResNetSpec
+from search.study import Objective, create_or_load, requeue_interrupted
 
 from .conftest import TINY_SPACE
 from .test_scale_out import FINISHED, wait_for_epoch, worker
@@ -109,3 +110,23 @@ def test_a_dead_workers_trial_records_why_it_failed(tmp_path):
         fresh = optuna.load_study(study_name=study.study_name, storage=f"sqlite:///{tmp_path}/s.db")  # as others read it
         assert said in fresh.trials[run.number].user_attrs["fail_reason"], attempt
     assert len(study.trials) == 3  # two retries, then no more
+
+
+def test_copies_of_an_interrupted_trial_leave_one_to_resume_it(tmp_path):
+    """Workers started together after a Ctrl-C each re-queue the interrupted trial (the soak's
+    final workers queued trial 208 of the 60-minute run several times, and its first copy stepped
+    aside as a duplicate). Two copies running at once: the lower-numbered one trains, the other
+    steps aside, never both."""
+    storage = open_storage(f"sqlite:///{tmp_path}/s.db", create=True)
+    study = optuna.create_study(study_name="copies", storage=storage)
+    spec = ResNetSpec((1, 1), (8, 16), 3, 1, 4)
+    attrs = {"spec": spec.to_dict(), "first_trial": 0, "fail_reason": "interrupted (Ctrl-C)"}
+    study.add_trial(optuna.create_trial(state=TrialState.FAIL, user_attrs=attrs))
+    workers = [optuna.load_study(study_name="copies", storage=storage) for _ in range(2)]
+    for w in workers:  # each re-queues it, both before either records having done so
+        assert requeue_interrupted(w) == [0]
+        record.write_study(w, requeued=[])
+    low, high = [w.ask() for w in workers]  # both copies popped, running together
+    assert (low.number, high.number) == (1, 2) and low.user_attrs["first_trial"] == high.user_attrs["first_trial"] == 0
+    assert Objective._running_twin(low, spec, 0) is None
+    assert Objective._running_twin(high, spec, 0) == low.number
