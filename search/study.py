@@ -124,6 +124,8 @@ def optimize(study: optuna.Study, plan: Plan, data: Cifar10, view: Quiet, deadli
             storage = open_storage(s.storage, s.heartbeat, retry_s=s.storage_retry)
             study = optuna.load_study(study_name=s.study, storage=storage, sampler=study.sampler, pruner=study.pruner)
             objective.study = study
+            if objective.in_flight is not None:
+                requeue_cut_off(study, objective.in_flight)
     if objective.gave_up:
         refresh_report(study, plan.outputs.reports, view.log)
         raise UserError(objective.gave_up)
@@ -287,8 +289,10 @@ class Objective:
         self.store = open_artifact_store(plan.outputs.artifacts)
         self.rejected_in_a_row, self.gave_up = 0, None
         self.ctrl_c = CtrlC()
+        self.in_flight = None  # the id of the trial last begun: after an outage, the one it cut short
 
     def __call__(self, trial: optuna.Trial) -> float:
+        self.in_flight = trial._trial_id
         try:
             with self.ctrl_c.arm():
                 return self._run(trial)
@@ -440,6 +444,24 @@ def requeue_interrupted(study: optuna.Study) -> list[int]:
     if again:
         record.write_study(study, requeued=sorted(done))
     return [t.number for t in again]
+
+
+def requeue_cut_off(study: optuna.Study, trial_id: int) -> None:
+    """A trial this worker was running when the storage went away stays RUNNING until its
+    heartbeat goes stale, and Optuna retries a trial only twice: with kills besides, an outage
+    lost it for good. The worker fails it itself and queues it to resume from its checkpoint,
+    unless it finished first or another worker already failed it (and queued its retry)."""
+    storage = study._storage
+    trial = storage.get_trial(trial_id)
+    if trial.state != TrialState.RUNNING:
+        return
+    try:
+        trial.user_attrs["fail_reason"] = "cut off from the storage mid-trial; re-queued to resume from its checkpoint"
+        storage.set_trial_user_attr(trial_id, "fail_reason", trial.user_attrs["fail_reason"])
+        if storage.set_trial_state_values(trial_id, TrialState.FAIL):
+            study.enqueue_trial(trial.params, user_attrs=record.requeue_attrs(trial))
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass  # failed by another worker's heartbeat check in the meantime, which queued its retry
 
 
 def refresh_report(study: optuna.Study, out: Path, log) -> None:

@@ -14,7 +14,7 @@ from search.data import Cifar10
 from search.plan import Plan, SearchSettings
 from search.storage import open_storage
 from resnet_space import ResNetSpec
-from search.study import Objective, create_or_load, requeue_interrupted
+from search.study import Objective, create_or_load, requeue_cut_off, requeue_interrupted
 
 from .conftest import TINY_SPACE
 from .test_scale_out import FINISHED, wait_for_epoch, worker
@@ -130,3 +130,23 @@ def test_copies_of_an_interrupted_trial_leave_one_to_resume_it(tmp_path):
     assert (low.number, high.number) == (1, 2) and low.user_attrs["first_trial"] == high.user_attrs["first_trial"] == 0
     assert Objective._running_twin(low, spec, 0) is None
     assert Objective._running_twin(high, spec, 0) == low.number
+
+
+def test_a_trial_cut_off_by_an_outage_is_requeued_by_its_worker(tmp_path):
+    """The 3-minute soak lost a trial: killed twice, its second retry met the server restart,
+    was failed by its heartbeat and, Optuna's two retries spent, never ran again. Its own worker
+    now fails it on reconnecting and queues it to resume, once, and not one that finished."""
+    storage = open_storage(f"sqlite:///{tmp_path}/s.db", create=True)
+    study = optuna.create_study(study_name="cut", storage=storage)
+    cut = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    cut.set_user_attr("first_trial", 0)
+    requeue_cut_off(study, cut._trial_id)
+    requeue_cut_off(study, cut._trial_id)  # again: it is FAIL now, nothing more is queued
+    failed, again = study.get_trials()
+    assert failed.state == TrialState.FAIL and failed.user_attrs["fail_reason"].startswith("cut off from the storage")
+    assert again.state == TrialState.WAITING and again.system_attrs["fixed_params"] == failed.params
+    assert again.user_attrs["first_trial"] == 0 and "fail_reason" not in again.user_attrs
+    done = study.ask()  # the copy, run and finished
+    study.tell(done, 1.0)
+    requeue_cut_off(study, done._trial_id)
+    assert done.number == again.number and len(study.trials) == 2  # a trial that finished is left alone
