@@ -30,11 +30,36 @@ class RDBStorage(optuna.storages.RDBStorage):
     """Optuna's RDB storage whose heartbeats outlive a brief outage. Optuna's heartbeat thread
     dies on its first failed write, after which a live trial would look dead to every worker."""
 
+    max_retry = 2  # a dead worker's trial is run again at most this many times
+    _writing_reason_of = None  # the one finished trial whose fail reason is being written
+
     def record_heartbeat(self, trial_id: int) -> None:
         try:
             super().record_heartbeat(trial_id)
         except STORAGE_ERRORS:
             pass  # the next beat tries again; the grace period spans three of them
+
+    def get_heartbeat_stale_trial_callback(self):
+        return self._failed_stale_trial
+
+    def _failed_stale_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """Optuna failed a trial whose worker stopped beating: queue its retry, then record why,
+        which Optuna does not (the retry is queued first, so it does not inherit the reason)."""
+        retried = len(trial.system_attrs.get("retry_history", [])) < self.max_retry  # before: the callback appends to it
+        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry)(study, trial)
+        reason = (f"worker lost: no heartbeat for {self.grace_period} s (killed, or cut off from the "
+                  "storage); " + ("retried from its checkpoint" if retried else
+                                  f"not retried: its run was retried {self.max_retry} times already"))
+        # Optuna refuses attrs on a finished trial; this one write, to this one trial, is let through.
+        self._writing_reason_of = trial._trial_id
+        try:
+            self.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
+        finally:
+            self._writing_reason_of = None
+
+    def check_trial_is_updatable(self, trial_id: int, trial_state) -> None:
+        if trial_id != self._writing_reason_of:
+            super().check_trial_is_updatable(trial_id, trial_state)
 
 
 def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, retry_s: float = 0,
@@ -57,8 +82,7 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, retry_s: float = 0,
         try:
             return RDBStorage(
                 url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=heartbeat_s,
-                grace_period=3 * heartbeat_s,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+                grace_period=3 * heartbeat_s,  # the stale trial's retry: RDBStorage._failed_stale_trial
             )
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as e:
             # Workers starting together on a fresh database race to create Optuna's tables.

@@ -138,6 +138,8 @@ def optimize(run: Run, study: optuna.Study, plan: Plan) -> optuna.Study:
             storage = open_storage(s.storage, s.heartbeat, retry_s=s.storage_retry)
             study = optuna.load_study(study_name=s.study, storage=storage, sampler=study.sampler, pruner=study.pruner)
             objective.study = study
+            if objective.in_flight is not None:
+                requeue_cut_off(study, objective.in_flight)
     if objective.gave_up:
         refresh_report(study, plan.outputs.reports, view.log)
         raise UserError(objective.gave_up)
@@ -302,8 +304,10 @@ class Objective:
         self.store = open_artifact_store(plan.outputs.artifacts)
         self.rejected_in_a_row, self.gave_up = 0, None
         self.ctrl_c = CtrlC()
+        self.in_flight = None  # the id of the trial last begun: after an outage, the one it cut short
 
     def __call__(self, trial: optuna.Trial) -> float:
+        self.in_flight = trial._trial_id
         try:
             with self.ctrl_c.arm():
                 return self._run(trial)
@@ -357,7 +361,7 @@ class Objective:
             reason = f"over budget: {overrun(counts, plan.budget)}"
             record.write_pruned(trial, reason, walls_hit=hit)
             raise optuna.TrialPruned(reason)
-        twin = self._running_twin(trial, spec)
+        twin = self._running_twin(trial, spec, first_run)
         if twin is not None:
             record.write_pruned(trial, f"duplicate: trial {twin} is training the same spec", duplicate=True)
             raise optuna.TrialPruned(f"same spec as running trial {twin}")
@@ -431,12 +435,15 @@ class Objective:
         return None
 
     @staticmethod
-    def _running_twin(trial: optuna.Trial, spec: ResNetSpec) -> int | None:
+    def _running_twin(trial: optuna.Trial, spec: ResNetSpec, first_run: int) -> int | None:
         """Another running trial on the same spec, if any (constant liar makes it rare). Each
         trial records its spec before it looks, so of two that start together at least the
-        later one sees the other; both may step aside, neither trains the spec twice."""
+        later one sees the other; both may step aside, neither trains the spec twice. Copies of
+        one interrupted trial (workers started together each re-queue it) are the exception: the
+        lowest-numbered copy trains, whoever started first, so that one of them resumes it."""
         for r in record.records(trial.study, states=(TrialState.RUNNING,)):
-            if r.number != trial.number and r.spec == spec.to_dict():
+            later_copy = r.first_trial == first_run and r.number > trial.number
+            if r.number != trial.number and r.spec == spec.to_dict() and not later_copy:
                 return r.number
         return None
 
@@ -452,6 +459,24 @@ def requeue_interrupted(study: optuna.Study) -> list[int]:
     if again:
         record.write_study(study, requeued=sorted(done))
     return [t.number for t in again]
+
+
+def requeue_cut_off(study: optuna.Study, trial_id: int) -> None:
+    """A trial this worker was running when the storage went away stays RUNNING until its
+    heartbeat goes stale, and Optuna retries a trial only twice: with kills besides, an outage
+    lost it for good. The worker fails it itself and queues it to resume from its checkpoint,
+    unless it finished first or another worker already failed it (and queued its retry)."""
+    storage = study._storage
+    trial = storage.get_trial(trial_id)
+    if trial.state != TrialState.RUNNING:
+        return
+    try:
+        trial.user_attrs["fail_reason"] = "cut off from the storage mid-trial; re-queued to resume from its checkpoint"
+        storage.set_trial_user_attr(trial_id, "fail_reason", trial.user_attrs["fail_reason"])
+        if storage.set_trial_state_values(trial_id, TrialState.FAIL):
+            study.enqueue_trial(trial.params, user_attrs=record.requeue_attrs(trial))
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass  # failed by another worker's heartbeat check in the meantime, which queued its retry
 
 
 def refresh_report(study: optuna.Study, out: Path, log) -> None:

@@ -13,7 +13,8 @@ from search import record
 from search.data import DataDescription
 from search.plan import Plan, SearchSettings
 from search.storage import open_storage
-from search.study import create_or_load
+from resnet_space import ResNetSpec
+from search.study import Objective, create_or_load, requeue_cut_off, requeue_interrupted
 
 from .conftest import TINY_SPACE
 from .test_scale_out import FINISHED, wait_for_epoch, worker
@@ -83,3 +84,69 @@ def test_ctrl_c_at_random_moments_always_ends_the_run(tmp_path):
         assert not any(s in err for s in ("Traceback", "Error", "Exception ignored")), (attempt, err)
         running = optuna.load_study(study_name="sigints", storage=storage).get_trials(states=(TrialState.RUNNING,))
         assert not running, (attempt, running)
+
+
+def test_a_dead_workers_trial_records_why_it_failed(tmp_path):
+    """Optuna fails a trial whose heartbeat went stale without a word of why: the soak
+    (benchmarks/soak.py) found every killed worker's trial FAIL with no reason. The storage records
+    one, and the retry it queues does not inherit it."""
+    storage = open_storage(f"sqlite:///{tmp_path}/s.db", heartbeat_s=1, create=True)
+    study = optuna.create_study(storage=storage)
+    dead = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    storage.record_heartbeat(dead._trial_id)  # then silence, as from a killed worker
+    time.sleep(4.5)  # past the grace of 3 beats (SQLite keeps whole seconds)
+    optuna.storages.fail_stale_trials(study)
+    failed, retry = study.get_trials()
+    assert failed.state == TrialState.FAIL and failed.user_attrs["fail_reason"].startswith("worker lost: no heartbeat")
+    assert "retried from its checkpoint" in failed.user_attrs["fail_reason"]
+    assert retry.state == TrialState.WAITING and "fail_reason" not in retry.user_attrs
+    assert retry.system_attrs["failed_trial"] == failed.number
+    for attempt, said in ((2, "retried from its checkpoint"), (3, "not retried: its run was retried 2 times")):
+        run = study.trials[-1]  # the retry, killed in turn
+        storage.set_trial_state_values(run._trial_id, TrialState.RUNNING)
+        storage.record_heartbeat(run._trial_id)
+        time.sleep(4.5)
+        optuna.storages.fail_stale_trials(study)
+        fresh = optuna.load_study(study_name=study.study_name, storage=f"sqlite:///{tmp_path}/s.db")  # as others read it
+        assert said in fresh.trials[run.number].user_attrs["fail_reason"], attempt
+    assert len(study.trials) == 3  # two retries, then no more
+
+
+def test_copies_of_an_interrupted_trial_leave_one_to_resume_it(tmp_path):
+    """Workers started together after a Ctrl-C each re-queue the interrupted trial (the soak's
+    final workers queued trial 208 of the 60-minute run several times, and its first copy stepped
+    aside as a duplicate). Two copies running at once: the lower-numbered one trains, the other
+    steps aside, never both."""
+    storage = open_storage(f"sqlite:///{tmp_path}/s.db", create=True)
+    study = optuna.create_study(study_name="copies", storage=storage)
+    spec = ResNetSpec((1, 1), (8, 16), 3, 1, 4)
+    attrs = {"spec": spec.to_dict(), "first_trial": 0, "fail_reason": "interrupted (Ctrl-C)"}
+    study.add_trial(optuna.create_trial(state=TrialState.FAIL, user_attrs=attrs))
+    workers = [optuna.load_study(study_name="copies", storage=storage) for _ in range(2)]
+    for w in workers:  # each re-queues it, both before either records having done so
+        assert requeue_interrupted(w) == [0]
+        record.write_study(w, requeued=[])
+    low, high = [w.ask() for w in workers]  # both copies popped, running together
+    assert (low.number, high.number) == (1, 2) and low.user_attrs["first_trial"] == high.user_attrs["first_trial"] == 0
+    assert Objective._running_twin(low, spec, 0) is None
+    assert Objective._running_twin(high, spec, 0) == low.number
+
+
+def test_a_trial_cut_off_by_an_outage_is_requeued_by_its_worker(tmp_path):
+    """The 3-minute soak lost a trial: killed twice, its second retry met the server restart,
+    was failed by its heartbeat and, Optuna's two retries spent, never ran again. Its own worker
+    now fails it on reconnecting and queues it to resume, once, and not one that finished."""
+    storage = open_storage(f"sqlite:///{tmp_path}/s.db", create=True)
+    study = optuna.create_study(study_name="cut", storage=storage)
+    cut = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    cut.set_user_attr("first_trial", 0)
+    requeue_cut_off(study, cut._trial_id)
+    requeue_cut_off(study, cut._trial_id)  # again: it is FAIL now, nothing more is queued
+    failed, again = study.get_trials()
+    assert failed.state == TrialState.FAIL and failed.user_attrs["fail_reason"].startswith("cut off from the storage")
+    assert again.state == TrialState.WAITING and again.system_attrs["fixed_params"] == failed.params
+    assert again.user_attrs["first_trial"] == 0 and "fail_reason" not in again.user_attrs
+    done = study.ask()  # the copy, run and finished
+    study.tell(done, 1.0)
+    requeue_cut_off(study, done._trial_id)
+    assert done.number == again.number and len(study.trials) == 2  # a trial that finished is left alone
