@@ -434,6 +434,15 @@ def check_classes(root: Path, classes: int | None, *, found: list[str], network:
                     f"{classes}; set classes = {len(found)} in its [space], or remove the key to take the data's")
 
 
+def load_for(spec, root=None, **split) -> Dataset:
+    """The data a network was trained on (`split`: load()'s val_size, limit_train and seed), refused,
+    before any decode where the listing shows it, when the network is built for other classes,
+    images or channels."""
+    data = load_data(root, download=False, classes=spec.classes, network=spec.summary(), **split)
+    check_shape(spec, data.description, spec.summary())
+    return data
+
+
 def check_shape(spec, description: DataDescription, what: str) -> None:
     """Refuse a network built for other images or classes than the data's."""
     if spec.shape != description.shape:

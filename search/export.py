@@ -18,7 +18,7 @@ from torch import nn
 from resnet_space import ResNetSpec, count
 from resnet_space.errors import UserError
 
-from .data import DataDescription, DataError, check_shape, load_data
+from .data import DataDescription, DataError, load_for
 from .layout import writable_folder
 from .record import StudyRecord, TrialRecord, write_exported
 from .storage import open_artifact_store
@@ -92,10 +92,8 @@ def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: Path
     spec = ResNetSpec.from_dict(r.spec)
     model = load_trial_model(study, trial)
     try:
-        data = load_data(data_root or recorded.data_root, val_size=recorded.val_size, seed=recorded.split_seed,
-                         limit_train=recorded.limit_train, download=False, classes=spec.classes,
-                         network=spec.summary())
-        check_shape(spec, data.description, f"trial {trial.number}'s network")
+        data = load_for(spec, data_root or recorded.data_root, val_size=recorded.val_size,
+                        limit_train=recorded.limit_train, seed=recorded.split_seed)
     except DataError as e:
         raise ExportError(f"test set unavailable ({e})") from None
     tta = r.recipe.get("flip_tta", False)

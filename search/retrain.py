@@ -36,7 +36,7 @@ from resnet_space.errors import UserError
 from resnet_space.space import center_recipe
 
 from . import record
-from .data import Dataset, ImageSet, check_shape, load_data
+from .data import Dataset, ImageSet, load_for
 from .layout import DEFAULT_STORAGE, plural, save_atomic, writable_folder
 from .train import Diverged, Epoch, completed_epochs, cpu_estimate_hours, evaluate, load_model, resolve_device, train
 
@@ -193,9 +193,8 @@ def full_training_data(recorded: record.StudyRecord, spec: ResNetSpec, data_root
     (the study's --limit-train, if any, still applies) and no validation split; data that `spec`
     is not built for (other classes, side or channels) is refused. Its description (the
     normalisation) stays the search's: measured on the search's training split."""
-    data = load_data(data_root or recorded.data_root, val_size=recorded.val_size, limit_train=recorded.limit_train,
-                     seed=recorded.split_seed, download=False, classes=spec.classes, network=spec.summary())
-    check_shape(spec, data.description, spec.summary())
+    data = load_for(spec, data_root or recorded.data_root, val_size=recorded.val_size,
+                    limit_train=recorded.limit_train, seed=recorded.split_seed)
     train_set = ImageSet(torch.cat([data.train.images, data.val.images]),
                          torch.cat([data.train.labels, data.val.labels]))
     empty = ImageSet(data.val.images[:0], data.val.labels[:0])
