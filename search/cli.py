@@ -11,6 +11,7 @@ from resnet_space import Shape, count, fits
 from resnet_space.errors import UserError
 from resnet_space.spec import spec_from_text
 
+from .interrupts import ctrl_c_stops_once
 from .flags import budget_arg, integer_at_least, positive_float, positive_int, settings_from, trial_number
 from .layout import (DEFAULT_ARTIFACTS, DEFAULT_FINALISTS, DEFAULT_SPACE, DEFAULT_STORAGE, DEFAULT_STORAGE_RETRY_S,
                      DEFAULT_STUDY, DEFAULT_TRIALS, DEFAULT_VAL_SIZE, HEARTBEAT_S, shipped_spaces,
@@ -263,14 +264,17 @@ def main(argv=None) -> int:
         if argv[i] in ("--budget", "--macs-budget") and argv[i + 1].startswith("-"):
             argv[i:i + 2] = [f"{argv[i]}={argv[i + 1]}"]
     try:
-        args = build_parser().parse_args(argv)
-        return args.func(args)
+        with ctrl_c_stops_once():
+            args = build_parser().parse_args(argv)
+            return args.func(args)
     except UserError as e:
         print(f"resnet-search: error: {e}" if not str(e).startswith("resnet-search") else str(e), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("resnet-search: interrupted", file=sys.stderr)
         return 130
+
+
 
 
 if __name__ == "__main__":

@@ -16,9 +16,7 @@ import contextlib
 import json
 import shlex
 import shutil
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,7 @@ from resnet_space.table1 import table_1_rows
 from . import record
 from .layout import plural
 from .data import DataDescription, Dataset, find_data
+from .interrupts import CtrlC
 from .live import Quiet
 from .plan import Plan, SearchSettings, baseline_for  # noqa: F401 - the search's API, importable from here
 from .storage import StudyError, open_artifact_store, open_storage, redact, storage_outage
@@ -252,50 +251,6 @@ GIVE_UP_AFTER = 100  # proposals in a row rejected (over the budget, or trained 
 
 class SurplusTrial(Exception):
     """Several workers asked for trials at once and this one is past the study's total."""
-
-
-class CtrlC:
-    """Ctrl-C while trials run: KeyboardInterrupt is raised once, inside a trial's own code,
-    where the objective records the trial as interrupted. Anywhere else (Optuna recording a
-    trial, where an interrupt leaves `updated_state` unset; a finaliser the garbage collector
-    runs, where Python prints "Exception ignored" and goes on) it is kept, and the search stops
-    at the next trial's start or epoch's end."""
-
-    def __init__(self):
-        self.pending, self.armed, self.previous = False, False, None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():  # only there can signals be caught
-            self.previous = signal.signal(signal.SIGINT, self._caught)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-            self.previous = None
-        if self.pending and exc[0] is None:
-            raise KeyboardInterrupt
-
-    def _caught(self, signum, frame) -> None:
-        self.pending = True
-        if self.armed:
-            self.armed = False
-            raise KeyboardInterrupt
-
-    @contextlib.contextmanager
-    def arm(self):
-        """Where Ctrl-C is raised at once: the trial's own code."""
-        self.armed = True
-        try:
-            self.check()
-            yield
-        finally:
-            self.armed = False
-
-    def check(self) -> None:
-        if self.pending:
-            self.armed = False
-            raise KeyboardInterrupt
 
 
 class Objective:

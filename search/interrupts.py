@@ -1,0 +1,95 @@
+"""Ctrl-C: the first one stops the command at once, and what it stops is recorded whole."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+
+
+def in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()  # only there can signals be caught
+
+
+@contextlib.contextmanager
+def ctrl_c_stops_once():
+    """The first Ctrl-C stops the command; later ones, while it records what it stops, are ignored
+    until the process exits (one landing in Python's shutdown would print a traceback). One a
+    finaliser took, where Python would print "Exception ignored" and go on, is raised again."""
+    if not in_main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    def raise_again(unraisable):
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            signal.signal(signal.SIGINT, stop)
+            signal.raise_signal(signal.SIGINT)
+        else:
+            previous_hook(unraisable)
+
+    previous, previous_hook = signal.signal(signal.SIGINT, stop), sys.unraisablehook
+    sys.unraisablehook = raise_again
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous_hook
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, previous)
+
+
+class CtrlC:
+    """Ctrl-C while trials run: KeyboardInterrupt is raised once, inside a trial's own code,
+    where the objective records the trial as interrupted. Anywhere else (Optuna recording a
+    trial, where an interrupt leaves `updated_state` unset; a finaliser the garbage collector
+    runs, where Python would print "Exception ignored" and go on) it is kept, and the search
+    stops at the next trial's start or epoch's end. Once one is taken the run is stopping, and
+    later ones are ignored: raised while the stop is recorded, they would break the record."""
+
+    def __init__(self):
+        self.pending, self.armed = False, False
+        self.previous, self.previous_hook = None, None
+
+    def __enter__(self):
+        if in_main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._caught)
+        self.previous_hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
+        return self
+
+    def __exit__(self, *exc) -> None:
+        sys.unraisablehook = self.previous_hook
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN if self.pending else self.previous)
+            self.previous = None
+        if self.pending and exc[0] is None:
+            raise KeyboardInterrupt
+
+    def _unraisable(self, unraisable) -> None:
+        """A Ctrl-C a finaliser took is already pending: the search stops at the next check."""
+        if not (self.pending and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+            self.previous_hook(unraisable)
+
+    def _caught(self, signum, frame) -> None:
+        self.pending = True
+        if self.armed:
+            self.armed = False
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def arm(self):
+        """Where Ctrl-C is raised at once: the trial's own code."""
+        self.armed = True
+        try:
+            self.check()
+            yield
+        finally:
+            self.armed = False
+
+    def check(self) -> None:
+        if self.pending:
+            self.armed = False
+            raise KeyboardInterrupt
