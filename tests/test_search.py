@@ -11,6 +11,7 @@ import pytest
 from resnet_space import Budget
 from resnet_space.errors import UserError
 from search import record
+from search import study as study_module
 from search.study import SearchSettings, run_search
 
 from .conftest import TINY_SPACE, assert_user_error, run_cli, write_image_folder
@@ -140,10 +141,11 @@ def test_no_baseline_where_not_even_its_narrowest_fits_says_why(tmp_path, synthe
     assert not any(r.baseline for r in trials) and sum(r.counts_as_trained for r in trials) == 1
 
 
-def test_a_spec_and_recipe_trained_already_is_not_trained_again(tmp_path, synthetic_data):
+def test_a_spec_and_recipe_trained_already_is_not_trained_again(tmp_path, synthetic_data, monkeypatch):
     """A space of two networks under a fixed recipe: each trains once, every later proposal of
     either is recorded as a duplicate (free, no place among --trials), and asking for a third
     network ends in one line once the proposals are all duplicates."""
+    monkeypatch.setattr(study_module, "GIVE_UP_AFTER", 20)  # each duplicate costs Optuna's bookkeeping
     space = tmp_path / "two.toml"
     space.write_text(TINY_SPACE.read_text().replace('fill = {low = 0.05, high = 0.2}', 'first_channels = [8, 12]')
                      .replace("stages = [2, 3]", "stages = [2]").replace("blocks = {low = 1, high = 2}", "blocks = 1")
