@@ -398,7 +398,8 @@ class Soak:
             ran = [r for r in later if not (r.duplicate or r.over_budget)]
             if not ran:
                 v.append(f"trial {n} ({e['kind']}) was never run again"
-                         + (f" (trials {[r.number for r in later]} stepped aside)" if later else ""))
+                         + (" (stepped aside: " + "; ".join(f"trial {r.number}, {r.prune_reason}" for r in later) + ")"
+                            if later else ""))
                 continue
             again = ran[0]
             row = {"trial": n, "kind": e["kind"], "checkpoint_epochs": e["checkpoint_epochs"], "next_run": again.number,
