@@ -401,12 +401,19 @@ class Soak:
                          + (" (stepped aside: " + "; ".join(f"trial {r.number}, {r.prune_reason}" for r in later) + ")"
                             if later else ""))
                 continue
-            again = ran[0]
+            again = last = ran[0]
+            for r in ran[1:]:  # a run the outage cut off was queued again: the run after it is owed
+                cut_off = last.fail_reason.startswith(("cut off from the storage", "worker lost"))
+                if not (last.state == "FAIL" and cut_off and last.number not in signalled):
+                    break
+                last = r
             row = {"trial": n, "kind": e["kind"], "checkpoint_epochs": e["checkpoint_epochs"], "next_run": again.number,
-                   "next_state": again.state, "resumed_from_epoch": again.resumed_from_epoch}
+                   "next_state": again.state, "resumed_from_epoch": again.resumed_from_epoch, "last_run": last.number,
+                   "last_state": last.state}
             resumes.append(row)
-            if again.state not in ("COMPLETE", "PRUNED") and again.number not in signalled:
-                v.append(f"trial {n}'s next run, trial {again.number}, ended {again.state}")
+            if last.state not in ("COMPLETE", "PRUNED") and last.number not in signalled:
+                v.append(f"trial {n}'s last run, trial {last.number}, ended {last.state}"
+                         + (f" ({last.fail_reason})" if last.fail_reason else ""))
             if again.resumed_from_epoch != e["checkpoint_epochs"]:
                 v.append(f"trial {again.number} resumed trial {n} from epoch {again.resumed_from_epoch}, but its "
                          f"checkpoint held {e['checkpoint_epochs']}")
