@@ -54,7 +54,8 @@ from rich.table import Table  # noqa: E402
 from common import default_data  # noqa: E402
 from resnet_space import ResNetSpec  # noqa: E402
 from search import record  # noqa: E402
-from search.data import load_data  # noqa: E402
+from search.data import cache_root, load_data  # noqa: E402
+from search.storage import RDBStorage  # noqa: E402
 from search.train import load_checkpoint, load_model  # noqa: E402
 
 STUDY = "soak"
@@ -63,7 +64,6 @@ PG = ["bash", str(REPO / "scripts" / "postgres.sh")]
 CHAOS_TRIALS = 100_000  # the chaos workers never finish the study; the final workers ask the exact total
 TEMP_FILE = re.compile(r".+\.tmp(\d+)$")  # layout.save_atomic's temporary file: NAME.tmpPID
 TRIAL_STARTS = re.compile(r"^trial (\d+): ", re.M)  # the line a worker logs as a trial's training starts
-MAX_RETRY = 2  # search.storage.RDBStorage.max_retry: a third kill of one run would leave it unretried
 
 
 def now() -> float:
@@ -200,7 +200,7 @@ class Soak:
         found = []
         for w in self.alive():
             t = self.running_trial(w, study)
-            if t is not None and len(t.system_attrs.get("retry_history", [])) < MAX_RETRY:
+            if t is not None and len(t.system_attrs.get("retry_history", [])) < RDBStorage.max_retry:
                 found.append((w, t))
         return found
 
@@ -387,7 +387,8 @@ class Soak:
             hit = recs[n]
             if e.get("state_after") in ("COMPLETE", "PRUNED"):
                 resumes.append({"trial": n, "kind": e["kind"] + " (after the trial ended)", "checkpoint_epochs": None,
-                                "next_run": None, "next_state": hit.state, "resumed_from_epoch": None})
+                                "next_run": None, "next_state": hit.state, "resumed_from_epoch": None,
+                                "last_run": None, "last_state": hit.state})
                 continue  # it ended as we aimed: the signal found the worker between trials
             why = "worker lost" if e["kind"].startswith("kill") else "interrupted"
             if hit.state != "FAIL" or not hit.fail_reason.startswith(why):
@@ -449,7 +450,7 @@ class Soak:
                 except Exception as e:  # noqa: BLE001
                     v.append(f"trial {r.number}'s checkpoint does not load: {type(e).__name__}: {str(e)[:120]}")
 
-        strays = [str(p) for top in (self.work, cache_dir()) for p in top.rglob("*") if TEMP_FILE.match(p.name)]
+        strays = [str(p) for top in (self.work, cache_root()) for p in top.rglob("*") if TEMP_FILE.match(p.name)]
         left = [str(p) for p in self.checkpoints.glob("*")] if self.checkpoints.exists() else []
         v += [f"stray temporary file {p}" for p in strays] + [f"checkpoint folder left behind: {p}" for p in left]
 
@@ -480,10 +481,6 @@ class Soak:
             "settings": {k: getattr(self.args, k) for k in ("epochs", "limit_train", "val_size", "heartbeat",
                                                             "storage_retry", "outage", "kill_every")},
         }
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("RESNET_SEARCH_CACHE", Path.home() / ".cache" / "resnet-search"))
 
 
 def synthetic_images(root: Path, train_per_class: int = 300, test_per_class: int = 50) -> Path:

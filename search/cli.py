@@ -11,8 +11,8 @@ from resnet_space import Shape, count, fits
 from resnet_space.errors import UserError
 from resnet_space.spec import spec_from_text
 
-from .interrupts import ctrl_c_stops_once
 from .flags import budget_arg, integer_at_least, positive_float, positive_int, settings_from, trial_number
+from .interrupts import ctrl_c_stops_once
 from .layout import (DEFAULT_ARTIFACTS, DEFAULT_FINALISTS, DEFAULT_SPACE, DEFAULT_STORAGE, DEFAULT_STORAGE_RETRY_S,
                      DEFAULT_STUDY, DEFAULT_TRIALS, DEFAULT_VAL_SIZE, HEARTBEAT_S, shipped_spaces,
                      study_name, writable_folder)
@@ -273,8 +273,6 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("resnet-search: interrupted", file=sys.stderr)
         return 130
-
-
 
 
 if __name__ == "__main__":
