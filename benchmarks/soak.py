@@ -28,7 +28,6 @@ every checkpoint the study lists loads; no temporary file or checkpoint folder l
 from __future__ import annotations
 
 import argparse
-import datetime
 import itertools
 import json
 import os
@@ -397,6 +396,16 @@ class Soak:
             later = [r for m, r in sorted(recs.items()) if m > n and r.first_trial == lineage]
             # Copies that stepped aside before training (another trial trains that spec) resume nothing.
             ran = [r for r in later if not (r.duplicate or r.over_budget)]
+            # Nor is anything owed once a trial of another lineage trained the same spec and recipe.
+            excused = [r for r in later if r.duplicate_of is not None and recs[r.duplicate_of].counts_as_trained
+                       and recs[r.duplicate_of].first_trial != lineage]
+            if not ran and excused:
+                copy = excused[0]
+                resumes.append({"trial": n, "kind": f"{e['kind']} (trial {copy.duplicate_of} trained its spec and recipe)",
+                                "checkpoint_epochs": e["checkpoint_epochs"], "next_run": copy.number,
+                                "next_state": copy.state, "resumed_from_epoch": None, "last_run": copy.number,
+                                "last_state": copy.state})
+                continue
             if not ran:
                 v.append(f"trial {n} ({e['kind']}) was never run again"
                          + (" (stepped aside: " + "; ".join(f"trial {r.number}, {r.prune_reason}" for r in later) + ")"
@@ -433,10 +442,10 @@ class Soak:
         spans = []
         for t in trials.values():
             r = recs[t.number]
-            if r.training_started and t.datetime_complete and r.spec and (r.counts_as_trained or r.state == "FAIL"):
-                spans.append((datetime.datetime.fromisoformat(r.training_started), t.datetime_complete, r))
+            if r.training_began and t.datetime_complete and r.spec and (r.counts_as_trained or r.state == "FAIL"):
+                spans.append((r.training_began, t.datetime_complete, r))
         for (a0, a1, a), (b0, b1, b) in itertools.combinations(spans, 2):
-            if a0 != b0 and a.spec == b.spec and a0 < b1 and b0 < a1:  # an equal start is a retry's inherited copy
+            if a.spec == b.spec and a0 < b1 and b0 < a1:
                 v.append(f"trials {a.number} and {b.number} trained {a.summary} at the same time")
 
         # Every checkpoint the study lists loads, into its network.

@@ -52,18 +52,21 @@ class TrialRecord:
     over_budget: bool = False
     walls_hit: list[str] = field(default_factory=list)  # over budget: the walls it hit, "params" and/or "macs"
     duplicate: bool = False
+    duplicate_of: int | None = None  # the trial on the same spec it stepped aside for
     repaired_from: str | None = None  # the depth drawn, where the space repaired it to fit the budget
     first_trial: int | None = None  # a retried or re-queued trial: the number of its first run
     resumed_from_trial: int | None = None
     resumed_from_epoch: int = 0  # epochs replayed from an earlier run's checkpoint
     finalist_of: int | None = None  # a final-stage trial: the number of the search trial it trains again
     training_started: str | None = None  # local ISO time its training began, past every check against other trials
+    started: datetime.datetime | None = None  # when this run began (Optuna's datetime_start, local time)
 
     @classmethod
     def of(cls, trial: optuna.trial.FrozenTrial | optuna.Trial) -> "TrialRecord":
         """The record of a finished trial, or of the live one a worker is running."""
         a = trial.user_attrs
-        known = {f.name for f in fields(cls)} - {"number", "state", "value", "curve", "seconds", "losses", "baseline"}
+        known = {f.name for f in fields(cls)} - {"number", "state", "value", "curve", "seconds", "losses", "baseline",
+                                                 "started"}
         state = getattr(trial, "state", TrialState.RUNNING)
         record = cls(number=trial.number, state=state.name,
                      value=trial.value if state == TrialState.COMPLETE else None,
@@ -72,7 +75,15 @@ class TrialRecord:
         record.seconds = [float(s) for s in a.get("seconds_per_epoch") or []]
         record.losses = [float(v) for v in a.get("train_loss_per_epoch") or []]
         record.baseline = bool(a.get("baseline"))
+        record.started = trial.datetime_start
         return record
+
+    @property
+    def training_began(self) -> datetime.datetime | None:
+        """When this run's own training began: a copy (retry, re-queue) carries its first run's
+        `training_started` until it trains, and that one does not count."""
+        began = self.training_started and datetime.datetime.fromisoformat(self.training_started)
+        return began if began and self.started and began >= self.started else None
 
     @property
     def trained(self) -> bool:
@@ -149,14 +160,16 @@ def write_resumed(trial: optuna.Trial, first_trial: int, epochs: int) -> None:
     trial.set_user_attr("resumed_from_epoch", epochs)
 
 
-def write_pruned(trial: optuna.Trial, reason: str, *, walls_hit: tuple[str, ...] = (), duplicate: bool = False) -> None:
-    """A trial stopped: by the budget (the walls it hit, resnet_space.walls_hit), as a duplicate,
-    by the pruner or as diverged (the reason says which)."""
+def write_pruned(trial: optuna.Trial, reason: str, *, walls_hit: tuple[str, ...] = (),
+                 duplicate_of: int | None = None) -> None:
+    """A trial stopped: by the budget (the walls it hit, resnet_space.walls_hit), as a duplicate
+    of another trial, by the pruner or as diverged (the reason says which)."""
     if walls_hit:
         trial.set_user_attr("over_budget", True)
         trial.set_user_attr("walls_hit", list(walls_hit))
-    if duplicate:
+    if duplicate_of is not None:
         trial.set_user_attr("duplicate", True)
+        trial.set_user_attr("duplicate_of", duplicate_of)
     trial.set_user_attr("prune_reason", reason)
 
 

@@ -247,6 +247,7 @@ def _shown(value) -> str:
 
 
 GIVE_UP_AFTER = 100  # proposals in a row rejected (over the budget, or trained already)
+TWIN_POLL_S = 2.0  # how often a copy waiting for a twin on its spec looks again
 
 
 class SurplusTrial(Exception):
@@ -316,15 +317,16 @@ class Objective:
             reason = f"over budget: {overrun(counts, plan.budget)}"
             record.write_pruned(trial, reason, walls_hit=hit)
             raise optuna.TrialPruned(reason)
-        twin = self._running_twin(trial, spec, first_run)
+        twin = self._twin_to_step_aside_for(trial, spec, first_run)
         if twin is not None:
-            record.write_pruned(trial, f"duplicate: trial {twin} is training the same spec", duplicate=True)
+            record.write_pruned(trial, f"duplicate: trial {twin} is training the same spec", duplicate_of=twin)
             raise optuna.TrialPruned(f"same spec as running trial {twin}")
         twin = self._trained_twin(trial, spec, recipe)
         if twin is not None:
             # TPE proposes trained specs again in a categorical space; training one again buys
             # only seed noise (benchmarks/search_tabular.py, "shipped training twins again").
-            record.write_pruned(trial, f"duplicate: trial {twin} trained the same spec and recipe", duplicate=True)
+            record.write_pruned(trial, f"duplicate: trial {twin} trained the same spec and recipe", duplicate_of=twin)
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)  # a copy's checkpoint: its twin trained what it held
             raise optuna.TrialPruned(f"same spec and recipe as trained trial {twin}")
         record.write_training_started(trial)
 
@@ -389,17 +391,38 @@ class Objective:
                 return r.number
         return None
 
+    def _twin_to_step_aside_for(self, trial: optuna.Trial, spec: ResNetSpec, first_run: int) -> int | None:
+        """The running trial on this spec that this one steps aside for, if any. A fresh proposal
+        steps aside for any, and so does a copy for another copy of its own trial (which resumes the
+        same checkpoint). A copy of another trial owes its checkpoint a resume: it waits for the twin
+        to end (then a twin that trained the same recipe excuses it); stepping aside, it was lost."""
+        waited_for = None
+        while (twin := self._running_twin(trial, spec, first_run)) is not None:
+            if first_run == trial.number or twin.first_trial == first_run:
+                return twin.number
+            if twin.number != waited_for:
+                self.view.log(f"trial {trial.number}: waits for trial {twin.number}, on the same spec, to end "
+                              f"before resuming trial {first_run}")
+                waited_for = twin.number
+            time.sleep(TWIN_POLL_S)
+            self.ctrl_c.check()
+            optuna.storages.fail_stale_trials(trial.study)  # a twin whose worker died ends too
+        return None
+
     @staticmethod
-    def _running_twin(trial: optuna.Trial, spec: ResNetSpec, first_run: int) -> int | None:
-        """Another running trial on the same spec, if any (constant liar makes it rare). Each
-        trial records its spec before it looks, so of two that start together at least the
-        later one sees the other; both may step aside, neither trains the spec twice. Copies of
-        one interrupted trial (workers started together each re-queue it) are the exception: the
-        lowest-numbered copy trains, whoever started first, so that one of them resumes it."""
+    def _running_twin(trial: optuna.Trial, spec: ResNetSpec, first_run: int) -> record.TrialRecord | None:
+        """Another running trial on the same spec (constant liar makes one rare). Each trial
+        records its spec before it looks, so of two that start together at least the later one
+        sees the other. A copy passes a later copy not yet training, which gives way to it: of its
+        own trial, by stepping aside (so the lowest-numbered copy resumes it, whoever started
+        first); of another trial, by waiting. A training twin is never passed."""
+        mine, copy = spec.to_dict(), first_run != trial.number
         for r in record.records(trial.study, states=(TrialState.RUNNING,)):
-            later_copy = r.first_trial == first_run and r.number > trial.number
-            if r.number != trial.number and r.spec == spec.to_dict() and not later_copy:
-                return r.number
+            if r.number == trial.number or r.spec != mine:
+                continue
+            gives_way = copy and r.number > trial.number and r.first_trial not in (None, r.number)
+            if r.training_began or not gives_way:
+                return r
         return None
 
 

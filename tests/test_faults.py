@@ -3,17 +3,21 @@ same command run again at once (issue: faults)."""
 
 import random
 import signal
+import threading
 import time
+from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
 from search import record
+from search import study as study_module
 from search.data import DataDescription
 from search.plan import Plan, SearchSettings
 from search.storage import open_storage
 from resnet_space import ResNetSpec
+from search.live import Quiet
 from search.study import Objective, create_or_load, requeue_cut_off, requeue_interrupted
 
 from .conftest import TINY_SPACE
@@ -130,7 +134,98 @@ def test_copies_of_an_interrupted_trial_leave_one_to_resume_it(tmp_path):
     low, high = [w.ask() for w in workers]  # both copies popped, running together
     assert (low.number, high.number) == (1, 2) and low.user_attrs["first_trial"] == high.user_attrs["first_trial"] == 0
     assert Objective._running_twin(low, spec, 0) is None
-    assert Objective._running_twin(high, spec, 0) == low.number
+    assert Objective._running_twin(high, spec, 0).number == low.number
+
+
+def _interrupted_twins(tmp_path, monkeypatch):
+    """Two trials that trained one spec one after the other, both stopped by Ctrl-C with a
+    checkpoint each, and their copies queued (as the soak's finish saw it: trials 14 and 25)."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(study_name="twins", storage=open_storage(url, create=True))
+    plan = Plan.of(SearchSettings(space=TINY_SPACE, study="twins", storage=url, device="cpu",
+                                  baseline=False, artifacts=tmp_path / "artifacts"))
+    data = DataDescription("synthetic", str(tmp_path), ("a", "b"), 32, 3, (0.5,) * 3, (0.25,) * 3, "f00d")
+    objective = Objective(study, plan, data, Quiet())
+    started = []
+
+    def stopped_by_ctrl_c(spec, data, recipe, *, checkpoint_dir, **kwargs):
+        started.append(Path(checkpoint_dir))
+        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        (Path(checkpoint_dir) / "last.pt").write_bytes(b"an epoch")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(study_module, "train", stopped_by_ctrl_c)
+    first = study.ask()
+    with pytest.raises(KeyboardInterrupt):
+        objective(first)
+    study.tell(first, state=TrialState.FAIL)
+    study.enqueue_trial(first.params)  # proposed again, a fresh trial: nothing of the first is running
+    with pytest.raises(KeyboardInterrupt):
+        objective(study.ask())
+    study.tell(1, state=TrialState.FAIL)
+    assert requeue_interrupted(study) == [0, 1]
+    return study, objective, started
+
+
+def test_a_copy_waits_for_a_twin_of_another_trial_then_steps_aside_if_it_trained_the_same(tmp_path, monkeypatch):
+    """The soak lost a trial: at its finish the copies of two interrupted trials of one spec ran
+    at once, one resumed and the other stepped aside as a duplicate and was never run again,
+    its checkpoint left behind. The other copy now waits, and steps aside only once its twin has
+    trained the same spec and recipe, removing the checkpoint it will never resume."""
+    study, objective, started = _interrupted_twins(tmp_path, monkeypatch)
+    first_dir, second_dir = started
+    resuming = study.ask()  # trial 0's copy, resuming it
+    assert resuming.user_attrs["first_trial"] == 0
+    record.write_training_started(resuming)
+    waiting = study.ask()  # trial 1's copy
+    outcome = []
+
+    def run():
+        try:
+            objective._run(waiting)
+        except optuna.TrialPruned as e:
+            outcome.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(timeout=4)
+    assert t.is_alive() and not outcome  # waits while its twin trains
+    study.tell(resuming, 0.5)
+    t.join(timeout=30)
+    assert "same spec and recipe as trained trial 2" in str(outcome[0])
+    assert record.TrialRecord.of(waiting).duplicate_of == resuming.number
+    assert first_dir.exists() and not second_dir.exists()
+
+
+def test_a_copy_resumes_once_its_twin_of_another_trial_is_stopped_again(tmp_path, monkeypatch):
+    study, objective, started = _interrupted_twins(tmp_path, monkeypatch)
+    resuming = study.ask()
+    record.write_training_started(resuming)
+    waiting = study.ask()
+    outcome = []
+
+    def run():
+        try:
+            objective._run(waiting)
+        except KeyboardInterrupt:
+            outcome.append("trained")
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(timeout=4)
+    assert t.is_alive() and not outcome
+    study.tell(resuming, state=TrialState.FAIL)  # interrupted again, say
+    t.join(timeout=30)
+    assert outcome == ["trained"] and started[2] == started[1]  # from trial 1's checkpoint
+
+
+def test_copies_of_two_trials_of_one_spec_starting_together_wait_in_turn(tmp_path, monkeypatch):
+    """Neither training yet, each sees the other: the higher-numbered waits, the lower goes on."""
+    study, objective, _ = _interrupted_twins(tmp_path, monkeypatch)
+    low, high = study.ask(), study.ask()
+    spec = ResNetSpec.from_dict(low.user_attrs["spec"])
+    assert objective._running_twin(low, spec, 0) is None
+    assert objective._running_twin(high, spec, 1).number == low.number
 
 
 def test_a_trial_cut_off_by_an_outage_is_requeued_by_its_worker(tmp_path):

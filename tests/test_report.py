@@ -121,7 +121,7 @@ MODEL_1_SPEC = {"blocks": [8, 6, 4, 3], "channels": [32, 64, 128, 256], "conv_ke
 
 
 def add(study, hint, state, params=None, acc=None, curve=None, secs=None, device="cuda", *, baseline=False,
-        prune_reason=None, over_budget=False, duplicate=False, fail_reason=None, first_trial=None, resumed_from=0):
+        prune_reason=None, over_budget=False, duplicate_of=None, fail_reason=None, first_trial=None, resumed_from=0):
     """A finished trial, its record written through search.record as the search writes it."""
     trial = create_trial(
         state=state, value=acc if state == TrialState.COMPLETE else None,
@@ -138,7 +138,7 @@ def add(study, hint, state, params=None, acc=None, curve=None, secs=None, device
     if resumed_from:
         record.write_resumed(trial, first_trial, resumed_from)
     if prune_reason:
-        record.write_pruned(trial, prune_reason, walls_hit=("params",) if over_budget else (), duplicate=duplicate)
+        record.write_pruned(trial, prune_reason, walls_hit=("params",) if over_budget else (), duplicate_of=duplicate_of)
     if fail_reason:
         record.write_failed(trial, fail_reason)
     study.add_trial(trial)
@@ -274,7 +274,7 @@ def test_resumed_and_retried_trials_count_their_epochs_once(tmp_path):
         resumed_from=2)
     add(study, 3, TrialState.FAIL, 2_000_000, None, [0.2], secs=[90.0], fail_reason="CUDA out of memory: ...")
     add(study, 4, TrialState.PRUNED, 1_000_000, prune_reason="duplicate: trial 2 is training the same spec",
-        duplicate=True)
+        duplicate_of=2)
     result = report.write_report(study, tmp_path / "r")
     counts = result["counts"]
     assert counts["duplicate"] == 1 and counts["pruned_by_pruner"] == 0 and counts["pruned"] == 1

@@ -1,6 +1,5 @@
 """Several workers on one PostgreSQL study, and workers that die or are interrupted (issue: scale-out)."""
 
-import datetime
 import itertools
 import os
 import shutil
@@ -64,7 +63,7 @@ def test_four_workers_share_one_study(tmp_path, postgres_url):
         if t.params is not None and t.params >= 200_000:
             assert not t.curve  # never trained
     # A trial is created before it draws its spec: what must not overlap is the training itself.
-    trained = [(datetime.datetime.fromisoformat(t.user_attrs["training_started"]), t) for t in trials
+    trained = [(TrialRecord.of(t).training_began, t) for t in trials
                if t.datetime_complete and "val_acc_per_epoch" in t.user_attrs]
     for (start_a, a), (start_b, b) in itertools.combinations(trained, 2):
         overlap = start_a < b.datetime_complete and start_b < a.datetime_complete
