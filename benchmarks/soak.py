@@ -377,21 +377,25 @@ class Soak:
         v += [f"trial {f['trial']} failed with no reason recorded" for f in failed if not f["reason"].strip()]
 
         # Each kill and interrupt: the next run of that trial, and the epoch it resumed from.
-        signalled = {e["trial"] for e in self.events if e["trial"] is not None}
+        for e in self.events:
+            if e["trial"] is not None:
+                e["landed_on"] = landed_on(e["trial"], recs)
+        signalled = {e["landed_on"] for e in self.events if e["trial"] is not None}
         resumes = []
         for e in self.events:
-            n = e["trial"]
-            if n is None:
+            if e["trial"] is None:
                 continue
+            n = e["landed_on"]
+            kind = e["kind"] + (f" (aimed at trial {e['trial']}, which the outage had cut off)" if n != e["trial"] else "")
             hit = recs[n]
             if e.get("state_after") in ("COMPLETE", "PRUNED"):
-                resumes.append({"trial": n, "kind": e["kind"] + " (after the trial ended)", "checkpoint_epochs": None,
+                resumes.append({"trial": n, "kind": kind + " (after the trial ended)", "checkpoint_epochs": None,
                                 "next_run": None, "next_state": hit.state, "resumed_from_epoch": None,
                                 "last_run": None, "last_state": hit.state})
                 continue  # it ended as we aimed: the signal found the worker between trials
-            why = "worker lost" if e["kind"].startswith("kill") else "interrupted"
+            why = "worker lost" if kind.startswith("kill") else "interrupted"
             if hit.state != "FAIL" or not hit.fail_reason.startswith(why):
-                v.append(f"trial {n} ({e['kind']}) ended {hit.state} ({hit.fail_reason!r}), not FAIL for {why!r}")
+                v.append(f"trial {n} ({kind}) ended {hit.state} ({hit.fail_reason!r}), not FAIL for {why!r}")
             lineage = hit.first_trial if hit.first_trial is not None else n
             later = [r for m, r in sorted(recs.items()) if m > n and r.first_trial == lineage]
             # Copies that stepped aside before training (another trial trains that spec) resume nothing.
@@ -401,13 +405,13 @@ class Soak:
                        and recs[r.duplicate_of].first_trial != lineage]
             if not ran and excused:
                 copy = excused[0]
-                resumes.append({"trial": n, "kind": f"{e['kind']} (trial {copy.duplicate_of} trained its spec and recipe)",
+                resumes.append({"trial": n, "kind": f"{kind} (trial {copy.duplicate_of} trained its spec and recipe)",
                                 "checkpoint_epochs": e["checkpoint_epochs"], "next_run": copy.number,
                                 "next_state": copy.state, "resumed_from_epoch": None, "last_run": copy.number,
                                 "last_state": copy.state})
                 continue
             if not ran:
-                v.append(f"trial {n} ({e['kind']}) was never run again"
+                v.append(f"trial {n} ({kind}) was never run again"
                          + (" (stepped aside: " + "; ".join(f"trial {r.number}, {r.prune_reason}" for r in later) + ")"
                             if later else ""))
                 continue
@@ -417,7 +421,7 @@ class Soak:
                 if not (last.state == "FAIL" and cut_off and last.number not in signalled):
                     break
                 last = r
-            row = {"trial": n, "kind": e["kind"], "checkpoint_epochs": e["checkpoint_epochs"], "next_run": again.number,
+            row = {"trial": n, "kind": kind, "checkpoint_epochs": e["checkpoint_epochs"], "next_run": again.number,
                    "next_state": again.state, "resumed_from_epoch": again.resumed_from_epoch, "last_run": last.number,
                    "last_state": last.state}
             resumes.append(row)
@@ -490,6 +494,20 @@ class Soak:
             "settings": {k: getattr(self.args, k) for k in ("epochs", "limit_train", "val_size", "heartbeat",
                                                             "storage_retry", "outage", "kill_every")},
         }
+
+
+def landed_on(aimed: int, recs: dict[int, record.TrialRecord]) -> int:
+    """The run a signal aimed at a trial landed on: that trial, unless the outage had cut it off
+    and its reconnected worker had moved on to the copy it queued (which then took the signal)."""
+    hit = recs[aimed]
+    lineage = hit.first_trial if hit.first_trial is not None else aimed
+    while hit.state == "FAIL" and hit.fail_reason.startswith("cut off from the storage"):
+        copy = next((r for m, r in sorted(recs.items()) if m > hit.number and r.first_trial == lineage
+                     and not r.rejected), None)
+        if copy is None:
+            break
+        hit = copy
+    return hit.number
 
 
 def synthetic_images(root: Path, train_per_class: int = 300, test_per_class: int = 50) -> Path:

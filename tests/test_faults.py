@@ -20,7 +20,7 @@ from resnet_space import ResNetSpec
 from search.live import Quiet
 from search.study import Objective, create_or_load, requeue_cut_off, requeue_interrupted
 
-from .conftest import TINY_SPACE
+from .conftest import REPO, TINY_SPACE
 from .test_scale_out import FINISHED, wait_for_epoch, worker
 
 
@@ -246,3 +246,24 @@ def test_a_trial_cut_off_by_an_outage_is_requeued_by_its_worker(tmp_path):
     study.tell(done, 1.0)
     requeue_cut_off(study, done._trial_id)
     assert done.number == again.number and len(study.trials) == 2  # a trial that finished is left alone
+
+
+def test_the_soak_follows_a_signal_to_the_copy_it_landed_on(monkeypatch):
+    """A 3-minute soak SIGINTed the worker of trial 1 just after the server restart; the outage
+    had cut trial 1 off, its worker had queued a copy (13), and the Ctrl-C landed on 13. The
+    account called trial 1 "not interrupted" and 13's resume a violation; it follows the signal
+    to the run that took it."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # as the script runs: beside common.py
+    from soak import landed_on
+
+    cut = "cut off from the storage mid-trial; re-queued to resume from its checkpoint"
+    recs = {r.number: r for r in (
+        record.TrialRecord(1, "FAIL", None, first_trial=1, fail_reason=cut),
+        record.TrialRecord(12, "COMPLETE", 0.5, first_trial=12),
+        record.TrialRecord(13, "FAIL", None, first_trial=1, fail_reason="interrupted (Ctrl-C)"),
+        record.TrialRecord(14, "COMPLETE", 0.5, first_trial=1),
+    )}
+    assert landed_on(1, recs) == 13
+    assert landed_on(12, recs) == 12 and landed_on(13, recs) == 13
+    recs[13].fail_reason = cut  # cut off too: on to the next copy
+    assert landed_on(1, recs) == 14
