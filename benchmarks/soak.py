@@ -19,7 +19,8 @@ plus what is pending plus 2.
 
 Then the account, as tables and a JSON last line: trials by state; every failed trial with its
 reason; each killed or interrupted trial, the next run of it and the epoch it resumed from
-against what its checkpoint held just after the signal; the baseline trained once; nothing
+against what its checkpoint held just after the signal; every trial a fault cut short, signalled
+or not, trained by a later run of it or by a twin; the baseline trained once; nothing
 RUNNING or WAITING; trained trials exactly as asked; no spec trained by two trials at once;
 every checkpoint the study lists loads; no temporary file or checkpoint folder left; `best
 --export` and `report` work. Any violation is listed and the exit code is 1.
@@ -62,6 +63,7 @@ SPACE = REPO / "studies" / "cpu-small.toml"
 PG = ["bash", str(REPO / "scripts" / "postgres.sh")]
 CHAOS_TRIALS = 100_000  # the chaos workers never finish the study; the final workers ask the exact total
 TEMP_FILE = re.compile(r".+\.tmp(\d+)$")  # layout.save_atomic's temporary file: NAME.tmpPID
+CUT_SHORT = ("interrupted", "worker lost", "cut off from the storage")  # fail reasons a fault writes
 TRIAL_STARTS = re.compile(r"^trial (\d+): ", re.M)  # the line a worker logs as a trial's training starts
 
 
@@ -432,6 +434,8 @@ class Soak:
                 v.append(f"trial {again.number} resumed trial {n} from epoch {again.resumed_from_epoch}, but its "
                          f"checkpoint held {e['checkpoint_epochs']}")
 
+        v += untrained_lineages(recs)
+
         baseline_trained = sum(r.baseline and r.counts_as_trained for r in recs.values())
         if baseline_trained != 1:
             v.append(f"the baseline trained {baseline_trained} times, not once")
@@ -494,6 +498,28 @@ class Soak:
             "settings": {k: getattr(self.args, k) for k in ("epochs", "limit_train", "val_size", "heartbeat",
                                                             "storage_retry", "outage", "kill_every")},
         }
+
+
+def untrained_lineages(recs: dict[int, record.TrialRecord]) -> list[str]:
+    """Each lineage (a trial and its copies) a fault cut short that no later run of it trained and no
+    trial of another lineage trained in its place (same spec and recipe, which its copy stepped
+    aside for). Unlike the events' account this reaches what no signal names: a SIGINT that met a
+    worker just as it began a trial, and the trials the outage cut off."""
+    lineages: dict[int, list[record.TrialRecord]] = {}
+    for r in sorted(recs.values(), key=lambda r: r.number):
+        if r.first_trial is not None:  # wrote its identity: a cut before that leaves nothing to resume
+            lineages.setdefault(r.first_trial, []).append(r)
+    lost = []
+    for first, runs in lineages.items():
+        cuts = [r for r in runs if r.state == "FAIL" and r.fail_reason.startswith(CUT_SHORT)]
+        if not cuts:
+            continue
+        after = [r for r in runs if r.number > cuts[-1].number]
+        if not any(r.counts_as_trained or (r.duplicate_of is not None and recs[r.duplicate_of].counts_as_trained
+                                           and recs[r.duplicate_of].first_trial != first) for r in after):
+            lost.append(f"trial {first}'s lineage ({', '.join(f'{r.number} {r.state}' for r in runs)}) was cut short "
+                        f"by trial {cuts[-1].number} ({cuts[-1].fail_reason}) and not trained after it")
+    return lost
 
 
 def landed_on(aimed: int, recs: dict[int, record.TrialRecord]) -> int:

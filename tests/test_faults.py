@@ -267,3 +267,32 @@ def test_the_soak_follows_a_signal_to_the_copy_it_landed_on(monkeypatch):
     assert landed_on(12, recs) == 12 and landed_on(13, recs) == 13
     recs[13].fail_reason = cut  # cut off too: on to the next copy
     assert landed_on(1, recs) == 14
+
+
+def test_the_soak_finds_a_lineage_cut_short_that_no_signal_named(monkeypatch):
+    """An hour's soak SIGINTed a worker it read as between trials; the signal met it as it began
+    trial 757, which failed "interrupted", and the account, following only the signals it aimed,
+    never asked whether 757 ran again. Every lineage a fault cut short must be trained after it."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from soak import untrained_lineages
+
+    interrupted, lost = "interrupted (Ctrl-C); its checkpoint is kept to resume from", "worker lost: no heartbeat"
+    recs = {r.number: r for r in (
+        record.TrialRecord(5, "FAIL", None, first_trial=5, fail_reason=interrupted),
+        record.TrialRecord(6, "COMPLETE", 0.5, first_trial=6),
+        record.TrialRecord(7, "FAIL", None, first_trial=7, fail_reason=lost),
+        record.TrialRecord(8, "FAIL", None, first_trial=5, fail_reason=lost),  # 5's copy, killed in turn
+        record.TrialRecord(9, "FAIL", None, fail_reason=interrupted),  # cut before its identity: nothing to resume
+        record.TrialRecord(10, "PRUNED", None, first_trial=7),  # 7's retry trained
+        record.TrialRecord(11, "FAIL", None, first_trial=11, fail_reason="surplus: the study already had its trials"),
+    )}
+    assert untrained_lineages(recs) == [
+        "trial 5's lineage (5 FAIL, 8 FAIL) was cut short by trial 8 (worker lost: no heartbeat) and not trained after it"]
+    recs[12] = record.TrialRecord(12, "PRUNED", None, first_trial=5, duplicate=True, duplicate_of=7)  # 7's spec
+    assert untrained_lineages(recs) == [  # 7 did not train, its retry 10 did: 12 steps aside for nothing trained
+        "trial 5's lineage (5 FAIL, 8 FAIL, 12 PRUNED) was cut short by trial 8 (worker lost: no heartbeat) and not "
+        "trained after it"]
+    recs[12].duplicate_of = 10
+    assert untrained_lineages(recs) == []
+    recs[12].duplicate_of = 8  # a copy of its own lineage excuses nothing: only a trained run does
+    assert len(untrained_lineages(recs)) == 1
