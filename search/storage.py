@@ -22,6 +22,9 @@ STORAGE_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError
                   optuna.exceptions.StorageInternalError)
 
 
+WORKER_LOST = "worker lost: "  # how the reason for a trial failed by a stale heartbeat begins
+
+
 class StudyError(UserError):
     """A study or storage problem a user can fix; one line."""
 
@@ -45,15 +48,23 @@ class RDBStorage(optuna.storages.RDBStorage):
     def _failed_stale_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """Optuna failed a trial whose worker stopped beating: queue its retry, then record why,
         which Optuna does not (the retry is queued first, so it does not inherit the reason)."""
-        retried = len(trial.system_attrs.get("retry_history", [])) < self.max_retry  # before: the callback appends to it
+        retried = not self.retries_spent(trial)  # before: the callback appends to its history
         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry)(study, trial)
-        reason = (f"worker lost: no heartbeat for {self.grace_period} s (killed, or cut off from the "
-                  "storage); " + ("retried from its checkpoint" if retried else
-                                  f"not retried: its run was retried {self.max_retry} times already"))
-        # Optuna refuses attrs on a finished trial; this one write, to this one trial, is let through.
-        self._writing_reason_of = trial._trial_id
+        self.write_fail_reason(trial._trial_id, (
+            f"{WORKER_LOST}no heartbeat for {self.grace_period} s (killed, or cut off from the storage); "
+            + ("retried from its checkpoint" if retried else
+               f"not retried: its run was retried {self.max_retry} times already")))
+
+    def retries_spent(self, trial: optuna.trial.FrozenTrial) -> bool:
+        """Whether failing this trial for a stale heartbeat queues no retry of it."""
+        return len(trial.system_attrs.get("retry_history", [])) >= self.max_retry
+
+    def write_fail_reason(self, trial_id: int, reason: str) -> None:
+        """Why a finished trial failed. Optuna refuses attrs on a finished trial; this one write,
+        to this one trial, is let through."""
+        self._writing_reason_of = trial_id
         try:
-            self.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
+            self.set_trial_user_attr(trial_id, "fail_reason", reason)
         finally:
             self._writing_reason_of = None
 

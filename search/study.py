@@ -36,7 +36,7 @@ from .data import DataDescription, Dataset, find_data
 from .interrupts import CtrlC
 from .live import Quiet
 from .plan import Plan, SearchSettings, baseline_for  # noqa: F401 - the search's API, importable from here
-from .storage import StudyError, open_artifact_store, open_storage, redact, storage_outage
+from .storage import WORKER_LOST, RDBStorage, StudyError, open_artifact_store, open_storage, redact, storage_outage
 from .strategy import make_pruner, make_sampler
 from .train import Diverged, completed_epochs, cpu_estimate_hours, train
 
@@ -138,7 +138,7 @@ def optimize(run: Run, study: optuna.Study, plan: Plan) -> optuna.Study:
             study = optuna.load_study(study_name=s.study, storage=storage, sampler=study.sampler, pruner=study.pruner)
             objective.study = study
             if objective.in_flight is not None:
-                requeue_cut_off(study, objective.in_flight)
+                requeue_cut_off(study, storage, objective.in_flight)
     if objective.gave_up:
         refresh_report(study, plan.outputs.reports, view.log)
         raise UserError(objective.gave_up)
@@ -248,6 +248,7 @@ def _shown(value) -> str:
 
 GIVE_UP_AFTER = 100  # proposals in a row rejected (over the budget, or trained already)
 TWIN_POLL_S = 2.0  # how often a copy waiting for a twin on its spec looks again
+CUT_OFF = "cut off from the storage mid-trial; re-queued to resume from its checkpoint"
 
 
 class SurplusTrial(Exception):
@@ -439,22 +440,35 @@ def requeue_interrupted(study: optuna.Study) -> list[int]:
     return [t.number for t in again]
 
 
-def requeue_cut_off(study: optuna.Study, trial_id: int) -> None:
+def requeue_cut_off(study: optuna.Study, storage: RDBStorage, trial_id: int, settle_s: float = 10.0) -> None:
     """A trial this worker was running when the storage went away stays RUNNING until its
     heartbeat goes stale, and Optuna retries a trial only twice: with kills besides, an outage
     lost it for good. The worker fails it itself and queues it to resume from its checkpoint,
-    unless it finished first or another worker already failed it (and queued its retry)."""
-    storage = study._storage
+    unless it finished first or another worker's heartbeat check failed it and queued its retry.
+    That check wins while this worker reconnects with backoff, and with the retries spent it
+    queues nothing (a 3-minute soak lost a trial so): then this worker queues the copy. The
+    storage is the study's own, not Optuna's cache of it, which would not show that reason."""
     trial = storage.get_trial(trial_id)
-    if trial.state != TrialState.RUNNING:
+    if trial.state == TrialState.RUNNING:
+        try:
+            storage.set_trial_user_attr(trial_id, "fail_reason", CUT_OFF)
+            if storage.set_trial_state_values(trial_id, TrialState.FAIL):
+                study.enqueue_trial(trial.params, user_attrs=record.requeue_attrs(trial))
+            return
+        except optuna.exceptions.UpdateFinishedTrialError:
+            trial = storage.get_trial(trial_id)  # failed by another worker's heartbeat check meanwhile
+    if trial.state != TrialState.FAIL:
         return
-    try:
-        trial.user_attrs["fail_reason"] = "cut off from the storage mid-trial; re-queued to resume from its checkpoint"
-        storage.set_trial_user_attr(trial_id, "fail_reason", trial.user_attrs["fail_reason"])
-        if storage.set_trial_state_values(trial_id, TrialState.FAIL):
-            study.enqueue_trial(trial.params, user_attrs=record.requeue_attrs(trial))
-    except optuna.exceptions.UpdateFinishedTrialError:
-        pass  # failed by another worker's heartbeat check in the meantime, which queued its retry
+    deadline = time.monotonic() + settle_s
+    while "fail_reason" not in trial.user_attrs and time.monotonic() < deadline:
+        time.sleep(0.2)  # the worker that failed it writes why just after; this worker's write comes last
+        trial = storage.get_trial(trial_id)
+    reason = trial.user_attrs.get("fail_reason")
+    # No reason: Optuna failed it itself as the outage ended. Any other reason: its own end, or a retry queued.
+    if reason is None or (reason.startswith(WORKER_LOST) and storage.retries_spent(trial)):
+        study.enqueue_trial(trial.params, user_attrs=record.requeue_attrs(trial))
+        storage.write_fail_reason(trial_id, f"{CUT_OFF} (a heartbeat check had failed it, its retries spent)"
+                                  if reason else CUT_OFF)
 
 
 def refresh_report(study: optuna.Study, out: Path, log) -> None:

@@ -236,16 +236,59 @@ def test_a_trial_cut_off_by_an_outage_is_requeued_by_its_worker(tmp_path):
     study = optuna.create_study(study_name="cut", storage=storage)
     cut = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     cut.set_user_attr("first_trial", 0)
-    requeue_cut_off(study, cut._trial_id)
-    requeue_cut_off(study, cut._trial_id)  # again: it is FAIL now, nothing more is queued
+    requeue_cut_off(study, storage, cut._trial_id)
+    requeue_cut_off(study, storage, cut._trial_id)  # again: it is FAIL now, nothing more is queued
     failed, again = study.get_trials()
     assert failed.state == TrialState.FAIL and failed.user_attrs["fail_reason"].startswith("cut off from the storage")
     assert again.state == TrialState.WAITING and again.system_attrs["fixed_params"] == failed.params
     assert again.user_attrs["first_trial"] == 0 and "fail_reason" not in again.user_attrs
     done = study.ask()  # the copy, run and finished
     study.tell(done, 1.0)
-    requeue_cut_off(study, done._trial_id)
+    requeue_cut_off(study, storage, done._trial_id)
     assert done.number == again.number and len(study.trials) == 2  # a trial that finished is left alone
+
+
+def test_a_cut_off_trial_failed_first_by_a_heartbeat_check_with_its_retries_spent_is_requeued(tmp_path):
+    """CI's 3-minute soak lost trial 6: killed mid checkpoint write, its retry 12 killed, and the
+    second retry, 18, cut off by the server restart. Another worker's heartbeat check failed 18
+    while its own worker was still reconnecting and, Optuna's retries spent, queued nothing; the
+    worker found it failed and queued nothing either. It now queues the copy, writing why after the
+    other worker's reason; a trial whose retry was queued, or that ended on its own, it leaves."""
+    storage = open_storage(f"sqlite:///{tmp_path}/s.db", create=True)
+    study = optuna.create_study(study_name="cut", storage=storage)
+    heartbeat_check = storage.get_heartbeat_stale_trial_callback()
+
+    running = [study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}) for _ in range(4)]  # before any copy
+
+    def failed(retry_history, reason=None):
+        t = running.pop(0)
+        t.set_user_attr("first_trial", t.number)
+        if reason:
+            t.set_user_attr("fail_reason", reason)
+        storage.set_trial_system_attr(t._trial_id, "retry_history", retry_history)
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # as fail_stale_trials does first
+        return t
+
+    def copies(t):
+        return [c for c in study.get_trials(states=(TrialState.WAITING,)) if c.user_attrs["first_trial"] == t.number]
+
+    spent = failed([0, 1])  # the heartbeat check writes its reason half a second after failing it
+    threading.Timer(0.5, heartbeat_check, (study, storage.get_trial(spent._trial_id))).start()
+    requeue_cut_off(study, storage, spent._trial_id)
+    assert len(copies(spent)) == 1 and copies(spent)[0].system_attrs["fixed_params"] == spent.params
+    assert storage.get_trial(spent._trial_id).user_attrs["fail_reason"].startswith("cut off from the storage")
+
+    retried = failed([0])
+    heartbeat_check(study, storage.get_trial(retried._trial_id))  # queues Optuna's retry
+    requeue_cut_off(study, storage, retried._trial_id)
+    assert storage.get_trial(retried._trial_id).user_attrs["fail_reason"].startswith("worker lost")
+    assert len(study.get_trials(states=(TrialState.WAITING,))) == 2  # the copy above and this retry, no more
+
+    own_end = failed([0, 1], reason="surplus: the study already had its 4 trials")
+    requeue_cut_off(study, storage, own_end._trial_id)
+    failed_by_optuna = failed([], reason=None)  # the objective raised as the outage ended, the storage back
+    requeue_cut_off(study, storage, failed_by_optuna._trial_id, settle_s=0.3)
+    assert not copies(own_end) and len(copies(failed_by_optuna)) == 1
 
 
 def test_the_soak_follows_a_signal_to_the_copy_it_landed_on(monkeypatch):
