@@ -161,10 +161,10 @@ class Soak:
         t = study.trials[number] if number < len(study.trials) else None
         return t if t is not None and t.state == TrialState.RUNNING else None
 
-    @staticmethod
-    def checkpoint_epochs(trial: optuna.trial.FrozenTrial) -> int:
+    def checkpoint_epochs(self, trial: optuna.trial.FrozenTrial) -> int:
         """Epochs the trial's last.pt holds now: what a run resuming it must replay."""
-        last = Path(trial.user_attrs.get("checkpoint_dir", "/nonexistent")) / "last.pt"
+        first = trial.user_attrs.get("first_trial", trial.number)
+        last = self.checkpoints / f"trial-{first}" / "last.pt"
         try:
             return len(load_checkpoint(last)["history"])
         except Exception:  # noqa: BLE001 - none yet, as search.train.resumable_state takes it
@@ -457,7 +457,7 @@ class Soak:
                 v.append(f"trials {a.number} and {b.number} trained {a.summary} at the same time")
 
         # Every checkpoint the study lists loads, into its network.
-        artifacts = Path(record.StudyRecord.of(study).artifact_dir)
+        artifacts = self.work / "studies" / "artifacts"
         checkpoints = 0
         for r in recs.values():
             if r.checkpoint_artifact and r.state == "COMPLETE":

@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("multistep", "onecycle", "cosine", "constant")
+MAX_LR = 100.0  # far past any that trains; past float32's range torch cannot even set it
 
 
 @dataclass(frozen=True)
@@ -34,9 +35,9 @@ class Recipe:
         checks = [
             ("optimizer", self.optimizer in OPTIMIZERS, f"must be one of {', '.join(OPTIMIZERS)}"),
             ("schedule", self.schedule in SCHEDULES, f"must be one of {', '.join(SCHEDULES)}"),
-            ("lr", self.lr > 0, "must be positive"),
+            ("lr", 0 < self.lr <= MAX_LR, f"must be in (0, {MAX_LR:g}]"),
             ("momentum", 0 <= self.momentum < 1, "must be in [0, 1)"),
-            ("weight_decay", self.weight_decay >= 0, "must be >= 0"),
+            ("weight_decay", 0 <= self.weight_decay <= 1, "must be in [0, 1]"),
             ("batch_size", self.batch_size >= 1, "must be >= 1"),
             ("epochs", self.epochs >= 1, "must be >= 1"),
             ("milestones", all(0 < m < 1 for m in self.milestones), "are fractions of training in (0, 1)"),

@@ -140,6 +140,8 @@ class StudyFile:
     @classmethod
     def load(cls, path) -> "StudyFile":
         path = Path(path)
+        if path.exists() and not path.is_file() and not path.is_dir():  # a FIFO or device would block reading
+            raise SpaceError(f"space file {path} cannot be read: not a regular file")
         try:
             data = tomllib.loads(path.read_text())
         except FileNotFoundError:
@@ -148,6 +150,8 @@ class StudyFile:
             raise SpaceError(f"space file {path} cannot be read: {e}") from None
         except tomllib.TOMLDecodeError as e:
             raise SpaceError(f"space file {path} is not valid TOML: {e}") from None
+        except RecursionError:
+            raise SpaceError(f"space file {path} is nested too deeply to be a study file") from None
         try:
             unknown = set(data) - TOP_LEVEL_KEYS
             if unknown:
@@ -249,8 +253,8 @@ class StudyFile:
         step, floor = s["channel_step"], s["min_channels"]
 
         def make(c1: int, blocks=blocks, conv=conv, skip=skip) -> ResNetSpec:
-            return ResNetSpec(tuple(blocks), widths(c1, growth, len(blocks), step), tuple(conv), tuple(skip),
-                              pool).for_shape(self.shape)
+            return ResNetSpec.built_for(self.shape, tuple(blocks), widths(c1, growth, len(blocks), step), tuple(conv),
+                                        tuple(skip), pool)
 
         if "first_channels" in s:
             return make(suggest(trial, "first_channels", s["first_channels"]))
@@ -277,9 +281,9 @@ class StudyFile:
         c1 = least.get("first_channels", least["min_channels"])
         stages = _options("[space] stages", s["stages"])
         counts = range(min(stages), max(stages) + 1) if _is_range(s["stages"]) else stages
-        return [ResNetSpec((least["blocks"],) * n, widths(c1, least["growth"], n, s["channel_step"]),
-                           (least["conv_kernel"],) * n, (1,) + (least["skip_kernel"],) * (n - 1),
-                           max(_options("[space] pool", s["pool"]))).for_shape(self.shape) for n in counts]
+        return [ResNetSpec.built_for(self.shape, (least["blocks"],) * n, widths(c1, least["growth"], n, s["channel_step"]),
+                                     (least["conv_kernel"],) * n, (1,) + (least["skip_kernel"],) * (n - 1),
+                                     max(_options("[space] pool", s["pool"]))) for n in counts]
 
     def center_recipe(self, epochs: int | None = None) -> tuple[Recipe, dict]:
         """The recipe at the middle of every searched range (geometric for log ranges, first of

@@ -101,6 +101,11 @@ class ResNetSpec:
         if self.in_channels not in (1, 3):
             raise SpecError(f"in_channels: {self.in_channels} must be 1 (grayscale) or 3 (colour)")
 
+    @classmethod
+    def built_for(cls, shape: Shape, blocks, channels, conv_kernels, skip_kernels, pool: int = 4) -> "ResNetSpec":
+        """A spec built for `shape` from the start (checked against its side, not CIFAR's)."""
+        return cls(blocks, channels, conv_kernels, skip_kernels, pool, shape.classes, shape.side, shape.channels)
+
     @property
     def shape(self) -> Shape:
         return Shape(self.image_side, self.in_channels, self.classes)
@@ -180,8 +185,8 @@ def spec_from_text(blocks: str, channels: str, conv_kernel: str = "3", skip_kern
     blocks_, channels_ = parse_int_list("--blocks", blocks), parse_int_list("--channels", channels)
     conv, skip = parse_int_list("--conv-kernel", conv_kernel), parse_int_list("--skip-kernel", skip_kernel)
     n = len(blocks_)
-    return ResNetSpec(blocks_, channels_, conv * n if len(conv) == 1 else conv, skip * n if len(skip) == 1 else skip,
-                      pool).for_shape(shape)
+    return ResNetSpec.built_for(shape, blocks_, channels_, conv * n if len(conv) == 1 else conv,
+                                skip * n if len(skip) == 1 else skip, pool)
 
 
 def parse_int_list(name: str, text: str) -> tuple[int, ...]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -11,10 +12,11 @@ from resnet_space import Shape, count, fits
 from resnet_space.errors import UserError
 from resnet_space.spec import spec_from_text
 
-from .flags import budget_arg, integer_at_least, positive_float, positive_int, settings_from, trial_number
-from .interrupts import ctrl_c_stops_once
+from .flags import (artifacts_folder, budget_arg, integer_at_least, positive_float, positive_int, settings_from,
+                    storage_url, trial_number)
+from .interrupts import ctrl_c_stops_once, how_stopped
 from .layout import (DEFAULT_ARTIFACTS, DEFAULT_FINALISTS, DEFAULT_SPACE, DEFAULT_STORAGE, DEFAULT_STORAGE_RETRY_S,
-                     DEFAULT_STUDY, DEFAULT_TRIALS, DEFAULT_VAL_SIZE, HEARTBEAT_S, shipped_spaces,
+                     DATA_ENV, DEFAULT_STUDY, DEFAULT_TRIALS, DEFAULT_VAL_SIZE, HEARTBEAT_S, STORAGE_ENV, shipped_spaces,
                      study_name, writable_folder)
 
 
@@ -49,8 +51,8 @@ def cmd_run(args) -> int:
     try:
         study = run_search(settings_from(SearchSettings, args, baseline=not args.no_baseline),
                            LiveView(quiet=args.quiet))
-    except KeyboardInterrupt:
-        return 130  # the search logged what was kept and how to resume
+    except KeyboardInterrupt as e:
+        return how_stopped(e)[1]  # the search logged what was kept and how to resume
     print_best(study, top=5)
     return 0
 
@@ -59,29 +61,35 @@ def note(message: str) -> None:
     print(f"resnet-search: {message}", file=sys.stderr)
 
 
-def open_study(args):
+def open_study(args, write: bool = True):
     from .storage import load_study, open_storage
 
-    return load_study(open_storage(args.storage), args.study, log=note)
+    return load_study(open_storage(args.storage, write=write), args.study, log=note)
 
 
 def cmd_retrain(args) -> int:
     import optuna
 
     from .console import print_retrain_result
-    from .live import progress_bar
+    from .live import progress_bar, terminal
     from .retrain import RetrainSettings, retrain
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     settings = settings_from(RetrainSettings, args)
-    bar = progress_bar(transient=True)
+    shown = terminal()
     try:
-        with bar:
-            result = retrain(settings, log=lambda m: bar.console.log(m, markup=False, highlight=False), progress=bar)
-    except KeyboardInterrupt:
-        print("resnet-search: interrupted: finished seeds are kept and the running one resumes from its last "
-              "epoch; run the same command again to continue", file=sys.stderr)
-        return 130
+        if shown.is_terminal:
+            with progress_bar(transient=True, console=shown) as bar:
+                result = retrain(settings, log=lambda m: bar.console.log(m, markup=False, highlight=False),
+                                 progress=bar)
+        else:  # a pipe or a file: a line per epoch, and nothing drawn (a refusal stays one line)
+            result = retrain(settings, log=lambda m: print(m, file=sys.stderr, flush=True),
+                             on_epoch=lambda seed, e: print(f"seed {seed}, epoch {e.epoch}: loss {e.loss:.3f}, "
+                                                            f"{e.seconds:.0f} s", file=sys.stderr, flush=True))
+    except KeyboardInterrupt as e:
+        print(f"resnet-search: stopped by {how_stopped(e)[0]}: finished seeds are kept and the running one resumes "
+              "from its last epoch; run the same command again to continue", file=sys.stderr)
+        return how_stopped(e)[1]
     print_retrain_result(result)
     return 0
 
@@ -97,7 +105,7 @@ def cmd_best(args) -> int:
     if args.trial is not None and not args.export:
         raise UserError(f"--trial {args.trial} names the trial to export: give --export DIR with it")
     out = export_folder(Path(args.export)) if args.export else None
-    study = open_study(args)
+    study = open_study(args, write=out is not None)
     found = winner(study)
     if found is None:
         raise UserError(f"study {study.study_name!r} has no completed trial yet; run `resnet-search run` first")
@@ -110,7 +118,7 @@ def cmd_best(args) -> int:
     else:
         print_best(study, args.top)
     if out is not None:
-        print_exported(export_trial(stage, trial, out, data_root=args.data, search=study), out)
+        print_exported(export_trial(stage, trial, out, args.artifacts, data_root=args.data, search=study), out)
     return 0
 
 
@@ -122,12 +130,12 @@ def cmd_report(args) -> int:
     from .report import attach_to_study, write_report
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = open_study(args)
-    recorded = StudyRecord.of(study)
-    out = writable_folder(Path(args.out) if args.out else recorded.outputs.reports, "report folder")
+    study = open_study(args, write=not args.no_attach)
+    out = writable_folder(Path(args.out) if args.out else StudyRecord.of(study).outputs(args.artifacts).reports,
+                          "report folder")
     numbers = write_report(study, out, top=args.top)
-    if not args.no_attach and recorded.artifact_dir:
-        attach_to_study(study, out)
+    if not args.no_attach:
+        attach_to_study(study, out, args.artifacts)
     print_report_written(study.study_name, out, numbers["counts"])
     return 0
 
@@ -135,25 +143,48 @@ def cmd_report(args) -> int:
 def cmd_dashboard(args) -> int:
     import optuna
     import optuna_dashboard
-    from .record import StudyRecord
     from .storage import open_artifact_store
 
     if args.port > 65535:
         raise UserError(f"port {args.port} is not a TCP port (1 to 65535)")
-    study = open_study(args)
+    study = open_study(args, write=False)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    store = open_artifact_store(StudyRecord.of(study).artifact_dir or args.artifacts)
+    store = open_artifact_store(args.artifacts)
+    check_can_serve(args.host, args.port)
     print(f"optuna-dashboard for study {study.study_name!r}: http://{args.host}:{args.port}/dashboard", flush=True)
     optuna_dashboard.run_server(args.storage, host=args.host, port=args.port, artifact_store=store)
     return 0
+
+
+def check_can_serve(host: str, port: int) -> None:
+    """Refuse, in one line, an address that does not resolve or a port already taken."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise UserError(f"--host {host!r} is not an address of this machine ({e.args[-1]})") from None
+    with socket.socket(family, kind, proto) as probe:
+        try:
+            probe.bind(address)
+        except OSError as e:
+            raise UserError(f"cannot serve on {host}:{port}: {e.strerror or e}; choose another --port or --host") from None
 
 
 def add_study_args(p, default: str | None = None) -> None:
     p.add_argument("--study", type=study_name, default=default,
                    help=f"study name (default {default})" if default else
                    "study name (default: the storage's only study, else the one whose trials ran last)")
-    p.add_argument("--storage", default=DEFAULT_STORAGE,
-                   help=f"Optuna storage URL (default {DEFAULT_STORAGE}; postgresql://... to share among workers)")
+    p.add_argument("--storage", type=storage_url, default=os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE,
+                   help=f"Optuna storage URL, or env:VAR to read it from an environment variable so that no password "
+                        f"shows in the process list (default: ${STORAGE_ENV}, else {DEFAULT_STORAGE}; "
+                        "postgresql://... to share among workers)")
+
+
+def add_artifacts_arg(p) -> None:
+    p.add_argument("--artifacts", type=artifacts_folder, default=DEFAULT_ARTIFACTS,
+                   help=f"artifact store folder of the study's checkpoints and plots: give the same to every command "
+                        f"of a study (default {DEFAULT_ARTIFACTS})")
 
 
 def build_parser() -> Parser:
@@ -197,7 +228,7 @@ def build_parser() -> Parser:
     p.add_argument("--seed", type=int, default=0, help="seed of the split, sampler and training (default 0)")
     p.add_argument("--sampler", choices=("tpe", "random"), default="tpe",
                    help="tpe (default), or random search under the same pruner, to measure what TPE adds")
-    p.add_argument("--artifacts", default=DEFAULT_ARTIFACTS, help="artifact store directory for checkpoints")
+    add_artifacts_arg(p)
     p.add_argument("--no-baseline", action="store_true", help="do not seed the study with the report's Model 1")
     p.add_argument("--heartbeat", type=positive_int, default=HEARTBEAT_S,
                    help=f"seconds between worker heartbeats (default {HEARTBEAT_S}); a worker that misses 3 in a "
@@ -220,7 +251,9 @@ def build_parser() -> Parser:
                    help="list instead the trials no other beats on validation accuracy, params and MACs together")
     p.add_argument("--export", metavar="DIR", help="write spec.json, state_dict.pt, model.pt2, metrics.json")
     p.add_argument("--trial", type=trial_number, help="export this complete trial instead of the winner")
-    p.add_argument("--data", help="data root for the test evaluation (default: the one the study used)")
+    p.add_argument("--data", help=f"data for the test evaluation (default: ${DATA_ENV}, else the named data set the "
+                                  "study used; an image folder must be given)")
+    add_artifacts_arg(p)
     p.set_defaults(func=cmd_best)
 
     p = sub.add_parser("retrain", help="train the best trial again on training + validation images with several "
@@ -234,15 +267,18 @@ def build_parser() -> Parser:
     p.add_argument("--epochs", type=positive_int, help="epochs (default: the trial's recipe's)")
     p.add_argument("--seeds", type=positive_int, default=3, help="train with seeds 0..K-1 (default 3)")
     p.add_argument("--device", default="auto", help="auto, cuda, cuda:N or cpu (default auto)")
-    p.add_argument("--data", help="data root (default: the one the study used)")
+    p.add_argument("--data", help=f"data (default: ${DATA_ENV}, else the named data set the study used; an image "
+                                  "folder must be given)")
+    add_artifacts_arg(p)
     p.add_argument("--out", metavar="DIR", help="folder of the retraining (default: retrain/STUDY/trial-N beside "
-                                                "the study's artifacts); run again to resume")
+                                                "--artifacts); run again to resume")
     p.set_defaults(func=cmd_retrain)
 
     p = sub.add_parser("report", help="HTML and Markdown report with plots, attached to the study for the dashboard")
     add_study_args(p)
-    p.add_argument("--out", metavar="DIR", help="report folder (default: reports/STUDY beside the study's artifacts, "
+    p.add_argument("--out", metavar="DIR", help="report folder (default: reports/STUDY beside --artifacts, "
                                                 "studies/reports/STUDY for the default)")
+    add_artifacts_arg(p)
     p.add_argument("--top", type=positive_int, default=10, help="trials in the top table (default 10)")
     p.add_argument("--no-attach", action="store_true", help="do not attach the plots to the study")
     p.set_defaults(func=cmd_report)
@@ -251,8 +287,7 @@ def build_parser() -> Parser:
     add_study_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
     p.add_argument("--port", type=positive_int, default=8080, help="port to serve on (default 8080)")
-    p.add_argument("--artifacts", default=DEFAULT_ARTIFACTS,
-                   help=f"artifact store, for a study that records none (default {DEFAULT_ARTIFACTS})")
+    add_artifacts_arg(p)
     p.set_defaults(func=cmd_dashboard)
     return parser
 
@@ -270,9 +305,13 @@ def main(argv=None) -> int:
     except UserError as e:
         print(f"resnet-search: error: {e}" if not str(e).startswith("resnet-search") else str(e), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("resnet-search: interrupted", file=sys.stderr)
-        return 130
+    except OSError as e:  # a folder or file the checks could not foresee (a disk full, a mount gone read-only)
+        where = f" {e.filename}" if e.filename else ""
+        print(f"resnet-search: error: cannot write or read{where}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        print(f"resnet-search: stopped by {how_stopped(e)[0]}", file=sys.stderr)
+        return how_stopped(e)[1]
 
 
 if __name__ == "__main__":

@@ -15,9 +15,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import pickle
 import socket
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +30,8 @@ from resnet_space import Shape
 from resnet_space.errors import UserError
 from resnet_space.spec import MAX_SIDE, MIN_SIDE
 
-from .layout import DEFAULT_VAL_SIZE, save_atomic
+from .layout import DATA_ENV, DEFAULT_VAL_SIZE, save_atomic
 
-DATA_ENV = "RESNET_SEARCH_DATA"
 CACHE_ENV = "RESNET_SEARCH_CACHE"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}
 CACHE_FORMAT = 2  # bumped when what a decoded cache holds changes, so an old one is never read
@@ -40,6 +40,23 @@ GRAY_MODES = {"1", "L", "I", "I;16", "F"}  # PIL modes of one channel, read as 8
 
 class DataError(UserError):
     """Data that cannot be found or read; the message is one line that says what to do."""
+
+
+class UnsafeFile(UserError):
+    """A file of tensors (a checkpoint, a decoded cache) that names code to run: refused unread."""
+
+
+def load_plain(path: Path, what: str):
+    """A file torch.save wrote, read with weights_only: tensors, numbers, strings, lists and dicts.
+    One naming anything else (a class, a function: how a crafted file runs code as it is loaded)
+    raises UnsafeFile; a torn or foreign file raises what torch raises for it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "global" in str(e).lower():  # torch names the class or function it refused to import
+            raise UnsafeFile(f"{what} {path} names code to run, not only tensors: refused unread; delete it "
+                             "(resnet-search never writes such a file)") from None
+        raise
 
 
 @dataclass(frozen=True)
@@ -188,9 +205,20 @@ def _decode(path: Path, side: int, channels: int, first: Path) -> np.ndarray:
             if _image_kind(path, im) > channels:
                 raise DataError(f"image {path} is colour ({im.mode}) but the first image, {first}, is grayscale: "
                                 "a grayscale folder must be all grayscale")
+            if im.mode.startswith("I"):  # 16-bit (or 32-bit integer) grayscale: scaled to 8 bits, not clipped
+                return _to_8_bit(path, np.asarray(im), channels)
             return np.array(im.convert("L" if channels == 1 else "RGB"))
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot read image {path}: {str(e).splitlines()[0][:160]}") from None
+
+
+def _to_8_bit(path: Path, pixels: np.ndarray, channels: int) -> np.ndarray:
+    """16-bit gray levels (0 to 65535) as 8-bit ones, rounded: 65535 is 255, 257 is 1."""
+    if pixels.min() < 0 or pixels.max() > 65535:
+        raise DataError(f"image {path} has gray levels outside 16 bits ({pixels.min()} to {pixels.max()}): "
+                        "save it as 8- or 16-bit grayscale")
+    gray = ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    return gray if channels == 1 else np.repeat(gray[..., None], 3, axis=-1)
 
 
 def _list_image_folder(split_dir: Path, least: int) -> tuple[list[Path], list[int], list[str]]:
@@ -236,16 +264,20 @@ def _fingerprint(split_dir: Path, files: list[Path]) -> str:
 
 
 def _read_image_folder(split_dir: Path, files: list[Path], labels: list[int], first: Path, shape: Shape,
-                       status=None) -> ImageSet:
+                       status=None, decoded: list | None = None) -> ImageSet:
     """The listed images decoded (by the rule of the first image, `first`: its side and channels),
-    or read back from the cache written when they were last decoded."""
+    or read back from the cache written when they were last decoded. A fresh decode is appended
+    to `decoded` as (cache file, images), for DataSource.keep_decoded to cache once nothing
+    refuses the run."""
     cache = cache_root() / "decoded" / f"{split_dir.name}-{_fingerprint(split_dir, files)}.pt"
     if cache.exists():
         try:
-            saved = torch.load(cache, weights_only=True)
+            saved = load_plain(cache, "decoded-image cache")
             return ImageSet(saved["images"], saved["labels"])
-        except Exception:  # a torn cache is rebuilt, never trusted
-            cache.unlink(missing_ok=True)
+        except UnsafeFile:
+            raise
+        except Exception:  # noqa: BLE001 - a torn cache is decoded again, never trusted
+            pass
     shown = f"decoding {len(files):,} images of {split_dir} (cached in {cache.parent} for later runs)"
     with status(shown) if status else contextlib.nullcontext(), \
             ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
@@ -253,12 +285,17 @@ def _read_image_folder(split_dir: Path, files: list[Path], labels: list[int], fi
             lambda path: _decode(path, shape.side, shape.channels, first), files, chunksize=256))))
     images = images[:, None] if shape.channels == 1 else images.permute(0, 3, 1, 2).contiguous()
     result = ImageSet(images, torch.tensor(labels, dtype=torch.int64))
+    if decoded is not None:
+        decoded.append((cache, result))
+    return result
+
+
+def _write_cache(cache: Path, images: ImageSet) -> None:
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        save_atomic(cache, lambda tmp: torch.save({"images": result.images, "labels": result.labels}, tmp))
+        save_atomic(cache, lambda tmp: torch.save({"images": images.images, "labels": images.labels}, tmp))
     except OSError:
         pass  # an unwritable cache only costs the next run a decode
-    return result
 
 
 def _read_torchvision(named: Named, root: Path, download: bool) -> tuple[ImageSet, ImageSet, list[str]]:
@@ -334,6 +371,12 @@ class DataSource:
     shape: Shape
     listing: dict | None = None  # an image folder's (files, labels) per split
     arrays: tuple[ImageSet, ImageSet] | None = None  # a named data set's splits, as torchvision read them
+    decoded: list = field(default_factory=list)  # (cache file, images) decoded by load, not cached yet
+
+    def keep_decoded(self) -> None:
+        """Cache what load decoded, once nothing refuses the run (a refusal leaves no cache)."""
+        while self.decoded:
+            _write_cache(*self.decoded.pop())
 
     @property
     def train_images(self) -> int:
@@ -349,8 +392,10 @@ class DataSource:
         if self.named is None:
             (train_files, train_labels), (test_files, test_labels) = self.listing["train"], self.listing["test"]
             first = train_files[0]
-            full_train = _read_image_folder(self.root / "train", train_files, train_labels, first, self.shape, status)
-            test = _read_image_folder(self.root / "test", test_files, test_labels, first, self.shape, status)
+            full_train = _read_image_folder(self.root / "train", train_files, train_labels, first, self.shape, status,
+                                            self.decoded)
+            test = _read_image_folder(self.root / "test", test_files, test_labels, first, self.shape, status,
+                                      self.decoded)
             jpeg = any(f.suffix.lower() in {".jpg", ".jpeg"} for f in train_files)
             name = f"{self.root.name} (image folder{', JPEG' if jpeg else ''})"
         else:
@@ -406,9 +451,11 @@ def find_data(root=None, *, classes: int | None = None, download: bool = True,
 
 def load_data(root=None, *, val_size: int = DEFAULT_VAL_SIZE, limit_train: int | None = None, seed: int = 0,
               download: bool = True, classes: int | None = None, network: str | None = None, status=None) -> Dataset:
-    """find_data(...).load(...): the data found, checked and decoded."""
+    """find_data(...).load(...): the data found, checked, decoded and cached."""
     source = find_data(root, classes=classes, download=download, network=network)
-    return source.load(val_size=val_size, limit_train=limit_train, seed=seed, status=status)
+    data = source.load(val_size=val_size, limit_train=limit_train, seed=seed, status=status)
+    source.keep_decoded()
+    return data
 
 
 def check_sizes(images: int, val_size: int, limit_train: int | None) -> None:
@@ -434,12 +481,32 @@ def check_classes(root: Path, classes: int | None, *, found: list[str], network:
                     f"{classes}; set classes = {len(found)} in its [space], or remove the key to take the data's")
 
 
-def load_for(spec, root=None, **split) -> Dataset:
+def study_data_root(recorded: dict | None, given=None) -> str:
+    """Where a study's images are read again (`best --export`, `retrain`): `given` (--data), else
+    RESNET_SEARCH_DATA, else the named data set the study recorded. A folder the database names is
+    never read: anyone who can write the database could have put that path there."""
+    if given or os.environ.get(DATA_ENV):
+        return str(given or os.environ[DATA_ENV])
+    name = (recorded or {}).get("name")
+    for key, named in NAMED.items():
+        if named.title == name:
+            return key
+    raise DataError(f"the study was run on {name!r}: pass --data with its folder, or set {DATA_ENV} "
+                    "(a folder is never taken from the database)")
+
+
+def load_for(spec, root=None, fingerprint: str | None = None, **split) -> Dataset:
     """The data a network was trained on (`split`: load()'s val_size, limit_train and seed), refused,
     before any decode where the listing shows it, when the network is built for other classes,
-    images or channels."""
-    data = load_data(root, download=False, classes=spec.classes, network=spec.summary(), **split)
+    images or channels, and after it when its images are not those of `fingerprint` (the study's)."""
+    source = find_data(root, classes=spec.classes, download=False, network=spec.summary())
+    data = source.load(**split)
     check_shape(spec, data.description, spec.summary())
+    if fingerprint is not None and data.description.fingerprint != fingerprint:
+        raise DataError(f"the data at {data.description.root} is not the data the study was run on (images "
+                        f"fingerprint {data.description.fingerprint}, the study's {fingerprint}); pass --data with "
+                        "the study's own")
+    source.keep_decoded()
     return data
 
 

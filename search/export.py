@@ -18,7 +18,7 @@ from torch import nn
 from resnet_space import ResNetSpec, count
 from resnet_space.errors import UserError
 
-from .data import DataDescription, DataError, load_for
+from .data import DataDescription, DataError, UnsafeFile, load_for, study_data_root
 from .layout import writable_folder
 from .record import StudyRecord, TrialRecord, write_exported
 from .storage import open_artifact_store
@@ -49,18 +49,30 @@ class Exported(nn.Module):
         return (logits + self.model(x.flip(-1))) / 2 if self.flip_tta else logits
 
 
-def load_trial_model(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> nn.Module:
-    r, artifact_dir = TrialRecord.of(trial), StudyRecord.of(study).artifact_dir
+def load_trial_model(trial: optuna.trial.FrozenTrial, artifacts: str | Path) -> nn.Module:
+    """The network a trial kept as an artifact in the store at `artifacts` (the command line's,
+    never a location the database names)."""
+    r = TrialRecord.of(trial)
     if not r.checkpoint_artifact:
         raise ExportError(f"trial {trial.number} kept no checkpoint")
-    store = open_artifact_store(artifact_dir, create=False)
+    store = open_artifact_store(artifacts, create=False)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "best.pt"
         try:
             download_artifact(artifact_store=store, artifact_id=r.checkpoint_artifact, file_path=str(path))
         except Exception as e:  # noqa: BLE001 - missing store, missing file, permissions
-            raise ExportError(f"checkpoint of trial {trial.number} not found in {artifact_dir}: {e}") from None
-        return load_model(ResNetSpec.from_dict(r.spec), path)
+            raise ExportError(f"checkpoint of trial {trial.number} not found in artifact store {artifacts} "
+                              f"({type(e).__name__}); pass the --artifacts the study was run with") from None
+        try:
+            return load_model(ResNetSpec.from_dict(r.spec), path)
+        except UnsafeFile:
+            raise ExportError(f"checkpoint of trial {trial.number} ({Path(artifacts) / r.checkpoint_artifact}) names "
+                              "code to run, not only tensors: refused unread; delete it") from None
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001 - torn, foreign, or weights of another network
+            raise ExportError(f"checkpoint of trial {trial.number} cannot be read: "
+                              f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}") from None
 
 
 def exportable_trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
@@ -76,24 +88,31 @@ def exportable_trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTri
     return trial
 
 
+EXPORT_FILES = ("spec.json", "state_dict.pt", "model.pt2", "metrics.json")
+IN_PROGRESS = ".export-in-progress"  # written first and removed last: a folder holding it is a half export
+
+
 def export_folder(out: Path) -> Path:
-    """`out` if an export can be written there: a new or empty folder, not under a file."""
+    """`out` if an export can be written there: a new or empty folder, not under a file, or a
+    half export a killed `best --export` left (its own files only), which is written over."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ExportError(f"export path {out} exists and is not an empty directory; choose a new one")
+        names = {p.name for p in out.iterdir()} if out.is_dir() else set()
+        if not (IN_PROGRESS in names and names <= {IN_PROGRESS, *EXPORT_FILES}):
+            raise ExportError(f"export path {out} exists and is not an empty directory; choose a new one")
     return writable_folder(out, "export path")
 
 
-def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: Path, data_root=None,
-                 search: optuna.Study | None = None) -> dict:
+def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: Path, artifacts: str | Path,
+                 data_root=None, search: optuna.Study | None = None) -> dict:
     """Export the trial of `study` (a search, or its final stage) to out, scored once on the test
     split, and record the export with the search (`search`, default `study`; the report names it).
     A finalist is named by the search trial it trained again. Returns the metrics."""
     r, recorded = TrialRecord.of(trial), StudyRecord.of(study)
     spec = ResNetSpec.from_dict(r.spec)
-    model = load_trial_model(study, trial)
+    model = load_trial_model(trial, artifacts)
     try:
-        data = load_for(spec, data_root or recorded.data_root, val_size=recorded.val_size,
-                        limit_train=recorded.limit_train, seed=recorded.split_seed)
+        data = load_for(spec, study_data_root(recorded.data, data_root), (recorded.data or {}).get("fingerprint"),
+                        val_size=recorded.val_size, limit_train=recorded.limit_train, seed=recorded.split_seed)
     except DataError as e:
         raise ExportError(f"test set unavailable ({e})") from None
     tta = r.recipe.get("flip_tta", False)
@@ -120,6 +139,7 @@ def write_export(out: Path, model: nn.Module, spec: ResNetSpec, description: Dat
     model = getattr(model, "_orig_mod", model)
     model = model.to("cpu", torch.float32, memory_format=torch.contiguous_format).eval()
     out.mkdir(parents=True, exist_ok=True)
+    (out / IN_PROGRESS).write_text("an export being written; a killed one is written over by the same command\n")
     (out / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
     torch.save(portable_state_dict(model), out / "state_dict.pt")
     wrapped = Exported(model, numbers.get("test_flip_tta", False), description).eval()
@@ -142,6 +162,7 @@ def write_export(out: Path, model: nn.Module, spec: ResNetSpec, description: Dat
         "versions": {name: _version(name) for name in ("resnet-search", "torch", "torchvision", "optuna")},
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / IN_PROGRESS).unlink()
     return metrics
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 
 from resnet_space import SpecError, parse_budget
 
@@ -44,6 +45,23 @@ def positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{text} must be a positive number")
     return value
+
+
+def storage_url(text: str) -> str:
+    """A storage URL as given, or read from the environment variable `env:VAR` names, so that a
+    password never shows in the process list."""
+    if not text.startswith("env:"):
+        return text
+    name = text.removeprefix("env:")
+    if not os.environ.get(name):
+        raise argparse.ArgumentTypeError(f"{text}: environment variable {name or '(none named)'} is not set")
+    return os.environ[name]
+
+
+def artifacts_folder(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path names no folder")
+    return text
 
 
 def settings_from(cls, args, **given):

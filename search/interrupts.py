@@ -1,4 +1,5 @@
-"""Ctrl-C: the first one stops the command at once, and what it stops is recorded whole."""
+"""Ctrl-C and SIGTERM (how Slurm and Kubernetes stop a job): the first one stops the command at
+once, and what it stops is recorded whole."""
 
 from __future__ import annotations
 
@@ -8,8 +9,28 @@ import sys
 import threading
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, taken as Ctrl-C is; the command exits with 143 (128 + SIGTERM) instead of 130."""
+
+
+def interruption(signum: int) -> KeyboardInterrupt:
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def how_stopped(e: KeyboardInterrupt) -> tuple[str, int]:
+    """(what stopped the command, for messages; its exit code)."""
+    return ("SIGTERM", 128 + signal.SIGTERM) if isinstance(e, Terminated) else ("Ctrl-C", 128 + signal.SIGINT)
+
+
 def in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()  # only there can signals be caught
+
+
+def _set_handlers(handler) -> list:
+    return [signal.signal(s, handler) for s in STOP_SIGNALS]
 
 
 @contextlib.contextmanager
@@ -22,24 +43,25 @@ def ctrl_c_stops_once():
         return
 
     def stop(signum, frame):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        raise KeyboardInterrupt
+        _set_handlers(signal.SIG_IGN)
+        raise interruption(signum)
 
     def raise_again(unraisable):
         if isinstance(unraisable.exc_value, KeyboardInterrupt):
-            signal.signal(signal.SIGINT, stop)
-            signal.raise_signal(signal.SIGINT)
+            _set_handlers(stop)
+            signal.raise_signal(signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT)
         else:
             previous_hook(unraisable)
 
-    previous, previous_hook = signal.signal(signal.SIGINT, stop), sys.unraisablehook
+    previous, previous_hook = _set_handlers(stop), sys.unraisablehook
     sys.unraisablehook = raise_again
     try:
         yield
     finally:
         sys.unraisablehook = previous_hook
-        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-            signal.signal(signal.SIGINT, previous)
+        for sig, handler in zip(STOP_SIGNALS, previous):
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                signal.signal(sig, handler)
 
 
 class CtrlC:
@@ -52,21 +74,23 @@ class CtrlC:
 
     def __init__(self):
         self.pending, self.armed = False, False
+        self.signum = signal.SIGINT
         self.previous, self.previous_hook = None, None
 
     def __enter__(self):
         if in_main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._caught)
+            self.previous = _set_handlers(self._caught)
         self.previous_hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
         return self
 
     def __exit__(self, *exc) -> None:
         sys.unraisablehook = self.previous_hook
         if self.previous is not None:
-            signal.signal(signal.SIGINT, signal.SIG_IGN if self.pending else self.previous)
+            for sig, handler in zip(STOP_SIGNALS, self.previous):
+                signal.signal(sig, signal.SIG_IGN if self.pending else handler)
             self.previous = None
         if self.pending and exc[0] is None:
-            raise KeyboardInterrupt
+            raise interruption(self.signum)
 
     def _unraisable(self, unraisable) -> None:
         """A Ctrl-C a finaliser took is already pending: the search stops at the next check."""
@@ -74,10 +98,12 @@ class CtrlC:
             self.previous_hook(unraisable)
 
     def _caught(self, signum, frame) -> None:
+        if not self.pending:
+            self.signum = signum
         self.pending = True
         if self.armed:
             self.armed = False
-            raise KeyboardInterrupt
+            raise interruption(self.signum)
 
     @contextlib.contextmanager
     def arm(self):
@@ -92,4 +118,4 @@ class CtrlC:
     def check(self) -> None:
         if self.pending:
             self.armed = False
-            raise KeyboardInterrupt
+            raise interruption(self.signum)

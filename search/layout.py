@@ -16,6 +16,8 @@ from resnet_space.errors import UserError
 
 DEFAULT_STUDY = "resnet-search"
 DEFAULT_STORAGE = "sqlite:///studies/resnet-search.db"
+STORAGE_ENV = "RESNET_SEARCH_STORAGE"  # a storage URL kept out of the process list
+DATA_ENV = "RESNET_SEARCH_DATA"
 DEFAULT_ARTIFACTS = "studies/artifacts"
 DEFAULT_SPACE = "default"
 HEARTBEAT_S = 30  # a worker whose heartbeat is silent for 3 of these periods is dead: its trial is retried
@@ -52,9 +54,12 @@ def study_name(text: str) -> str:
 
 def writable_folder(path: Path, what: str) -> Path:
     """`path` if it is a folder or can be made one, checked before anything is written: refused
-    where a file (or a broken link) stands at it or above it."""
+    where a file (or a broken link) stands at it or above it, or where the folder that would hold
+    it cannot be written (permissions, a read-only file system)."""
     for p in (path, *path.parents):
         if p.is_dir():
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise UserError(f"{what} {path} cannot be written" + ("" if p == path else f" ({p} cannot be)"))
             return path
         if p.exists() or p.is_symlink():
             raise UserError(f"{what} {path} is not a folder" if p == path else f"{what} {path}: {p} is not a folder")
@@ -94,10 +99,25 @@ def plural(n: int, word: str) -> str:
 
 def save_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """write(a temporary path beside `path`), then rename it over `path`: a crash mid-write never
-    leaves a torn file, and two processes writing at once never interleave."""
+    leaves a torn file, and two processes writing at once never interleave. Temporary files of
+    writers that died (SIGKILL) are removed first."""
+    for stale in path.parent.glob(f"{path.name}.tmp*"):
+        pid = stale.name.removeprefix(f"{path.name}.tmp")
+        if pid.isdigit() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     try:
         write(tmp)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True

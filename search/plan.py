@@ -30,7 +30,7 @@ from resnet_space.space import StudyFile
 from .layout import (DEFAULT_ARTIFACTS, DEFAULT_FINALISTS, DEFAULT_SPACE, DEFAULT_STORAGE, DEFAULT_STORAGE_RETRY_S,
                      DEFAULT_STUDY, DEFAULT_TRIALS, DEFAULT_VAL_SIZE, FINAL_STAGE_SUFFIX, HEARTBEAT_S, Outputs,
                      resolve_space)
-from .storage import open_artifact_store
+from .storage import check_storage_url, open_artifact_store
 from .train import device_memory, resolve_device
 
 MAX_SEED = 2**32 - 1
@@ -102,6 +102,12 @@ class Plan:
         if not 1 <= settings.heartbeat <= MAX_HEARTBEAT_S:
             raise UserError(f"heartbeat {settings.heartbeat} s must be between 1 and {MAX_HEARTBEAT_S}: a dead "
                             "worker's trial is retried after 3 of them")
+        if settings.study.endswith(FINAL_STAGE_SUFFIX):
+            raise UserError(f"study {settings.study!r}: a name ending in {FINAL_STAGE_SUFFIX} is a search's final stage, "
+                            "which the search itself runs; run the search (the name without it) instead")
+        if not str(settings.artifacts).strip():
+            raise UserError("artifact store '': an empty path names no folder")
+        check_storage_url(settings.storage, create=True)  # before any image is decoded and cached
         open_artifact_store(settings.artifacts, create=False)  # a store kind that is not supported, refused now
         outputs = Outputs(Path(settings.artifacts), settings.study)
         space = StudyFile.load(resolve_space(str(settings.space)))

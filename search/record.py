@@ -9,18 +9,84 @@ records touches this file alone. It imports optuna but neither torch nor the tra
 from __future__ import annotations
 
 import datetime
+import re
+import types
+import typing
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
 from resnet_space import Budget
+from resnet_space.errors import UserError
 
-from pathlib import Path
-
-from .layout import DEFAULT_ARTIFACTS, DEFAULT_VAL_SIZE, Outputs
+from .layout import DEFAULT_VAL_SIZE, FINAL_STAGE_SUFFIX, Outputs
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+ARTIFACT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")  # optuna's uuid4 ids
+
+
+class RecordError(UserError):
+    """A study or trial attribute of the wrong kind or out of range: the database was edited or
+    damaged. Nothing read from it is trusted; one line names what is wrong."""
+
+
+def _conforms(value, hint) -> bool:
+    """Whether a JSON value read back from the storage is of the annotated type."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is list:
+        return isinstance(value, list) and all(_conforms(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    return isinstance(value, origin or hint)
+
+
+def _checked(cls, attrs: dict, where: str) -> dict:
+    """The attrs `cls` reads, each checked against its field's type."""
+    hints = typing.get_type_hints(cls)
+    known = {}
+    for f in fields(cls):
+        value = attrs.get(f.name)
+        if value is None:
+            continue
+        if not _conforms(value, hints[f.name]):
+            shown = repr(value)
+            raise RecordError(f"{where} records {f.name} = {shown[:60] + '...' if len(shown) > 60 else shown}, "
+                              "not of its kind: the database was edited or is damaged")
+        known[f.name] = value
+    return known
+
+
+def _is_iso_time(text: str) -> bool:
+    try:
+        datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_description(data: dict) -> bool:
+    """A recorded DataDescription.to_dict(): the kinds the export and retrain read."""
+    def numbers(v):
+        return isinstance(v, list) and all(_conforms(x, float) for x in v)
+    return (isinstance(data.get("name"), str) and isinstance(data.get("fingerprint"), str)
+            and isinstance(data.get("classes"), list) and all(isinstance(c, str) for c in data["classes"])
+            and _conforms(data.get("side"), int) and data.get("channels") in (1, 3)
+            and numbers(data.get("mean")) and numbers(data.get("std")))
+
+
+def _require(ok: bool, where: str, what: str) -> None:
+    if not ok:
+        raise RecordError(f"{where} records {what}: the database was edited or is damaged")
 
 
 # ---------------------------------------------------------------- trials
@@ -64,17 +130,24 @@ class TrialRecord:
     @classmethod
     def of(cls, trial: optuna.trial.FrozenTrial | optuna.Trial) -> "TrialRecord":
         """The record of a finished trial, or of the live one a worker is running."""
-        a = trial.user_attrs
-        known = {f.name for f in fields(cls)} - {"number", "state", "value", "curve", "seconds", "losses", "baseline",
-                                                 "started"}
         state = getattr(trial, "state", TrialState.RUNNING)
+        where = f"trial {trial.number}"
+        a = {k: v for k, v in trial.user_attrs.items()
+             if k not in ("number", "state", "value", "curve", "seconds", "losses", "baseline", "started")}
+        a.update(curve=trial.user_attrs.get("val_acc_per_epoch"), seconds=trial.user_attrs.get("seconds_per_epoch"),
+                 losses=trial.user_attrs.get("train_loss_per_epoch"))
         record = cls(number=trial.number, state=state.name,
-                     value=trial.value if state == TrialState.COMPLETE else None,
-                     **{k: a[k] for k in known if a.get(k) is not None})
-        record.curve = [float(v) for v in a.get("val_acc_per_epoch") or []]
-        record.seconds = [float(s) for s in a.get("seconds_per_epoch") or []]
-        record.losses = [float(v) for v in a.get("train_loss_per_epoch") or []]
-        record.baseline = bool(a.get("baseline"))
+                     value=trial.value if state == TrialState.COMPLETE else None, **_checked(cls, a, where))
+        _require(record.first_trial is None or 0 <= record.first_trial <= record.number, where,
+                 f"first_trial {record.first_trial}, not an earlier trial")
+        _require(record.finalist_of is None or record.finalist_of >= 0, where, "a negative finalist_of")
+        _require(record.checkpoint_artifact is None or ARTIFACT_ID.fullmatch(record.checkpoint_artifact), where,
+                 "a checkpoint_artifact that is not an artifact id")
+        _require(record.training_started is None or _is_iso_time(record.training_started), where,
+                 "a training_started that is not a time")
+        record.curve, record.seconds, record.losses = ([float(v) for v in values]
+                                                       for values in (record.curve, record.seconds, record.losses))
+        record.baseline = trial.user_attrs.get("baseline") is True
         record.started = trial.datetime_start
         return record
 
@@ -304,23 +377,29 @@ class StudyRecord:
 
     @classmethod
     def of(cls, study: optuna.Study) -> "StudyRecord":
-        a = study.user_attrs
-        known = {f.name for f in fields(cls)} - {"name"}
-        return cls(name=study.study_name, **{k: a[k] for k in known if a.get(k) is not None})
+        where = f"study {study.study_name!r}"
+        attrs = {k: v for k, v in study.user_attrs.items() if k != "name"}
+        r = cls(name=study.study_name, **_checked(cls, attrs, where))
+        for key in ("budget", "macs_budget", "val_size", "limit_train"):
+            _require(getattr(r, key) is None or getattr(r, key) >= 1, where, f"{key} {getattr(r, key)}")
+        _require(0 <= r.split_seed < 2**32, where, f"split_seed {r.split_seed}")
+        _require(r.stage in ("search", "final"), where, f"stage {r.stage!r}")
+        _require(r.final_study in (None, r.name + FINAL_STAGE_SUFFIX), where,
+                 f"a final_study other than {r.name + FINAL_STAGE_SUFFIX!r}")
+        _require(all(isinstance(v, str) and ARTIFACT_ID.fullmatch(v) for v in r.report_artifacts.values()), where,
+                 "report_artifacts that are not artifact ids")
+        _require(r.data is None or _is_description(r.data), where, "a data description of the wrong kinds")
+        return r
 
     @property
     def dataset(self) -> str | None:
         """The data's name, e.g. "CIFAR-10" or "cifar10-jpeg (image folder, JPEG)"."""
         return self.data and self.data["name"]
 
-    @property
-    def data_root(self) -> str | None:
-        return self.data and self.data["root"]
-
-    @property
-    def outputs(self) -> Outputs:
-        """The study's folders beside its artifact store (the default store's, for a study that records none)."""
-        return Outputs(Path(self.artifact_dir or DEFAULT_ARTIFACTS), self.name)
+    def outputs(self, artifacts: str | Path) -> Outputs:
+        """The study's folders beside the artifact store the command line names (a location the
+        database records is never where anything is read or written)."""
+        return Outputs(Path(artifacts), self.name)
 
     @property
     def walls(self) -> Budget | None:

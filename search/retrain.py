@@ -36,8 +36,8 @@ from resnet_space.errors import UserError
 from resnet_space.space import center_recipe
 
 from . import record
-from .data import Dataset, ImageSet, load_for
-from .layout import DEFAULT_STORAGE, plural, save_atomic, writable_folder
+from .data import Dataset, ImageSet, load_for, study_data_root
+from .layout import DEFAULT_ARTIFACTS, DEFAULT_STORAGE, plural, save_atomic, writable_folder
 from .train import Diverged, Epoch, completed_epochs, cpu_estimate_hours, evaluate, load_model, resolve_device, train
 
 
@@ -57,8 +57,9 @@ class RetrainSettings:
     epochs: int | None = None  # None: the recipe's own
     seeds: int = 3  # seeds 0..seeds-1
     device: str = "auto"
-    data: str | Path | None = None  # None: the data root the study recorded
-    out: str | Path | None = None  # None: Outputs(artifact dir, study).retrain / "trial-N"
+    data: str | Path | None = None  # None: RESNET_SEARCH_DATA, else the named data set the study recorded
+    artifacts: str | Path = DEFAULT_ARTIFACTS  # the store the study's checkpoints went to
+    out: str | Path | None = None  # None: Outputs(artifacts, study).retrain / "trial-N"
 
 
 @dataclass
@@ -71,7 +72,7 @@ class Target:
     spec: ResNetSpec
     recipe: Recipe  # at the retraining's epochs
     val_acc: float | None  # what the search measured on its validation split
-    folder: str  # the default folder's name under StudyRecord.outputs.retrain
+    folder: str  # the default folder's name under Outputs.retrain
 
 
 @dataclass
@@ -193,8 +194,8 @@ def full_training_data(recorded: record.StudyRecord, spec: ResNetSpec, data_root
     (the study's --limit-train, if any, still applies) and no validation split; data that `spec`
     is not built for (other classes, side or channels) is refused. Its description (the
     normalisation) stays the search's: measured on the search's training split."""
-    data = load_for(spec, data_root or recorded.data_root, val_size=recorded.val_size,
-                    limit_train=recorded.limit_train, seed=recorded.split_seed)
+    data = load_for(spec, study_data_root(recorded.data, data_root), (recorded.data or {}).get("fingerprint"),
+                    val_size=recorded.val_size, limit_train=recorded.limit_train, seed=recorded.split_seed)
     train_set = ImageSet(torch.cat([data.train.images, data.val.images]),
                          torch.cat([data.train.labels, data.val.labels]))
     empty = ImageSet(data.val.images[:0], data.val.labels[:0])
@@ -205,7 +206,7 @@ def run_folder(recorded: record.StudyRecord, target: Target, settings: RetrainSe
     if settings.out is not None:
         out = Path(settings.out)
     else:
-        out = recorded.outputs.retrain / target.folder
+        out = recorded.outputs(settings.artifacts).retrain / target.folder
     return writable_folder(out, "retrain folder") / f"epochs-{target.recipe.epochs}"
 
 
@@ -280,6 +281,8 @@ def retrain(settings: RetrainSettings, *, log: Callable[[str], None] = _log, pro
     identity = {"study": study.study_name, "label": target.label, "spec": spec.to_dict(), "recipe": recipe.to_dict(),
                 "dataset": data.name, "fingerprint": data.description.fingerprint,
                 "train_images": len(data.train), "test_images": len(data.test)}
+    for seed in range(settings.seeds):  # a checkpoint that names code to run is refused before anything is written
+        completed_epochs(run_dir / f"seed-{seed}", spec, recipe, seed)
     _start_over_if_other_run(run_dir, identity, log)
     log(f"retraining {target.label} ({spec.summary()}, {counts.params:,} params) of study {study.study_name!r} "
         f"on {data.name}: {len(data.train):,} training + validation images, {plural(epochs, 'epoch')}, "

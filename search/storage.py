@@ -3,7 +3,10 @@ reconnection, the schema-creation race of workers starting together, and URLs wi
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import os
+import sqlite3
 import time
 import warnings
 from pathlib import Path
@@ -73,21 +76,53 @@ class RDBStorage(optuna.storages.RDBStorage):
             super().check_trial_is_updatable(trial_id, trial_state)
 
 
-def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, retry_s: float = 0,
-                 create: bool = False) -> optuna.storages.BaseStorage:
-    """An RDB storage with heartbeats, so a trial whose worker died is failed and retried.
-    An unreachable server is retried with backoff for retry_s seconds before giving up. Only
-    with `create` is a missing SQLite file made (with its folder): reading never leaves one."""
+def check_storage_url(url: str, create: bool = False, write: bool = True) -> None:
+    """Refuse, without opening anything, a URL that is no Optuna RDB URL, and a SQLite file that
+    is missing (unless `create`), a folder, not Optuna's, or that cannot be written (`write`)."""
     if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        if str(path) not in ("", ":memory:"):
-            if path.is_dir():
-                raise StudyError(f"storage {url}: {path} is a directory, not a database file")
-            if not create and not path.is_file():
+        path = Path(url.removeprefix("sqlite:///").split("?")[0])
+        if str(path) in ("", ":memory:"):
+            return
+        if path.is_dir():
+            raise StudyError(f"storage {url}: {path} is a directory, not a database file")
+        if path.exists() and not path.is_file():
+            raise StudyError(f"storage {url}: {path} is not a regular file")
+        if not path.exists():
+            if not create:
                 raise StudyError(f"storage {url}: no database file {path}; run `resnet-search run` first")
-            writable_folder(path.parent, "database folder").mkdir(parents=True, exist_ok=True)
+            writable_folder(path.parent, "database folder")
+            return
+        tables = _tables(path)
+        if tables is None or (tables and not {"studies", "version_info"} <= tables) or (not tables and not create):
+            raise StudyError(f"storage {url}: {path} is not an Optuna database"
+                             + (" (it holds other tables)" if tables else "") + "; check --storage")
+        if write and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)):
+            raise StudyError(f"storage {url}: database file {path} cannot be written (permissions, or a read-only "
+                             "file system)")
     elif not url.startswith(("postgresql", "mysql")):
         raise StudyError(f"storage {url!r} is not an Optuna RDB URL (sqlite:///FILE or postgresql://USER@HOST/DB)")
+
+
+def _tables(path: Path) -> set[str] | None:
+    """The tables of a SQLite file, read without writing a byte to it; None if it is no SQLite file."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as con:
+            return {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error:
+        return None
+
+
+def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, retry_s: float = 0,
+                 create: bool = False, write: bool = True) -> optuna.storages.BaseStorage:
+    """An RDB storage with heartbeats, so a trial whose worker died is failed and retried.
+    An unreachable server is retried with backoff for retry_s seconds before giving up. Only
+    with `create` is a missing SQLite file made (with its folder), or Optuna's tables added to
+    an empty one: reading never leaves one. `write`: refuse a SQLite file that cannot be written."""
+    check_storage_url(url, create, write)
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///").split("?")[0])
+        if str(path) not in ("", ":memory:"):
+            path.parent.mkdir(parents=True, exist_ok=True)
     deadline, wait, schema_races = time.monotonic() + retry_s, 1.0, 0
     while True:
         try:

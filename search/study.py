@@ -31,9 +31,9 @@ from resnet_space.errors import UserError
 from resnet_space.table1 import table_1_rows
 
 from . import record
-from .layout import plural
-from .data import DataDescription, Dataset, find_data
-from .interrupts import CtrlC
+from .layout import Outputs, plural
+from .data import DataDescription, Dataset, UnsafeFile, find_data, load_plain
+from .interrupts import CtrlC, how_stopped
 from .live import Quiet
 from .plan import Plan, SearchSettings, baseline_for  # noqa: F401 - the search's API, importable from here
 from .storage import WORKER_LOST, RDBStorage, StudyError, open_artifact_store, open_storage, redact, storage_outage
@@ -74,7 +74,8 @@ def run_search(settings: SearchSettings, view: Quiet | None = None) -> optuna.St
 
     baseline = [] if plan.baseline is None else [
         (plan.recipe_params, record.baseline_attrs(plan.baseline[1], plan.baseline[0].to_dict()))]
-    study, created = create_or_load(storage, plan, data.description, enqueue=baseline)
+    study, created = create_or_load(storage, plan, data.description, enqueue=baseline, log=view.log)
+    source.keep_decoded()
     if created and settings.baseline and plan.baseline is None:
         view.log(f"no baseline: not even Model 1's shape at its narrowest (channels 1-2-4-8) fits under "
                  f"{plan.budget}")
@@ -82,7 +83,7 @@ def run_search(settings: SearchSettings, view: Quiet | None = None) -> optuna.St
     study = optimize(run, study, plan)
     if settings.finalists and record.trained_count(study) >= settings.trials:  # else timed out: it waits for a run
         run_final_stage(run, study, plan)
-    refresh_report(study, plan.outputs.reports, view.log)
+    refresh_report(study, plan.outputs, view.log)
     return study
 
 
@@ -92,7 +93,7 @@ def run_final_stage(run: Run, study: optuna.Study, plan: Plan) -> None:
     candidates = finalists(study, settings.finalists)
     final_plan = plan.final_stage(len(candidates))
     final, created = create_or_load(run.storage, final_plan, run.data.description,
-                                    enqueue=[({}, record.finalist_attrs(r)) for r in candidates])
+                                    enqueue=[({}, record.finalist_attrs(r)) for r in candidates], log=run.view.log)
     if not created:  # resumed: the finalists are those queued when the stage began
         final_plan = plan.final_stage(len(record.finalist_trials(final)))
     record.write_study(study, final_study=final.study_name)
@@ -105,6 +106,7 @@ def optimize(run: Run, study: optuna.Study, plan: Plan) -> optuna.Study:
     """Train the stage's trials until it holds plan.settings.trials, riding out storage outages.
     Returns the study (a new object after a reconnection)."""
     s, data, view, deadline = plan.settings, run.data, run.view, run.deadline
+    refuse_unsafe_checkpoints(plan.outputs.checkpoints)
     objective = Objective(study, plan, data, view)
     done = record.trained_count(study)
     requeued = requeue_interrupted(study) if done < s.trials else []
@@ -122,9 +124,9 @@ def optimize(run: Run, study: optuna.Study, plan: Plan) -> optuna.Study:
             if objective.gave_up or (deadline is not None and time.monotonic() >= deadline):
                 break
             # Else stopped as surplus with the study short: what the running trials leave is trained next.
-        except KeyboardInterrupt:
-            view.log("interrupted: the running trial is recorded as failed and its checkpoint kept; "
-                     "run the same command again to resume it and continue the study")
+        except KeyboardInterrupt as e:
+            view.log(f"stopped by {how_stopped(e)[0]}: the running trial is recorded as failed and its checkpoint "
+                     "kept; run the same command again to resume it and continue the study")
             raise
         except Exception as e:
             outage = storage_outage(e)
@@ -140,9 +142,21 @@ def optimize(run: Run, study: optuna.Study, plan: Plan) -> optuna.Study:
             if objective.in_flight is not None:
                 requeue_cut_off(study, storage, objective.in_flight)
     if objective.gave_up:
-        refresh_report(study, plan.outputs.reports, view.log)
+        refresh_report(study, plan.outputs, view.log)
         raise UserError(objective.gave_up)
     return study
+
+
+def refuse_unsafe_checkpoints(folder: Path) -> None:
+    """Refuse, before the stage starts, a checkpoint under `folder` that names code to run (a
+    shared folder anyone can write to); each trial checks its own again as it resumes."""
+    for path in sorted(folder.glob("trial-*/last.pt")):
+        try:
+            load_plain(path, "checkpoint")
+        except UnsafeFile:
+            raise
+        except Exception:  # noqa: BLE001 - torn or foreign: that trial starts over; only code is refused
+            continue
 
 
 def wait_for_running(study: optuna.Study, total: int, heartbeat_s: int, deadline: float | None) -> None:
@@ -182,8 +196,8 @@ def finalists(study: optuna.Study, k: int) -> list[record.TrialRecord]:
     return picked
 
 
-def create_or_load(storage, plan: Plan, data: DataDescription,
-                   enqueue: list[tuple[dict, dict]]) -> tuple[optuna.Study, bool]:
+def create_or_load(storage, plan: Plan, data: DataDescription, enqueue: list[tuple[dict, dict]],
+                   log=None) -> tuple[optuna.Study, bool]:
     """Create the stage's study, or load it to resume. Only the process that creates it enqueues
     `enqueue` ((params, user attrs) per trial: the baseline, or the finalists), and creation is
     atomic in the database, so several workers enqueue them once."""
@@ -194,7 +208,7 @@ def create_or_load(storage, plan: Plan, data: DataDescription,
                                     direction="maximize", load_if_exists=False)
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=plan.study, storage=storage, sampler=sampler, pruner=pruner)
-        refuse_mixed_settings(study, given)
+        refuse_mixed_settings(study, given, log)
         return study, False
     s = plan.settings
     try:
@@ -217,33 +231,50 @@ def create_or_load(storage, plan: Plan, data: DataDescription,
     return study, True
 
 
-def refuse_mixed_settings(study: optuna.Study, given: dict, wait_s: float = 60) -> None:
+def refuse_mixed_settings(study: optuna.Study, given: dict, log=None, wait_s: float = 60) -> None:
     """Refuse to add trials measured differently from those the study holds. A study just created
     by another worker gets its settings written last (after its baseline is queued), so a worker
-    that finds none waits for them, however many trials it already sees."""
+    that finds none waits for them, however many trials it already sees, saying so."""
     deadline = time.monotonic() + wait_s
     recorded = record.StudyRecord.of(study)
+    if recorded.settings is None and log is not None:
+        log(f"study {study.study_name!r} records no settings yet: waiting up to {wait_s:g} s for the worker "
+            "creating it to write them")
     while recorded.settings is None and time.monotonic() < deadline:
         time.sleep(0.5)
         recorded = record.StudyRecord.of(study)
     if recorded.settings is None:
-        raise StudyError(f"study {study.study_name!r} records no settings (made by an older version, or its "
-                         "creator died while creating it); start a new --study name")
+        raise StudyError(f"study {study.study_name!r} records no settings (its creator died while creating it, "
+                         "or it was not made by resnet-search); start a new --study name")
     for key, flag in record.SETTING_FLAGS.items():
         was, now = recorded.settings.get(key), given[key]
         if key == "dataset" and isinstance(was, str):  # the same data is the same fingerprint (after #),
             was, now = was.rpartition("#")[2], now.rpartition("#")[2]  # by whichever folder name
         if was != now:
-            was, now = (_shown(v) for v in (recorded.settings.get(key), given[key]))
+            was, now = _difference(recorded.settings.get(key), given[key])
             raise StudyError(f"study {study.study_name!r} was run with {flag} {was}, not {now}: its trials would "
                              "not compare; resume it with the same setting, or pass a new --study NAME")
+
+
+def _difference(was, now) -> tuple[str, str]:
+    """The two values as shown side by side: of two tables, only the keys that differ; of two long
+    texts, the stretch around where they part, so the difference is always in view."""
+    if isinstance(was, dict) and isinstance(now, dict):
+        keys = sorted(k for k in was.keys() | now.keys() if was.get(k) != now.get(k))
+        return tuple("{" + ", ".join(f"{k} = {_shown(side.get(k))}" for k in keys) + "}" for side in (was, now))
+    was, now = _shown(was), _shown(now)
+    if len(was) <= 80 and len(now) <= 80:
+        return was, now
+    part = next((i for i, (a, b) in enumerate(zip(was, now)) if a != b), min(len(was), len(now)))
+    start = max(0, part - 30)
+    return tuple(("..." if start else "") + text[start:start + 70] + ("..." if len(text) > start + 70 else "")
+                 for text in (was, now))
 
 
 def _shown(value) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
-    text = "none" if value is None else json.dumps(value) if isinstance(value, (dict, list)) else str(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return "none" if value is None else json.dumps(value) if isinstance(value, (dict, list)) else str(value)
 
 
 GIVE_UP_AFTER = 100  # proposals in a row rejected (over the budget, or trained already)
@@ -268,11 +299,14 @@ class Objective:
         try:
             with self.ctrl_c.arm():
                 return self._run(trial)
-        except KeyboardInterrupt:
-            record.write_failed(trial, "interrupted (Ctrl-C); its checkpoint is kept to resume from")
+        except KeyboardInterrupt as e:
+            record.write_failed(trial, f"interrupted ({how_stopped(e)[0]}); its checkpoint is kept to resume from")
             raise
         except torch.cuda.OutOfMemoryError as e:
             record.write_failed(trial, f"CUDA out of memory: {str(e).splitlines()[0][:200]}")
+            raise
+        except UnsafeFile as e:
+            record.write_failed(trial, str(e))
             raise
         finally:
             if torch.cuda.is_available():
@@ -308,7 +342,7 @@ class Objective:
         counts = count(spec)
         # A retried (worker died) or re-queued (Ctrl-C) trial inherits its first run's checkpoint dir.
         first_run = known.first_trial if known.first_trial is not None else trial.number
-        checkpoint_dir = Path(known.checkpoint_dir or plan.outputs.checkpoints / f"trial-{trial.number}")
+        checkpoint_dir = plan.outputs.checkpoints / f"trial-{first_run}"  # never a folder the database names
         record.write_identity(trial, spec=spec.to_dict(), summary=spec.summary(), params=counts.params,
                               macs=counts.macs, recipe=recipe.to_dict(), seed=s.seed, device=str(plan.device),
                               dataset=self.data.name, first_trial=first_run,
@@ -368,8 +402,13 @@ class Objective:
             shutil.rmtree(checkpoint_dir, ignore_errors=True)  # a pruned trial never resumes
             raise
         # A neutral MIME type: guessed from ".pt", it would name a game-console format.
-        artifact = upload_artifact(artifact_store=self.store, file_path=str(checkpoint_dir / "best.pt"),
-                                   study_or_trial=trial, mimetype="application/octet-stream")
+        try:
+            artifact = upload_artifact(artifact_store=self.store, file_path=str(checkpoint_dir / "best.pt"),
+                                       study_or_trial=trial, mimetype="application/octet-stream")
+        except OSError as e:  # the store became unwritable mid-run: the checkpoint stays to resume from
+            record.write_failed(trial, f"checkpoint not kept: artifact store {plan.outputs.artifacts}: {e.strerror or e}")
+            raise UserError(f"trial {trial.number}: cannot write its checkpoint to artifact store "
+                            f"{plan.outputs.artifacts}: {e.strerror or e}") from None
         record.write_result(trial, result.best_epoch, artifact)
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the artifact store holds what is kept
         return result.best_val_acc
@@ -471,14 +510,15 @@ def requeue_cut_off(study: optuna.Study, storage: RDBStorage, trial_id: int, set
                                   if reason else CUT_OFF)
 
 
-def refresh_report(study: optuna.Study, out: Path, log) -> None:
+def refresh_report(study: optuna.Study, outputs: Outputs, log) -> None:
     """The report and the plots the dashboard shows, redrawn after a search; a plotting
     problem is logged in one line and never fails the search that produced the results."""
     from .report import attach_to_study, write_report
 
+    out = outputs.reports
     try:
         write_report(study, out)
-        attach_to_study(study, out)
+        attach_to_study(study, out, outputs.artifacts)
         log(f"report: {out / 'index.html'}")
     except Exception as e:  # noqa: BLE001
         log(f"report not refreshed: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")

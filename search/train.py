@@ -17,7 +17,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -28,7 +28,7 @@ from resnet_space import Recipe, ResNetSpec
 from resnet_space.errors import UserError
 from resnet_space.model import build_model
 
-from .data import DataDescription, Dataset, ImageSet, TrainingSet, check_shape
+from .data import DataDescription, Dataset, ImageSet, TrainingSet, UnsafeFile, check_shape, load_plain
 from .layout import save_atomic
 
 
@@ -210,7 +210,13 @@ def _checkpoint_identity(spec: ResNetSpec, recipe: Recipe, seed: int) -> dict:
 
 
 def load_checkpoint(path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """A checkpoint's contents, read with weights_only: tensors, numbers, strings, lists and dicts
+    only. A file naming anything else (a class, a function: what a crafted file uses to run code)
+    raises UnsafeFile; a torn or foreign file raises what torch raises for it."""
+    state = load_plain(path, "checkpoint")
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise ValueError(f"{path} is not a checkpoint of resnet-search (no model weights)")
+    return state
 
 
 def load_weights(path) -> dict:
@@ -232,15 +238,30 @@ def completed_epochs(checkpoint_dir, spec: ResNetSpec, recipe: Recipe, seed: int
 
 
 def resumable_state(checkpoint_dir, spec: ResNetSpec, recipe: Recipe, seed: int) -> dict | None:
-    """The last epoch's checkpoint in checkpoint_dir if it belongs to this very run, else None."""
+    """The last epoch's checkpoint in checkpoint_dir if it belongs to this very run and holds a
+    whole run's state, else None (a torn or foreign file starts the run over). One that names code
+    to run is refused (UnsafeFile), never loaded."""
     last = Path(checkpoint_dir) / "last.pt"
     if not last.exists():
         return None
     try:
         state = load_checkpoint(last)
+    except UnsafeFile:
+        raise
     except Exception:  # noqa: BLE001 - a torn or foreign file: start over rather than crash
         return None
-    return state if state.get("identity") == _checkpoint_identity(spec, recipe, seed) else None
+    if state.get("identity") != _checkpoint_identity(spec, recipe, seed) or not _whole_run_state(state):
+        return None
+    return state
+
+
+def _whole_run_state(state: dict) -> bool:
+    """Whether a last.pt holds everything a resume reads, of the right kinds."""
+    epoch_keys = {f.name for f in fields(Epoch)}
+    history = state.get("history")
+    return (isinstance(state.get("optimizer"), dict) and isinstance(history, list)
+            and all(isinstance(e, dict) and set(e) == epoch_keys for e in history)
+            and isinstance(state.get("best_val_acc"), (int, float)) and isinstance(state.get("best_epoch"), int))
 
 
 def train(spec: ResNetSpec, data: Dataset, recipe: Recipe, *, device: str | torch.device = "auto", seed: int = 0,

@@ -1,11 +1,13 @@
 """Bad input through the command line: one clear line on stderr, exit code 2, no traceback, and
-nothing recorded changes: not the database, the folders or the data cache (issues: space and
-counter, search and CLI, scale-out, faults)."""
+nothing recorded changes: not the database, the folders or the data cache."""
 
 import hashlib
 import json
 import os
 import shutil
+import socket
+import sqlite3
+import subprocess
 
 import optuna
 import pytest
@@ -20,7 +22,8 @@ M1 = ["--blocks", "8,6,4,3", "--channels", "32,64,128,256"]
 
 
 def cache_env(cwd) -> dict:
-    return {"RESNET_SEARCH_CACHE": str(cwd / "cache")}
+    """The data cache under cwd (so a snapshot sees it), and the study's images named as a user would."""
+    return {"RESNET_SEARCH_CACHE": str(cwd / "cache"), "RESNET_SEARCH_DATA": str(synthetic_root())}
 
 
 def space_with(cwd, name: str, old: str, new: str) -> None:
@@ -72,6 +75,24 @@ def cwd(tmp_path_factory):
     (cwd / "mismatch" / "test" / "dog").rename(cwd / "mismatch" / "test" / "wolf")
     shutil.rmtree(cwd / "train-only" / "test")
     (cwd / "loop" / "train" / "cat" / "self.png").symlink_to("self.png")  # a link to itself
+    for name in ("fresh", "bad-test"):  # never decoded, so a refusal would be the first to cache them
+        for split in ("train", "test"):
+            for c in ("cat", "dog"):
+                (cwd / name / split / c).mkdir(parents=True)
+                for i in range(6):
+                    Image.new("RGB", (32, 32), (40 * i, 99, 9)).save(cwd / name / split / c / f"{i}.png")
+    (cwd / "bad-test" / "test" / "dog" / "broken.png").write_bytes(b"\x89PNG torn")
+    space_with(cwd, "lr-huge.toml", "lr = {low = 0.05, high = 0.2, log = true}", "lr = 1e308")
+    space_with(cwd, "lr-range-huge.toml", "high = 0.2, log = true}", "high = 1e300, log = true}")
+    space_with(cwd, "wd-huge.toml", "weight_decay = 5e-4", "weight_decay = 1e308")
+    (cwd / "deep-tables.toml").write_text("x = " + "{a = " * 3000 + "1" + "}" * 3000 + "\n")
+    (cwd / "deep-arrays.toml").write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    os.mkfifo(cwd / "fifo.toml")
+    (cwd / "empty.db").write_bytes(b"")
+    con = sqlite3.connect(cwd / "foreign.db")
+    con.execute("CREATE TABLE notes (text TEXT)")
+    con.commit()
+    con.close()
     return cwd
 
 
@@ -87,6 +108,8 @@ def snapshot(cwd) -> dict:
                 state[key] = "-> " + os.readlink(path)
             elif os.path.isdir(path):
                 state[key] = "folder"
+            elif not os.path.isfile(path):
+                state[key] = "not a regular file"  # a FIFO: reading it would block
             else:
                 with open(path, "rb") as f:
                     state[key] = hashlib.sha1(f.read()).hexdigest()
@@ -208,6 +231,32 @@ CASES = [
     (["run", "--study", "base", *QUICK, "--epochs", "two"], "not an integer"),
     (["run", "--study", "base", *QUICK, "--timeout=-1"], "positive number"),
     (["train"], "invalid choice"),
+    # recipe values no float32 holds
+    (["run", "--study", "new", *QUICK, "--space", "{cwd}/lr-huge.toml"], "lr must be in (0, 100], not 1e+308"),
+    (["run", "--study", "new", *QUICK, "--space", "{cwd}/lr-range-huge.toml"], "lr must be in (0, 100]"),
+    (["run", "--study", "new", *QUICK, "--space", "{cwd}/wd-huge.toml"], "weight_decay must be in [0, 1]"),
+    # study files that are no files, or nested past reason
+    (["run", "--study", "new", *QUICK, "--space", "{cwd}/deep-tables.toml"], "nested too deeply"),
+    (["run", "--study", "new", *QUICK, "--space", "{cwd}/deep-arrays.toml"], "nested too deeply"),
+    (["run", "--study", "new", *QUICK, "--space", "{cwd}/fifo.toml"], "not a regular file"),
+    # SQLite files that are not Optuna's: read, never written
+    (["best", "--storage", "sqlite:///{cwd}/empty.db"], "empty.db is not an Optuna database"),
+    (["best", "--storage", "sqlite:///{cwd}/foreign.db"], "foreign.db is not an Optuna database"),
+    (["run", "--study", "new", *QUICK, "--storage", "sqlite:///{cwd}/foreign.db"], "holds other tables"),
+    # refusals that come before new images are decoded, or after, leave no cache
+    (["run", "--study", "new", *QUICK, "--data", "{cwd}/fresh", "--val-size", "2", "--storage", "foo://bar"],
+     "not an Optuna RDB URL"),
+    (["run", "--study", "new", *QUICK, "--data", "{cwd}/fresh", "--val-size", "2", "--storage", "sqlite:///{cwd}"],
+     "is a directory"),
+    (["run", "--study", "base", *QUICK, "--data", "{cwd}/fresh", "--val-size", "2", "--limit-train", "8"],
+     "was run with --space"),
+    (["run", "--study", "new", *QUICK, "--data", "{cwd}/bad-test", "--val-size", "2", "--limit-train", "8"],
+     "broken.png"),
+    # names and folders
+    (["run", "--study", "base--final", *QUICK], "is a search's final stage"),
+    (["run", "--study", "new", *QUICK, "--artifacts", ""], "an empty path names no folder"),
+    (["best", "--storage", "env:RESNET_SEARCH_NO_SUCH_VAR"], "RESNET_SEARCH_NO_SUCH_VAR is not set"),
+    (["dashboard", "--study", "base", "--host", "no-such-host.invalid"], "is not an address of this machine"),
 ]
 
 
@@ -259,3 +308,57 @@ def test_a_refusal_in_a_new_folder_leaves_nothing_behind(cwd, tmp_path):
     line = assert_user_error(run_cli("run", "--study", "new", *QUICK, "--data", cwd / "corrupt", "--val-size", "2",
                                      "--limit-train", "8", cwd=tmp_path, env=cache_env(tmp_path)))
     assert "broken.jpg" in line and not list(tmp_path.iterdir())
+
+
+def test_a_port_in_use_is_one_line(cwd):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        before = snapshot(cwd)
+        line = assert_user_error(run_cli("dashboard", "--study", "base", "--port", port, cwd=cwd, env=cache_env(cwd)))
+    assert f"cannot serve on 127.0.0.1:{port}" in line and snapshot(cwd) == before
+
+
+@pytest.fixture(scope="module")
+def read_only(cwd, tmp_path_factory):
+    """A read-only file system holding a copy of the study's database: what permissions cannot
+    stop root from writing, a read-only mount does. Skipped, saying why, where mounting is not allowed."""
+    mount = tmp_path_factory.mktemp("read-only")
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a read-only file system here: {made.stderr.strip()[:200]}")
+    shutil.copy(cwd / "studies" / "resnet-search.db", mount / "studies.db")
+    (mount / "folder").mkdir()
+    subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", str(mount)])
+
+
+READ_ONLY_CASES = [
+    (["best", "--study", "base", "--export", "{ro}/folder/out"], "export path {ro}/folder/out cannot be written"),
+    (["report", "--study", "base", "--out", "{ro}/folder/sub/report"], "report folder {ro}/folder/sub/report cannot"),
+    (["retrain", "--study", "base", "--device", "cpu", "--out", "{ro}/folder/sub"], "cannot be written"),
+    (["run", "--study", "new", *QUICK, "--artifacts", "{ro}/folder/artifacts"], "cannot be written"),
+    (["run", "--study", "new", *QUICK, "--artifacts", "{ro}/folder"], "artifact store {ro}/folder cannot be written"),
+    (["run", "--study", "base", *QUICK, "--storage", "sqlite:///{ro}/studies.db"], "studies.db cannot be written"),
+    (["best", "--study", "base", "--export", "{cwd}/ro-export", "--storage", "sqlite:///{ro}/studies.db"],
+     "studies.db cannot be written"),
+    (["retrain", "--study", "base", "--device", "cpu", "--storage", "sqlite:///{ro}/studies.db"],
+     "studies.db cannot be written"),
+]
+
+
+@pytest.mark.parametrize("args, expect", READ_ONLY_CASES, ids=[f"{i:02d}-{c[0][0]}" for i, c in enumerate(READ_ONLY_CASES)])
+def test_outputs_that_cannot_be_written_are_one_line(cwd, read_only, args, expect):
+    before = snapshot(cwd)
+    fill = {"cwd": cwd, "ro": read_only}
+    line = assert_user_error(run_cli(*[a.format(**fill) for a in args], cwd=cwd, env=cache_env(cwd)))
+    assert expect.format(**fill) in line, line
+    assert snapshot(cwd) == before
+    assert best_of_base_unchanged(read_only)
+
+
+def best_of_base_unchanged(read_only) -> bool:
+    return sorted(p.name for p in read_only.iterdir()) == ["folder", "studies.db"] and not any(
+        (read_only / "folder").iterdir())

@@ -102,7 +102,8 @@ def test_a_macs_budget_is_a_second_wall_and_the_front_exports(tmp_path):
     assert rows and all(f"{r['params']:,}" in front.stdout and f"{r['macs']:,}" in front.stdout for r in rows)
     pick = rows[0]["trial"]
     out = tmp_path / "picked"
-    exported = run_cli("best", "--study", "macs", "--export", out, "--trial", pick, cwd=tmp_path)
+    exported = run_cli("best", "--study", "macs", "--export", out, "--trial", pick, "--data", synthetic_root(),
+                       cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["trial"] == pick and (metrics["params"], metrics["macs"]) == (trials[pick].params, trials[pick].macs)
@@ -121,7 +122,7 @@ def test_resume_adds_trials_and_keeps_one_baseline(workdir):
 
 def test_best_export_writes_files_that_load_with_plain_torch(workdir):
     out = workdir / "winner"
-    result = run_cli("best", "--study", "e2e", "--export", out, cwd=workdir)
+    result = run_cli("best", "--study", "e2e", "--export", out, "--data", synthetic_root(), cwd=workdir)
     assert result.returncode == 0, result.stderr
     assert "Model 1" in result.stdout and "94.40%" in result.stdout  # Table 1 beside the results
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.pt2", "spec.json", "state_dict.pt"]

@@ -71,13 +71,15 @@ def test_best_export_and_retrain_take_the_final_stages_winner(finished, syntheti
     storage = f"sqlite:///{tmp}/s.db"
     _, won = record.winner(study)
     source = record.TrialRecord.of(won).finalist_of
-    shown = run_cli("best", "--study", "s", "--storage", storage, "--export", tmp / "winner", cwd=tmp)
+    shown = run_cli("best", "--study", "s", "--storage", storage, "--export", tmp / "winner", "--data", synthetic_data,
+                    cwd=tmp)
     assert shown.returncode == 0, shown.stderr
     assert "final stage" in shown.stdout and "winner" in shown.stdout
     metrics = json.loads((tmp / "winner" / "metrics.json").read_text())
     assert (metrics["trial"], metrics["stage"], metrics["epochs"], metrics["val_acc"]) == (source, "final", 2, won.value)
 
-    retrained = run_cli("retrain", "--study", "s", "--storage", storage, "--device", "cpu", "--seeds", "1", cwd=tmp)
+    retrained = run_cli("retrain", "--study", "s", "--storage", storage, "--device", "cpu", "--seeds", "1", "--data",
+                        synthetic_data, cwd=tmp)
     assert retrained.returncode == 0, retrained.stderr
     [entry] = record.StudyRecord.of(optuna.load_study(study_name="s", storage=storage)).retrained
     assert entry["label"].endswith("(final stage)") and entry["trial"] == source and entry["epochs"] == 2

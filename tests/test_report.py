@@ -350,9 +350,10 @@ def test_attach_replaces_instead_of_piling_up(tmp_path):
     study = synthetic_study(tmp_path / "artifacts", storage=storage)
     out = tmp_path / "report"
     report.write_report(study, out)
-    first = report.attach_to_study(study, out)
+    first = report.attach_to_study(study, out, tmp_path / "artifacts")
     assert sorted(first) == sorted(report.PLOTS)
-    again = report.attach_to_study(optuna.load_study(study_name="synthetic", storage=storage), out)
+    again = report.attach_to_study(optuna.load_study(study_name="synthetic", storage=storage), out,
+                                   tmp_path / "artifacts")
     assert again == first
     metas = optuna.artifacts.get_all_artifact_meta(study)
     assert sorted(m.filename for m in metas) == sorted(report.PLOTS)
@@ -363,7 +364,7 @@ def test_attach_replaces_instead_of_piling_up(tmp_path):
 
     # A refresh where importances cannot be drawn: the old artifact is overwritten with a note.
     (out / report.IMPORTANCE_PLOT).unlink()
-    third = report.attach_to_study(study, out)
+    third = report.attach_to_study(study, out, tmp_path / "artifacts")
     assert third == first
     with Image.open(tmp_path / "artifacts" / first[report.IMPORTANCE_PLOT]) as im:
         assert im.format == "PNG"
@@ -374,7 +375,7 @@ def test_attach_replaces_instead_of_piling_up(tmp_path):
     other = optuna.storages.RDBStorage(storage)  # as optuna-dashboard, another process, leaves it
     other.set_study_system_attr(other.get_study_id_from_name("synthetic"),
                                 ARTIFACTS_ATTR_PREFIX + first[report.ACC_PLOT], "null")
-    fourth = report.attach_to_study(study, out)
+    fourth = report.attach_to_study(study, out, tmp_path / "artifacts")
     assert fourth[report.ACC_PLOT] != first[report.ACC_PLOT]
     assert fourth[report.CURVES_PLOT] == first[report.CURVES_PLOT]
 
@@ -388,7 +389,7 @@ def test_dashboard_lists_and_serves_the_attached_plots(tmp_path):
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/s.db")
     study = synthetic_study(tmp_path / "artifacts", storage=storage)
     report.write_report(study, tmp_path / "report")
-    ids = report.attach_to_study(study, tmp_path / "report")
+    ids = report.attach_to_study(study, tmp_path / "report", tmp_path / "artifacts")
     app = optuna_dashboard.wsgi(storage, artifact_store=FileSystemArtifactStore(tmp_path / "artifacts"))
 
     def get(path):
@@ -409,13 +410,6 @@ def test_dashboard_lists_and_serves_the_attached_plots(tmp_path):
     assert listed == ids
     headers, body = get(f"/artifacts/{study_id}/{ids[report.ACC_PLOT]}")
     assert headers["Content-Type"] == "image/png" and body == (tmp_path / "report" / report.ACC_PLOT).read_bytes()
-
-
-def test_attach_needs_an_artifact_dir(tmp_path):
-    study = optuna.create_study(direction="maximize")
-    report.write_report(study, tmp_path / "r")
-    with pytest.raises(ValueError, match="artifact_dir"):
-        report.attach_to_study(study, tmp_path / "r")
 
 
 def test_dataset_phrases():
@@ -469,7 +463,8 @@ def test_the_report_imports_neither_torch_nor_the_engine(tmp_path):
     synthetic_study(tmp_path / "artifacts", storage=storage)
     code = ("import json, sys, optuna, search.report as r; "
             f"s = optuna.load_study(study_name='synthetic', storage={storage!r}); "
-            f"r.write_report(s, {str(tmp_path / 'report')!r}); r.attach_to_study(s, {str(tmp_path / 'report')!r}); "
+            f"r.write_report(s, {str(tmp_path / 'report')!r}); r.attach_to_study(s, {str(tmp_path / 'report')!r}, "
+            f"{str(tmp_path / 'artifacts')!r}); "
             "print(json.dumps([m for m in ('torch', 'search.train', 'search.data', 'search.study', 'search.export') "
             "if m in sys.modules]))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120,

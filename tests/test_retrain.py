@@ -17,7 +17,6 @@ from resnet_space.model import build_model
 from search import record
 from search.cli import main
 from search.data import Dataset, ImageSet, load_data
-from search.layout import Outputs
 from search.retrain import (RetrainError, RetrainSettings, choose_target, closest_to_mean, full_training_data,
                             retrain, summarize)
 from search.train import completed_epochs, train
@@ -30,15 +29,19 @@ TINY = ResNetSpec((1, 1), (8, 16), 3, 1, 4)
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    """Decoded images cached in the test's own folder, for the subprocesses and this one."""
-    cache = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("RESNET_SEARCH_CACHE")
-    os.environ["RESNET_SEARCH_CACHE"] = str(cache)
-    yield {"RESNET_SEARCH_CACHE": str(cache)}
-    if old is None:
-        os.environ.pop("RESNET_SEARCH_CACHE", None)
-    else:
-        os.environ["RESNET_SEARCH_CACHE"] = old
+    """Decoded images cached in the test's own folder, and the study's images named as a user
+    would name them (RESNET_SEARCH_DATA), for the subprocesses and this one."""
+    cache, data = tmp_path_factory.mktemp("cache"), tmp_path_factory.mktemp("images")
+    write_image_folder(data, train_per_class=32, test_per_class=10)
+    given = {"RESNET_SEARCH_CACHE": str(cache), "RESNET_SEARCH_DATA": str(data)}
+    old = {k: os.environ.get(k) for k in given}
+    os.environ.update(given)
+    yield given
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +49,8 @@ def cwd(tmp_path_factory, env):
     """A tiny study run as a user would, on synthetic images: the baseline (Model 1's shape
     scaled to the 2e5 budget) and another trial, 1 epoch each on 200 images, 100 held out."""
     cwd = tmp_path_factory.mktemp("retrain")
-    write_image_folder(cwd / "data", train_per_class=32, test_per_class=10)
     result = run_cli("run", "--budget", "2e5", "--trials", "2", "--study", "s", "--finalists", "0", "--device", "cpu", "--epochs", "1",
-                     "--limit-train", "200", "--val-size", "100", "--data", cwd / "data", "--space", TINY_SPACE,
+                     "--limit-train", "200", "--val-size", "100", "--data", env["RESNET_SEARCH_DATA"], "--space", TINY_SPACE,
                      "--quiet", cwd=cwd, env=env)
     assert result.returncode == 0, result.stderr
     return cwd
@@ -100,7 +102,7 @@ def test_retrain_records_every_seed_and_the_statistics(cwd, retrained):
     assert f"| {entry['epochs']} | 2 | {100 * entry['mean']:.2f}% ±" in row
     assert entry["min"] == min(accs) and entry["max"] == max(accs)
 
-    run_dir = Outputs(Path(record.StudyRecord.of(study).artifact_dir), "s").retrain / f"trial-{best.number}" / "epochs-1"
+    run_dir = cwd / "studies" / "retrain" / "s" / f"trial-{best.number}" / "epochs-1"
     for seed in (0, 1):
         kept = json.loads((run_dir / f"seed-{seed}.json").read_text())
         assert kept["seed"] == seed and kept["test_acc"] == accs[seed] and kept["epochs"] == 1
@@ -125,7 +127,7 @@ def test_retrain_exports_the_seed_closest_to_the_mean(cwd, retrained):
 
     # The exported program alone (it flips inside when the recipe does) gives the recorded test
     # accuracy of that seed, and the plain weights give test_acc_without_flip.
-    data = load_data(cwd / "data", val_size=100, limit_train=200)
+    data = load_data(os.environ["RESNET_SEARCH_DATA"], val_size=100, limit_train=200)
     module = torch.export.load(out / "model.pt2").module()
     x = data.test.images.float() / 255
     with torch.no_grad():
@@ -356,7 +358,7 @@ def test_write_retrained_replaces_the_same_trial_epochs_and_seeds():
 def test_full_training_data_is_training_and_validation_together(cwd):
     study = load(cwd)
     data = full_training_data(record.StudyRecord.of(study), ResNetSpec.from_dict(study.best_trial.user_attrs["spec"]))
-    split = load_data(cwd / "data", val_size=100, limit_train=200)
+    split = load_data(os.environ["RESNET_SEARCH_DATA"], val_size=100, limit_train=200)
     assert len(data.train) == 300 and len(data.val) == 0 and len(data.test) == len(split.test)
     assert torch.equal(data.train.images, torch.cat([split.train.images, split.val.images]))
     assert data.description == split.description  # normalised as the search was: by its training split

@@ -285,7 +285,7 @@ def test_run_export_retrain_report_on_a_new_shape(tmp_path, monkeypatch, capsys,
     trials = [TrialRecord.of(t) for t in study.trials]
     assert trials[0].baseline and all(ResNetSpec.from_dict(r.spec).shape == shape for r in trials)
 
-    assert main(["best", "--export", "winner"]) == 0
+    assert main(["best", "--export", "winner", "--data", "data"]) == 0
     metrics = json.loads((tmp_path / "winner" / "metrics.json").read_text())
     assert metrics["data"] == recorded.data
     assert metrics["input"].startswith(f"float (N, {channels}, {side}, {side}) in [0, 1]")
@@ -293,7 +293,7 @@ def test_run_export_retrain_report_on_a_new_shape(tmp_path, monkeypatch, capsys,
     for batch in (1, 7):
         assert program(torch.rand(batch, channels, side, side)).shape == (batch, classes)
 
-    assert main(["retrain", "--device", "cpu", "--seeds", "1", "--epochs", "1"]) == 0
+    assert main(["retrain", "--device", "cpu", "--seeds", "1", "--epochs", "1", "--data", "data"]) == 0
     assert len(StudyRecord.of(study).retrained) == 1
 
     assert main(["report"]) == 0

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import optuna
 
-from ..record import StudyRecord, write_study
+from ..record import ARTIFACT_ID, StudyRecord, write_study
 from .figures import PLOTS, placeholder
 
 
-def attach_to_study(study: optuna.Study, out_dir: Path) -> dict[str, str]:
-    """Upload the report's PNGs as study artifacts, so optuna-dashboard lists them.
+def attach_to_study(study: optuna.Study, out_dir: Path, artifacts: str | Path) -> dict[str, str]:
+    """Upload the report's PNGs to the artifact store at `artifacts` as study artifacts, so
+    optuna-dashboard lists them.
 
     A refresh writes over the files of the artifacts it uploaded before (same artifact id, same
     name), so the dashboard shows one copy of each plot however often the report is refreshed.
@@ -24,9 +25,7 @@ def attach_to_study(study: optuna.Study, out_dir: Path) -> dict[str, str]:
     from ..storage import open_artifact_store
 
     recorded = StudyRecord.of(study)
-    if not recorded.artifact_dir:
-        raise ValueError(f"study {study.study_name!r} records no artifact_dir")
-    store = open_artifact_store(recorded.artifact_dir)
+    store = open_artifact_store(artifacts)
     out_dir = Path(out_dir)
     listed = _listed_artifacts(study)
     ours = {k: v for k, v in recorded.report_artifacts.items() if v in listed.values()}
@@ -68,6 +67,7 @@ def _listed_artifacts(study: optuna.Study) -> dict[str, str]:
             meta = json.loads(value)
         except (TypeError, ValueError):
             continue
-        if isinstance(meta, dict) and meta.get("filename") in PLOTS:
+        if (isinstance(meta, dict) and meta.get("filename") in PLOTS and isinstance(meta.get("artifact_id"), str)
+                and ARTIFACT_ID.fullmatch(meta["artifact_id"])):
             found[meta["filename"]] = meta["artifact_id"]
     return found
