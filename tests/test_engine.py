@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -311,3 +312,36 @@ def test_a_failed_download_leaves_no_empty_folder_behind(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="downloading it failed"):
         load_data()
     assert not (tmp_path / "cache").exists()
+
+
+def test_a_stale_temporary_file_of_a_dead_writer_is_removed(tmp_path):
+    from search.layout import save_atomic
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale, live = tmp_path / f"x.pt.tmp{dead.pid}", tmp_path / f"x.pt.tmp{os.getpid()}9"
+    stale.write_bytes(b"torn")
+    save_atomic(tmp_path / "x.pt", lambda tmp: tmp.write_bytes(b"whole"))
+    assert (tmp_path / "x.pt").read_bytes() == b"whole" and not stale.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.pt"]
+
+
+def test_a_last_checkpoint_of_this_run_that_lacks_its_history_starts_over(tmp_path, synthetic_data):
+    from search.train import _checkpoint_identity, resumable_state
+
+    recipe = Recipe(epochs=1, batch_size=32)
+    torch.save({"identity": _checkpoint_identity(TINY, recipe, 0), "model": {}, "optimizer": {}},
+               tmp_path / "last.pt")
+    assert resumable_state(tmp_path, TINY, recipe, 0) is None
+
+
+def test_16_bit_grayscale_is_scaled_not_clipped(tmp_path):
+    from search.data import _decode
+
+    levels = (np.arange(32 * 32).reshape(32, 32) * 64).astype(np.uint16)  # 0 to 65,472
+    Image.fromarray(levels).save(tmp_path / "g.png")
+    with Image.open(tmp_path / "g.png") as im:
+        assert im.mode.startswith("I")
+    pixels = _decode(tmp_path / "g.png", 32, 1, tmp_path / "g.png")
+    assert pixels.dtype == np.uint8 and pixels.max() == 255 and (pixels == 255).mean() < 0.01
+    assert np.abs(pixels.astype(int) - levels / 257).max() <= 0.5

@@ -15,7 +15,7 @@ from search import record
 from search import study as study_module
 from search.data import DataDescription
 from search.plan import Plan, SearchSettings
-from search.storage import open_storage
+from search.storage import StudyError, open_storage
 from resnet_space import ResNetSpec
 from search.live import Quiet
 from search.study import Objective, create_or_load, requeue_cut_off, requeue_interrupted
@@ -339,3 +339,23 @@ def test_the_soak_finds_a_lineage_cut_short_that_no_signal_named(monkeypatch):
     assert untrained_lineages(recs) == []
     recs[12].duplicate_of = 8  # a copy of its own lineage excuses nothing: only a trained run does
     assert len(untrained_lineages(recs)) == 1
+
+
+def test_a_settings_refusal_shows_where_the_two_values_differ():
+    from search.study import _difference
+
+    was = {"stages": [2, 3], "blocks": {"low": 1, "high": 2}, "pool": [4]}
+    assert _difference(was, {**was, "pool": [2]}) == ("{pool = [4]}", "{pool = [2]}")
+    long_a, long_b = "x" * 200 + "A" + "y" * 50, "x" * 200 + "B" + "y" * 50
+    shown = _difference(long_a, long_b)
+    assert shown[0] != shown[1] and "A" in shown[0] and "B" in shown[1]
+
+
+def test_a_study_with_no_settings_says_it_waits(tmp_path):
+    from search.study import refuse_mixed_settings
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="bare")
+    said = []
+    with pytest.raises(StudyError, match="records no settings"):
+        refuse_mixed_settings(study, {}, said.append, wait_s=0.2)
+    assert said and "waiting up to 0.2 s" in said[0]

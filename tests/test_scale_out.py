@@ -92,6 +92,22 @@ def test_killed_worker_trial_is_retried_from_its_checkpoint(tmp_path, postgres_u
     assert len([t for t in study.trials if t.state in FINISHED]) == 2
 
 
+def test_sigterm_is_taken_as_ctrl_c_and_exits_143(tmp_path):
+    """Schedulers (Slurm, Kubernetes) stop a job with SIGTERM: the trial is failed with its reason,
+    its checkpoint kept to resume from, and the worker says so in one line."""
+    storage = f"sqlite:///{tmp_path}/studies/resnet-search.db"
+    first = worker(tmp_path, storage, "sigterm", "--no-baseline", trials=1, epochs=8, limit=2000)
+    victim = wait_for_epoch(storage, "sigterm", 1)
+    first.send_signal(signal.SIGTERM)
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 143, err
+    last = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and last.startswith("stopped by SIGTERM") and "run the same command again" in last
+    dead = optuna.load_study(study_name="sigterm", storage=storage).trials[victim.number]
+    assert dead.state == TrialState.FAIL and dead.user_attrs["fail_reason"].startswith("interrupted (SIGTERM)")
+    assert (tmp_path / "studies" / "checkpoints" / "sigterm" / f"trial-{victim.number}" / "last.pt").exists()
+
+
 def test_ctrl_c_records_the_trial_and_the_next_run_resumes_it(tmp_path):
     storage = f"sqlite:///{tmp_path}/studies/resnet-search.db"
     first = worker(tmp_path, storage, "sigint", "--no-baseline", trials=1, epochs=8, limit=2000)

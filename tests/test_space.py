@@ -16,7 +16,7 @@ from resnet_space.model import build_model
 from resnet_space.space import SpaceError, StudyFile, fit_depth
 from resnet_space.spec import max_stages
 
-from .conftest import REPO, run_cli
+from .conftest import REPO, assert_user_error, run_cli
 
 KERNELS = st.sampled_from([1, 3, 5, 7])
 
@@ -467,3 +467,12 @@ def test_baseline_spec_with_another_head():
     assert spec == ResNetSpec((8, 6, 4, 3), (32, 64, 128, 256), 3, 1, 4, classes=12)
     assert count(spec).params == 4_976_426 + 514
     assert baseline_spec(4_976_427, Shape(classes=12)).channels[0] < 32  # Model 1 fits there, its 12-class twin does not
+
+
+def test_seven_and_eight_stages_count_at_128_pixels():
+    result = run_cli("count", "--blocks", "1,1,1,1,1,1,1,1", "--channels", "8,8,8,8,8,8,8,8", "--side", "128")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("N8 B1-1-1-1-1-1-1-1")
+    line = assert_user_error(run_cli("count", "--blocks", "1,1,1,1,1,1,1,1", "--channels", "8,8,8,8,8,8,8,8", "--side",
+                                     "64"))
+    assert "8 stages would shrink the 64x64 input below 1x1 (at most 7)" in line

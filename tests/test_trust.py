@@ -190,3 +190,32 @@ def test_a_storage_url_can_come_from_the_environment(cwd):
     assert result.returncode == 0, result.stderr
     line = assert_user_error(run_cli("best", "--study", "s", "--storage", "env:UNSET_VAR_X", cwd=cwd, env=env(cwd)))
     assert "UNSET_VAR_X is not set" in line
+
+
+def test_a_killed_export_is_written_over_by_the_same_command(study_dir, tmp_path):
+    from search.export import IN_PROGRESS
+
+    out = tmp_path / "winner"
+    out.mkdir()
+    (out / IN_PROGRESS).write_text("")  # what a SIGKILL midway leaves: the marker and some files
+    (out / "spec.json").write_text("{}")
+    (out / "model.pt2").write_bytes(b"torn")
+    result = run_cli("best", "--study", "s", "--export", out, "--data", synthetic_root(), cwd=study_dir,
+                     env=env(study_dir))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.pt2", "spec.json", "state_dict.pt"]
+    again = assert_user_error(run_cli("best", "--study", "s", "--export", out, "--data", synthetic_root(),
+                                      cwd=study_dir, env=env(study_dir)))
+    assert "not an empty directory" in again  # a whole export is never written over
+
+
+def test_a_folder_with_the_marker_and_a_file_of_its_own_is_not_taken_for_a_half_export(study_dir, tmp_path):
+    from search.export import IN_PROGRESS
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / IN_PROGRESS).write_text("")
+    (out / "notes.txt").write_text("mine")
+    line = assert_user_error(run_cli("best", "--study", "s", "--export", out, "--data", synthetic_root(),
+                                     cwd=study_dir, env=env(study_dir)))
+    assert "not an empty directory" in line and (out / "notes.txt").read_text() == "mine"
