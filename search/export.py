@@ -22,6 +22,7 @@ from .data import DataDescription, DataError, UnsafeFile, load_for, study_data_r
 from .layout import writable_folder
 from .record import StudyRecord, TrialRecord, write_exported
 from .storage import open_artifact_store
+from .private import unwrapped
 from .train import evaluate, load_model, portable_state_dict
 
 
@@ -136,7 +137,7 @@ def write_export(out: Path, model: nn.Module, spec: ResNetSpec, description: Dat
     data's description and the versions that made it. The model may come as training left it (channels_last, on CUDA,
     wrapped by torch.compile): it is exported as a float32, contiguous CPU module under its plain
     names, and moved so in place. Returns the metrics."""
-    model = getattr(model, "_orig_mod", model)
+    model = unwrapped(model)
     model = model.to("cpu", torch.float32, memory_format=torch.contiguous_format).eval()
     out.mkdir(parents=True, exist_ok=True)
     (out / IN_PROGRESS).write_text("an export being written; a killed one is written over by the same command\n")

@@ -22,6 +22,7 @@ from resnet_space import Budget
 from resnet_space.errors import UserError
 
 from .layout import DEFAULT_VAL_SIZE, FINAL_STAGE_SUFFIX, Outputs
+from .private import study_storage
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 ARTIFACT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")  # optuna's uuid4 ids
@@ -282,8 +283,7 @@ def final_stage(study: optuna.Study) -> optuna.Study | None:
 
 
 def _final_stage_named(study: optuna.Study, name: str | None) -> optuna.Study | None:
-    # Study keeps its storage only privately; the final stage lives in that very storage.
-    return None if name is None else optuna.load_study(study_name=name, storage=study._storage)
+    return None if name is None else optuna.load_study(study_name=name, storage=study_storage(study))
 
 
 def winner(study: optuna.Study) -> tuple[optuna.Study, optuna.trial.FrozenTrial] | None:

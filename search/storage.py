@@ -17,6 +17,7 @@ import sqlalchemy
 from resnet_space.errors import UserError
 
 from .layout import FINAL_STAGE_SUFFIX, HEARTBEAT_S, writable_folder
+from .private import trial_id
 
 # Heartbeats and the stale-trial retry are marked experimental.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -53,7 +54,7 @@ class RDBStorage(optuna.storages.RDBStorage):
         which Optuna does not (the retry is queued first, so it does not inherit the reason)."""
         retried = not self.retries_spent(trial)  # before: the callback appends to its history
         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry)(study, trial)
-        self.write_fail_reason(trial._trial_id, (
+        self.write_fail_reason(trial_id(trial), (
             f"{WORKER_LOST}no heartbeat for {self.grace_period} s (killed, or cut off from the storage); "
             + ("retried from its checkpoint" if retried else
                f"not retried: its run was retried {self.max_retry} times already")))

@@ -42,6 +42,8 @@ from optuna.trial import TrialState
 
 from resnet_space import Budget, Counts
 
+from .private import reseed, tpe_random_sampler
+
 N_STARTUP_TRIALS = 10  # random trials before TPE models the study
 RUNG_FRACTIONS = (0.5,)  # where the pruner decides, as fractions of training
 KEEP_FRACTION = 0.5  # at a rung, a trial goes on if it is in this best fraction of those that reached it
@@ -59,11 +61,6 @@ def trial_seed(seed: int, number: int) -> int:
     return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
 
 
-def _reseed(generator, seed: int) -> None:
-    # Optuna's public reseed_rng() takes fresh entropy; its generators are reseeded here instead.
-    generator._rng.rng.seed(seed)
-
-
 class TrialSeededTPE(optuna.samplers.TPESampler):
     """TPE whose random draws for a trial depend only on the study seed and the trial's number.
     One worker on a fresh study proposes the same trials every time; workers sharing a study hold
@@ -74,8 +71,8 @@ class TrialSeededTPE(optuna.samplers.TPESampler):
         self.study_seed = seed
 
     def before_trial(self, study, trial) -> None:
-        _reseed(self, trial_seed(self.study_seed, trial.number))
-        _reseed(self._random_sampler, trial_seed(self.study_seed, trial.number))
+        reseed(self, trial_seed(self.study_seed, trial.number))
+        reseed(tpe_random_sampler(self), trial_seed(self.study_seed, trial.number))
         super().before_trial(study, trial)
 
 
@@ -87,7 +84,7 @@ class TrialSeededRandom(optuna.samplers.RandomSampler):
         self.study_seed = seed
 
     def before_trial(self, study, trial) -> None:
-        _reseed(self, trial_seed(self.study_seed, trial.number))
+        reseed(self, trial_seed(self.study_seed, trial.number))
         super().before_trial(study, trial)
 
 

@@ -35,6 +35,7 @@ from .layout import Outputs, plural
 from .data import DataDescription, Dataset, UnsafeFile, find_data, load_plain
 from .interrupts import CtrlC, how_stopped
 from .live import Quiet
+from .private import trial_id
 from .plan import Plan, SearchSettings, baseline_for  # noqa: F401 - the search's API, importable from here
 from .storage import WORKER_LOST, RDBStorage, StudyError, open_artifact_store, open_storage, redact, storage_outage
 from .strategy import make_pruner, make_sampler
@@ -295,7 +296,7 @@ class Objective:
         self.in_flight = None  # the id of the trial last begun: after an outage, the one it cut short
 
     def __call__(self, trial: optuna.Trial) -> float:
-        self.in_flight = trial._trial_id
+        self.in_flight = trial_id(trial)
         try:
             with self.ctrl_c.arm():
                 return self._run(trial)

@@ -30,6 +30,7 @@ from resnet_space.model import build_model
 
 from .data import DataDescription, Dataset, ImageSet, TrainingSet, UnsafeFile, check_shape, load_plain
 from .layout import save_atomic
+from .private import cpp_compiler, unwrapped
 
 
 class DeviceError(UserError):
@@ -112,9 +113,7 @@ def compile_unavailable(device: torch.device) -> str | None:
     if device.type != "cpu":
         return None
     try:
-        from torch._inductor.cpp_builder import get_cpp_compiler
-
-        compiler = get_cpp_compiler()
+        compiler = cpp_compiler()
     except Exception as e:  # noqa: BLE001 - inductor raises several kinds when no compiler is found
         return f"torch.compile on the CPU needs a C++ compiler and none was found ({type(e).__name__}: " \
                f"{str(e).splitlines()[0][:120] if str(e) else 'no message'})"
@@ -128,7 +127,7 @@ def portable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     buffers' own dtypes otherwise), contiguous (a channels_last weight refuses .view and surprises
     whoever reads state_dict.pt), and under the plain module's names (torch.compile's wrapper
     would prefix every key with "_orig_mod.")."""
-    model = getattr(model, "_orig_mod", model)
+    model = unwrapped(model)
     return {k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu().contiguous()
             for k, v in model.state_dict().items()}
 

@@ -92,8 +92,8 @@ def run_cli(*args, env=None, timeout=600, cwd=None):
 def assert_user_error(result):
     """One clear line on stderr, exit code 2, no traceback."""
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and result.stderr.endswith("\n"), repr(result.stderr)  # no blank line, no second line
     assert "Traceback" not in result.stderr
     return lines[0]
 

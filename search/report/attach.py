@@ -8,6 +8,7 @@ from pathlib import Path
 
 import optuna
 
+from ..private import artifacts_attr_prefix, study_id, study_storage
 from ..record import ARTIFACT_ID, StudyRecord, write_study
 from .figures import PLOTS, placeholder
 
@@ -53,15 +54,13 @@ def attach_to_study(study: optuna.Study, out_dir: Path, artifacts: str | Path) -
 def _listed_artifacts(study: optuna.Study) -> dict[str, str]:
     """filename -> artifact id of the report PNGs the study lists as its artifacts.
 
-    Optuna's private names are used here and nowhere else: an artifact deleted in
-    optuna-dashboard stays in the study's system attrs as a null, which the public
-    optuna.artifacts.get_all_artifact_meta does not skip (it fails on it), so the attrs are read
-    directly, with the key prefix optuna's own upload writes them under."""
-    from optuna.artifacts._upload import ARTIFACTS_ATTR_PREFIX
-
+    An artifact deleted in optuna-dashboard stays in the study's system attrs as a null, which the
+    public optuna.artifacts.get_all_artifact_meta does not skip (it fails on it), so the attrs are
+    read directly (search.private), under the key prefix optuna's own upload writes them with."""
     found = {}
-    for key, value in study._storage.get_study_system_attrs(study._study_id).items():
-        if not key.startswith(ARTIFACTS_ATTR_PREFIX):
+    prefix = artifacts_attr_prefix()
+    for key, value in study_storage(study).get_study_system_attrs(study_id(study)).items():
+        if not key.startswith(prefix):
             continue
         try:
             meta = json.loads(value)
