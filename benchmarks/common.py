@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 
 from resnet_space import ResNetSpec
-from search.data import DATA_ENV
+from search.engine.data import DATA_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 REPEATS = 3

@@ -3,7 +3,7 @@
     python benchmarks/data_path.py                   # batch 512, CPU, median of 3; last line: one JSON object
     python benchmarks/data_path.py --repeats 1 --batch 32 --limit-train 2000 --batches 20 --small-steps 1 --steps 1 --warmup 0
 
-Data work (timed over --batches batches per run): what search.train.train's loop does for each
+Data work (timed over --batches batches per run): what search.engine.train.train's loop does for each
 batch before the model sees it, with the fast recipe of studies/default.toml (crop padding 4,
 flip): the epoch's shuffled order (torch.randperm, drawn once per epoch and counted in the
 epoch's batches as it is there), the batch's slice of it, TrainingSet.batch (crop, flip and
@@ -37,8 +37,9 @@ from resnet_space import MODEL_1
 from resnet_space.model import build_model
 from resnet_space.space import StudyFile
 from common import REPO, SMALL, add_measure_args, begin, default_data, machine_load, repeat
-from search.data import Dataset, ImageSet, TrainingSet, load_data
-from search.train import learning_rate, make_optimizer, resolve_device
+from search.engine.data import Dataset, ImageSet, TrainingSet, load_data
+from search.study.layout import DEFAULT_VAL_SIZE
+from search.engine.train import learning_rate, make_optimizer, resolve_device
 
 NETWORKS = {"small": SMALL, "model1": MODEL_1}
 
@@ -47,7 +48,7 @@ def source_images(data: Path, limit_train: int | None) -> tuple[torch.Tensor, to
     """The training split a search trains on (45,000 images, or --limit-train of them); random
     uint8 images of that size where no data is found."""
     if data.exists():
-        d = load_data(data, limit_train=limit_train)
+        d = load_data(data, limit_train=limit_train, val_size=DEFAULT_VAL_SIZE)
         return d.train.images, d.train.labels, f"{d.name}, {len(d.train)} training images"
     n = limit_train or 45_000
     gen = torch.Generator().manual_seed(0)

@@ -58,9 +58,9 @@ from common import SMALL, default_data
 from resnet_space import MODEL_1, Recipe
 from resnet_space.errors import UserError
 from resnet_space.space import StudyFile
-from search.data import DataError, load_data
-from search.layout import save_atomic
-from search.train import (NUMERICS, completed_epochs, compile_unavailable, evaluate, load_model, resolve_device,
+from search.engine.data import DataError, load_data
+from search.engine.files import save_atomic
+from search.engine.train import (NUMERICS, completed_epochs, compile_unavailable, evaluate, load_model, resolve_device,
                           resolve_numerics, train)
 
 REPO = Path(__file__).resolve().parent.parent

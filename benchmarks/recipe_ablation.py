@@ -31,8 +31,8 @@ import torch
 from resnet_space import ResNetSpec
 from resnet_space.space import StudyFile
 from common import default_data, machine_load
-from search.data import load_data
-from search.train import evaluate, load_model, resolve_device, train
+from search.engine.data import load_data
+from search.engine.train import evaluate, load_model, resolve_device, train
 
 STUDIES = Path(__file__).resolve().parent.parent / "studies"
 

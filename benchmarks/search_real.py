@@ -31,9 +31,9 @@ import optuna
 
 from common import default_data
 from resnet_space import baseline_spec, count
-from search import record, strategy
-from search.report import pruner_trust
-from search.retrain import RetrainSettings, retrain
+from search.study import record, strategy
+from search.commands.report import pruner_trust
+from search.commands.retrain import RetrainSettings, retrain
 from search.study import SearchSettings, run_search
 
 BUDGET = 100_000

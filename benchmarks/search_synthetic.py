@@ -9,7 +9,7 @@ is a simulated learning curve: a final accuracy from a smooth made-up function o
 learning rate, plus deterministic noise from a hash of the spec, reached along a curve whose
 speed depends on the spec (so curves cross and the pruner can be wrong).
 
-Compares the shipped configuration (search.strategy) with RandomSampler under the same pruner
+Compares the shipped configuration (search.study.strategy) with RandomSampler under the same pruner
 (and, for reference, the previous configuration: TPE with Hyperband), over the same seeds:
 median and quartiles of the best final value of the completed trials after 25, 50 and 100
 trained trials. Prints a markdown table, then one JSON line.
@@ -35,9 +35,9 @@ from optuna.trial import TrialState
 
 from resnet_space import count, fits
 from resnet_space.space import StudyFile
-from search import strategy
-from search.flags import budget_arg
-from search.report import spearman
+from search.study import strategy
+from search.commands.flags import budget_arg
+from search.commands.report import spearman
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "studies" / "default.toml"

@@ -2,8 +2,8 @@
 
     python benchmarks/search_tabular.py [--seeds 50] [--trials 100] [--out results/search-tabular/results.json]
 
-The search's own strategy code (search.strategy: make_sampler, make_pruner, reject_over_budget,
-FINAL_STAGE_SIZE) run ask/tell over NAS-Bench-201 (data: $RESNET_SEARCH_NB201, else
+The search's own strategy code (search.study.strategy: make_sampler, make_pruner, reject_over_budget,
+DEFAULT_FINALISTS) run ask/tell over NAS-Bench-201 (data: $RESNET_SEARCH_NB201, else
 ../shared/datasets/nas-bench-201 beside the clone; see its README), no training:
 
 - Space: the 6 edges of the cell, each `trial.suggest_categorical` over the 5 operations.
@@ -23,7 +23,7 @@ FINAL_STAGE_SIZE) run ask/tell over NAS-Bench-201 (data: $RESNET_SEARCH_NB201, e
   long it waits) and what pruning does to the sampler, not where its rungs fall; the whole
   learning curves of 200 cells (`curve_ranking`, `rung_losses`) measure that.
 - Without pruning every trained trial costs 200 epochs.
-- Final stage: the FINAL_STAGE_SIZE best distinct completed specs by the search's values are
+- Final stage: the DEFAULT_FINALISTS best distinct completed specs by the search's values are
   trained again at full length unpruned (200 epochs each, not counted in the search's epochs
   below) and the winner is the best of them by 200-epoch value. With a table the re-score is
   the same number, so the winner is the best completed value; the stage is kept explicit for
@@ -58,8 +58,9 @@ import optuna
 from optuna.trial import TrialState
 
 from resnet_space import Budget, Counts
-from search import strategy
-from search.report import spearman as rank_correlation
+from search.study import strategy
+from search.study.layout import DEFAULT_FINALISTS
+from search.commands.report import spearman as rank_correlation
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 warnings.filterwarnings("ignore", message=".*`gamma` has been deprecated", category=FutureWarning)
@@ -199,7 +200,7 @@ def search(method: str, seed: int, table: Table, budget: int, trials: int, min_e
             "distinct_trained": len({k for _, k in completed}), "winner": _winner_key(completed)}
 
 
-def finalists(completed: list, size: int = strategy.FINAL_STAGE_SIZE) -> list:
+def finalists(completed: list, size: int = DEFAULT_FINALISTS) -> list:
     """The final stage's entrants: the `size` best distinct specs of (value, spec) pairs."""
     out = []
     for _, key in sorted(completed, key=lambda vk: -vk[0]):
@@ -361,7 +362,7 @@ def main(argv=None) -> dict:
     budgets = [(d, int(float(b))) for d, b in (x.split(":") for x in args.budgets.split(","))]
     out = {"seeds": args.seeds, "trials": args.trials, "methods": methods, "params": "params_formula",
            "rung": strategy.rung_epochs(FULL)[0], "short_epochs": SHORT, "full_epochs": FULL,
-           "final_stage_size": strategy.FINAL_STAGE_SIZE, "keep": strategy.KEEP_FRACTION,
+           "final_stage_size": DEFAULT_FINALISTS, "keep": strategy.KEEP_FRACTION,
            "min_trials_at_rung": strategy.MIN_TRIALS_AT_RUNG, "rung_fractions": list(strategy.RUNG_FRACTIONS),
            "rejection": REJECTION}
     if not args.no_curves:

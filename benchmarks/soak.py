@@ -53,10 +53,10 @@ from rich.table import Table  # noqa: E402
 
 from common import default_data  # noqa: E402
 from resnet_space import ResNetSpec  # noqa: E402
-from search import record  # noqa: E402
-from search.data import cache_root, load_data  # noqa: E402
-from search.storage import RDBStorage  # noqa: E402
-from search.train import load_checkpoint, load_model  # noqa: E402
+from search.study import record  # noqa: E402
+from search.engine.data import cache_root, load_data  # noqa: E402
+from search.study.storage import RDBStorage  # noqa: E402
+from search.engine.train import load_checkpoint, load_model  # noqa: E402
 
 STUDY = "soak"
 SPACE = REPO / "studies" / "cpu-small.toml"
@@ -120,7 +120,7 @@ class Soak:
 
     def command(self, trials: int) -> list[str]:
         a = self.args
-        return [sys.executable, "-m", "search.cli", "run", "--device", "cpu", "--space", str(SPACE), "--study", STUDY,
+        return [sys.executable, "-m", "search.commands.cli", "run", "--device", "cpu", "--space", str(SPACE), "--study", STUDY,
                 "--storage", self.url, "--trials", str(trials), "--epochs", str(a.epochs), "--limit-train",
                 str(a.limit_train), "--val-size", str(a.val_size), "--data", self.data, "--seed", str(a.seed),
                 "--finalists", "0", "--heartbeat", str(a.heartbeat), "--storage-retry", str(a.storage_retry), "--quiet"]
@@ -167,7 +167,7 @@ class Soak:
         last = self.checkpoints / f"trial-{first}" / "last.pt"
         try:
             return len(load_checkpoint(last)["history"])
-        except Exception:  # noqa: BLE001 - none yet, as search.train.resumable_state takes it
+        except Exception:  # noqa: BLE001 - none yet, as search.engine.train.resumable_state takes it
             return 0
 
     def note(self, kind: str, w: Worker, trial, **more) -> dict:
@@ -475,7 +475,7 @@ class Soak:
                                  [self.root / "winner" / f for f in ("spec.json", "state_dict.pt", "model.pt2",
                                                                      "metrics.json")]),
                                 ("report", ["report"], [self.work / "studies" / "reports" / STUDY / "index.html"])):
-            done = subprocess.run([sys.executable, "-m", "search.cli", *cmd, "--storage", self.url], cwd=self.work,
+            done = subprocess.run([sys.executable, "-m", "search.commands.cli", *cmd, "--storage", self.url], cwd=self.work,
                                   capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
             missing = [str(p) for p in made if not p.exists()]
             if done.returncode != 0 or missing:

@@ -1,4 +1,4 @@
-"""Training images per second: the engine (search.train.train) against a plain fp32 PyTorch loop.
+"""Training images per second: the engine (search.engine.train.train) against a plain fp32 PyTorch loop.
 
     python benchmarks/train_step.py                 # small CPU model, median of 3; last line: one JSON object
     python benchmarks/train_step.py --repeats 1 --batch 16 --steps 2 --warmup 1          # a quick check
@@ -6,7 +6,7 @@
 
 Same model, batch, optimizer settings and images on both sides, in the same run; the two sides
 take turns, --repeats times each, and the medians are compared (ratio: engine / reference).
-Engine: search.train.train itself for one epoch of steps * batch images, so what is timed is
+Engine: search.engine.train.train itself for one epoch of steps * batch images, so what is timed is
 the engine's real step (augmentation on the device, forward/backward/SGD, and on CUDA
 channels_last + bf16 autocast). Its history[0].images_per_s divides by the epoch's seconds,
 which also cover the validation pass, so the validation split here is a single image: that
@@ -29,8 +29,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from resnet_space import MODEL_1, Recipe
 from resnet_space.model import build_model
 from common import SMALL, add_measure_args, begin, machine_load, repeat
-from search.data import Dataset, ImageSet
-from search.train import resolve_device, train
+from search.engine.data import Dataset, ImageSet
+from search.engine.train import resolve_device, train
 
 MODELS = {"small": SMALL, "model1": MODEL_1}
 

@@ -70,15 +70,16 @@ _KINDS = {float: "a finite number", int: "an integer", bool: "true or false", st
           tuple: "a list of numbers"}
 
 
-def _is_number(value) -> bool:
+def is_number(value) -> bool:
+    """A finite int or float (True is no number)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _converted(key: str, value, expected: type):
     """`value` as the field's type; only exact types pass, so True is not an int nor 1 a bool."""
-    if expected is float and _is_number(value):
+    if expected is float and is_number(value):
         return float(value)
-    if expected is tuple and isinstance(value, (list, tuple)) and all(_is_number(v) for v in value):
+    if expected is tuple and isinstance(value, (list, tuple)) and all(is_number(v) for v in value):
         return tuple(float(v) for v in value)
     if expected in (int, bool, str) and type(value) is expected:
         return value

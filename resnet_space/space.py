@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .count import Budget, fits
 from .errors import UserError
-from .recipe import Recipe
+from .recipe import Recipe, is_number
 from .spec import MAX_SIDE, ResNetSpec, Shape, SpecError, max_stages, parse_budget, positive_int
 
 SPACE_KEYS = {
@@ -68,10 +68,6 @@ def suggest(trial, name: str, value):
     return value
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _options(where: str, value) -> list:
     """Every value a dimension can take (a range by its ends), once its form is checked."""
     if isinstance(value, list):
@@ -94,7 +90,7 @@ def _options(where: str, value) -> list:
         raise SpaceError(f"{where}: the range {value!r} needs both low and high")
     low, high, log = value["low"], value["high"], value.get("log", False)
     for end in (low, high):
-        if not _is_number(end):
+        if not is_number(end):
             raise SpaceError(f"{where}: range end {end!r} is not a finite number")
     if not isinstance(log, bool):
         raise SpaceError(f"{where}: log = {log!r} must be true or false")
@@ -109,7 +105,7 @@ def _check_space_option(key: str, value) -> None:
     """One value [space] `key` may take; SpecError or SpaceError naming key and value if wrong."""
     where = f"[space] {key}"
     if key in ("growth", "fill"):
-        if not _is_number(value):
+        if not is_number(value):
             raise SpaceError(f"{where}: {value!r} is not a finite number")
         if key == "growth" and not 1 <= value <= MAX_GROWTH:
             raise SpaceError(f"{where}: {value!r} must be between 1 and {MAX_GROWTH} (C_i+1 / C_i)")
@@ -141,17 +137,17 @@ class StudyFile:
     def load(cls, path) -> "StudyFile":
         path = Path(path)
         if path.exists() and not path.is_file() and not path.is_dir():  # a FIFO or device would block reading
-            raise SpaceError(f"space file {path} cannot be read: not a regular file")
+            raise SpaceError(f"study file {path} cannot be read: not a regular file")
         try:
             data = tomllib.loads(path.read_text())
         except FileNotFoundError:
-            raise SpaceError(f"space file {path} does not exist") from None
+            raise SpaceError(f"study file {path} does not exist") from None
         except (OSError, UnicodeDecodeError) as e:
-            raise SpaceError(f"space file {path} cannot be read: {e}") from None
+            raise SpaceError(f"study file {path} cannot be read: {e}") from None
         except tomllib.TOMLDecodeError as e:
-            raise SpaceError(f"space file {path} is not valid TOML: {e}") from None
+            raise SpaceError(f"study file {path} is not valid TOML: {e}") from None
         except RecursionError:
-            raise SpaceError(f"space file {path} is nested too deeply to be a study file") from None
+            raise SpaceError(f"study file {path} is nested too deeply to be a study file") from None
         try:
             unknown = set(data) - TOP_LEVEL_KEYS
             if unknown:
@@ -172,7 +168,7 @@ class StudyFile:
                         Shape(classes=space.get("classes", Shape().classes)))
             study.validate()
         except (SpaceError, SpecError) as e:
-            raise SpaceError(f"space file {path}: {e}") from None
+            raise SpaceError(f"study file {path}: {e}") from None
         return study
 
     def validate(self) -> None:
@@ -220,11 +216,11 @@ class StudyFile:
         """This study file fitted to data of `shape`: its networks built for that side, channels
         and classes. Refuses a stated class count or a number of stages the data cannot take."""
         if self.stated_classes not in (None, shape.classes):
-            raise SpaceError(f"space file {self.path}: [space] classes = {self.stated_classes} but the data has "
+            raise SpaceError(f"study file {self.path}: [space] classes = {self.stated_classes} but the data has "
                              f"{shape.classes} classes")
         most = max(_options("[space] stages", self.space["stages"]))
         if most > max_stages(shape.side):
-            raise SpaceError(f"space file {self.path}: [space] stages goes up to {most}, but {shape.side}x{shape.side} "
+            raise SpaceError(f"study file {self.path}: [space] stages goes up to {most}, but {shape.side}x{shape.side} "
                              f"images allow at most {max_stages(shape.side)} (each stage after the first halves "
                              "the map); lower stages")
         return dataclasses.replace(self, space={**self.space, "classes": shape.classes}, shape=shape)

@@ -1,4 +1,8 @@
-"""resnet-search: the training engine (data, train) and the Optuna search on top (study, cli).
+"""resnet-search, in three rooms, each importing only those below it:
 
-data.py and train.py never import optuna, so the engine runs wherever torch does.
+- engine/: data, augmentation, training and checkpoint files; imports neither optuna nor a view;
+- study/: the search on Optuna: plan, run, one trial, faults, strategy, storage, records;
+- commands/: the command line, its views, the export, retrain and the report.
+
+private.py, beneath all three, holds every private optuna and torch name they use.
 """

@@ -146,7 +146,7 @@ CASES = [
     (["count", "--blocks", "8,six,4,3", "--channels", "32,64,128,256"], "not a comma-separated list"),
     (["count", "--blocks", "1,1,1,1,1,1,1", "--channels", "8,8,8,8,8,8,8"], "at most 6"),
     (["count", "--channels", "32,64"], "--blocks"),
-    # space files
+    # study files
     (["run", "--space", "{cwd}/bad.toml", "--device", "cpu"], "not valid TOML"),
     (["run", "--space", "{cwd}/missing.toml", "--device", "cpu"], "does not exist"),
     (["run", "--space", "{cwd}/unknown-key.toml", "--device", "cpu"], "unknown keys width"),
@@ -283,7 +283,7 @@ def test_same_data_through_another_folder_name_is_the_same_data(cwd):
 
 def test_an_unreadable_class_folder_is_one_line(tmp_path, monkeypatch):
     """A class folder that cannot be listed (permissions; root reads any, so it is simulated)."""
-    from search import data
+    from search.engine import data
 
     for split in ("train", "test"):
         for c in ("cat", "dog"):
@@ -299,7 +299,7 @@ def test_an_unreadable_class_folder_is_one_line(tmp_path, monkeypatch):
 
     monkeypatch.setattr(data.os, "scandir", refuse)
     with pytest.raises(data.DataError, match="cannot read .*dog: Permission denied"):
-        data.load_data(tmp_path)
+        data.load_data(tmp_path, val_size=2)
 
 
 def test_a_refusal_in_a_new_folder_leaves_nothing_behind(cwd, tmp_path):

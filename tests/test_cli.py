@@ -1,4 +1,4 @@
-"""The search end to end through the command line, on CPU with synthetic images (issue: search and CLI)."""
+"""The search end to end through the command line, on CPU with synthetic images."""
 
 import json
 import socket
@@ -14,9 +14,9 @@ from optuna.trial import TrialState
 
 from resnet_space import ResNetSpec
 from resnet_space.model import build_model
-from search.data import DataDescription, load_data
+from search.engine.data import DataDescription, load_data
 
-from search.record import Snapshot, TrialRecord
+from search.study.record import Snapshot, TrialRecord
 
 from .conftest import (CLI, TINY_SPACE, assert_user_error, cpu_run_flags, run_cli, run_small_study, storage_url,
                        synthetic_root)
@@ -94,7 +94,7 @@ def test_a_macs_budget_is_a_second_wall_and_the_front_exports(tmp_path):
         assert r.prune_reason == f"over budget: {r.macs:,} MACs >= 10,000,000"
     assert all(r.macs < 10_000_000 for r in trials if r.counts_as_trained)
 
-    from search.report.numbers import front_rows
+    from search.commands.report.numbers import front_rows
 
     front = run_cli("best", "--study", "macs", "--front", cwd=tmp_path)
     assert front.returncode == 0, front.stderr
@@ -232,7 +232,7 @@ def test_commands_after_a_run_find_its_study_without_study_flag(workdir):
 
 
 def test_without_a_name_the_study_whose_trials_ran_last_is_taken(tmp_path):
-    from search.storage import StudyError, load_study, open_storage
+    from search.study.storage import StudyError, load_study, open_storage
 
     storage = open_storage(storage_url(tmp_path), create=True)
     with pytest.raises(StudyError, match="holds no study yet"):

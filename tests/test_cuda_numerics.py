@@ -8,9 +8,9 @@ import torch
 from resnet_space import Recipe
 from resnet_space.errors import UserError
 from resnet_space.model import build_model
-from search.data import TrainingSet
-from search.export import write_export
-from search.train import (NUMERICS, compile_unavailable, evaluate, load_checkpoint, load_weights,
+from search.engine.data import TrainingSet
+from search.commands.export import write_export
+from search.engine.train import (NUMERICS, compile_unavailable, evaluate, load_checkpoint, load_weights,
                           resolve_numerics, train)
 
 from .test_engine import TINY, synthetic, synthetic_data

@@ -1,4 +1,4 @@
-"""The training engine on CPU with tiny specs (issue: training engine)."""
+"""The training engine on CPU with tiny specs."""
 
 import contextlib
 import math
@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 from resnet_space import Recipe, ResNetSpec
-from search.data import (DataError, ImageSet, TrainingSet, load_data, random_cutout,
+from search.engine.data import (DataError, ImageSet, TrainingSet, load_data, random_cutout,
                          random_grayscale, stratified_order)
-from search.train import DeviceError, Diverged, learning_rate, resolve_device, train
+from search.engine.train import DeviceError, Diverged, learning_rate, resolve_device, train
 
 from .conftest import DATA, needs_data
 
@@ -42,7 +42,7 @@ def synthetic(n=256, classes=10, seed=0):
 
 
 def synthetic_data(n=512):
-    from search.data import Dataset
+    from search.engine.data import Dataset
 
     return Dataset.of(synthetic(n), synthetic(200, seed=1), synthetic(200, seed=2), [str(c) for c in range(10)],
                    "synthetic", "-")
@@ -148,7 +148,8 @@ def test_training_on_synthetic_images_learns_and_resumes_exactly(tmp_path):
 def test_nan_loss_stops_with_a_reason():
     data = synthetic_data(256)
     with pytest.raises(Diverged, match="loss became"):
-        train(TINY, data, Recipe(epochs=2, batch_size=64, lr=1e12, schedule="constant"), device="cpu",
+        train(TINY, data, Recipe(epochs=2, batch_size=64, lr=100.0, momentum=0.99, weight_decay=1.0,
+                                schedule="constant"), device="cpu",
               progress=False)
 
 
@@ -264,14 +265,14 @@ def test_an_image_changed_in_place_is_decoded_again(folder, tmp_path):
 def test_missing_data_says_where_it_looked(tmp_path, monkeypatch):
     with pytest.raises(DataError, match=f"data path {tmp_path} is neither an image folder .* nor a torchvision "
                                         r"data set \(looked for cifar-10-batches-py, cifar-100-python"):
-        load_data(tmp_path, download=False)
+        load_data(tmp_path, download=False, val_size=100)
     monkeypatch.setenv("RESNET_SEARCH_CACHE", str(tmp_path / "cache"))
     for name, title, marker in (("cifar10", "CIFAR-10", "cifar-10-batches-py"), ("svhn", "SVHN", "train_32x32.mat"),
                                 ("fashion-mnist", "Fashion-MNIST", "FashionMNIST")):
         where = tmp_path / "cache" / name
         with pytest.raises(DataError, match=f"no {title} found in {where} \\(looked for {where / marker}\\) and "
                                             ".*downloading is off; pass --data PATH"):
-            load_data(name, download=False)
+            load_data(name, download=False, val_size=100)
     assert not (tmp_path / "cache").exists()
 
 
@@ -293,8 +294,8 @@ def test_checkpoint_of_another_spec_is_not_resumed(tmp_path):
 
 
 def test_engine_imports_neither_optuna_nor_the_cli():
-    code = ("import sys, search.train, search.data, resnet_space.space; "
-            "bad = [m for m in sys.modules if m.split('.')[0] == 'optuna' or m in ('search.cli', 'search.study')]; "
+    code = ("import sys, search.engine.train, search.engine.data, resnet_space.space; "
+            "bad = [m for m in sys.modules if m.split('.')[0] == 'optuna' or m in ('search.commands.cli', 'search.study')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -310,12 +311,12 @@ def test_a_failed_download_leaves_no_empty_folder_behind(tmp_path, monkeypatch):
     monkeypatch.setenv("RESNET_SEARCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("RESNET_SEARCH_DATA", raising=False)
     with pytest.raises(DataError, match="downloading it failed"):
-        load_data()
+        load_data(val_size=100)
     assert not (tmp_path / "cache").exists()
 
 
 def test_a_stale_temporary_file_of_a_dead_writer_is_removed(tmp_path):
-    from search.layout import save_atomic
+    from search.engine.files import save_atomic
 
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -327,7 +328,7 @@ def test_a_stale_temporary_file_of_a_dead_writer_is_removed(tmp_path):
 
 
 def test_a_last_checkpoint_of_this_run_that_lacks_its_history_starts_over(tmp_path, synthetic_data):
-    from search.train import _checkpoint_identity, resumable_state
+    from search.engine.train import _checkpoint_identity, resumable_state
 
     recipe = Recipe(epochs=1, batch_size=32)
     torch.save({"identity": _checkpoint_identity(TINY, recipe, 0), "model": {}, "optimizer": {}},
@@ -336,7 +337,7 @@ def test_a_last_checkpoint_of_this_run_that_lacks_its_history_starts_over(tmp_pa
 
 
 def test_16_bit_grayscale_is_scaled_not_clipped(tmp_path):
-    from search.data import _decode
+    from search.engine.data import _decode
 
     levels = (np.arange(32 * 32).reshape(32, 32) * 64).astype(np.uint16)  # 0 to 65,472
     Image.fromarray(levels).save(tmp_path / "g.png")

@@ -1,5 +1,5 @@
 """Faults a long search meets: Ctrl-C while a study is being created, a worker killed and the
-same command run again at once (issue: faults)."""
+same command run again at once."""
 
 import random
 import signal
@@ -11,14 +11,16 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search import record
-from search import study as study_module
-from search.data import DataDescription
-from search.plan import Plan, SearchSettings
-from search.storage import StudyError, open_storage
+from search.study import record
+from search.study import objective as objective_module
+from search.engine.data import DataDescription
+from search.study.plan import Plan, SearchSettings
+from search.study.storage import StudyError, open_storage
 from resnet_space import ResNetSpec
-from search.live import Quiet
-from search.study import Objective, create_or_load, requeue_cut_off, requeue_interrupted
+from search.study.view import LogLines
+from search.study.faults import requeue_cut_off, requeue_interrupted
+from search.study.objective import Objective
+from search.study.run import create_or_load
 
 from .conftest import REPO, TINY_SPACE
 from .test_scale_out import FINISHED, wait_for_epoch, worker
@@ -145,7 +147,7 @@ def _interrupted_twins(tmp_path, monkeypatch):
     plan = Plan.of(SearchSettings(space=TINY_SPACE, study="twins", storage=url, device="cpu",
                                   baseline=False, artifacts=tmp_path / "artifacts"))
     data = DataDescription("synthetic", str(tmp_path), ("a", "b"), 32, 3, (0.5,) * 3, (0.25,) * 3, "f00d")
-    objective = Objective(study, plan, data, Quiet())
+    objective = Objective(study, plan, data, LogLines())
     started = []
 
     def stopped_by_ctrl_c(spec, data, recipe, *, checkpoint_dir, **kwargs):
@@ -154,7 +156,7 @@ def _interrupted_twins(tmp_path, monkeypatch):
         (Path(checkpoint_dir) / "last.pt").write_bytes(b"an epoch")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(study_module, "train", stopped_by_ctrl_c)
+    monkeypatch.setattr(objective_module, "train", stopped_by_ctrl_c)
     first = study.ask()
     with pytest.raises(KeyboardInterrupt):
         objective(first)
@@ -168,10 +170,9 @@ def _interrupted_twins(tmp_path, monkeypatch):
 
 
 def test_a_copy_waits_for_a_twin_of_another_trial_then_steps_aside_if_it_trained_the_same(tmp_path, monkeypatch):
-    """The soak lost a trial: at its finish the copies of two interrupted trials of one spec ran
-    at once, one resumed and the other stepped aside as a duplicate and was never run again,
-    its checkpoint left behind. The other copy now waits, and steps aside only once its twin has
-    trained the same spec and recipe, removing the checkpoint it will never resume."""
+    """The copies of two interrupted trials of one spec run at once: one resumes, the other
+    waits, and steps aside only once its twin has trained the same spec and recipe, removing the
+    checkpoint it will never resume (stepping aside at once, it would never run again)."""
     study, objective, started = _interrupted_twins(tmp_path, monkeypatch)
     first_dir, second_dir = started
     resuming = study.ask()  # trial 0's copy, resuming it
@@ -229,9 +230,9 @@ def test_copies_of_two_trials_of_one_spec_starting_together_wait_in_turn(tmp_pat
 
 
 def test_a_trial_cut_off_by_an_outage_is_requeued_by_its_worker(tmp_path):
-    """The 3-minute soak lost a trial: killed twice, its second retry met the server restart,
-    was failed by its heartbeat and, Optuna's two retries spent, never ran again. Its own worker
-    now fails it on reconnecting and queues it to resume, once, and not one that finished."""
+    """A trial cut off by a storage outage, Optuna's two retries spent, would never run again:
+    its own worker fails it on reconnecting and queues it to resume, once, and not one that
+    finished."""
     storage = open_storage(f"sqlite:///{tmp_path}/s.db", create=True)
     study = optuna.create_study(study_name="cut", storage=storage)
     cut = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
@@ -249,11 +250,10 @@ def test_a_trial_cut_off_by_an_outage_is_requeued_by_its_worker(tmp_path):
 
 
 def test_a_cut_off_trial_failed_first_by_a_heartbeat_check_with_its_retries_spent_is_requeued(tmp_path):
-    """CI's 3-minute soak lost trial 6: killed mid checkpoint write, its retry 12 killed, and the
-    second retry, 18, cut off by the server restart. Another worker's heartbeat check failed 18
-    while its own worker was still reconnecting and, Optuna's retries spent, queued nothing; the
-    worker found it failed and queued nothing either. It now queues the copy, writing why after the
-    other worker's reason; a trial whose retry was queued, or that ended on its own, it leaves."""
+    """A trial cut off by an outage that another worker's heartbeat check failed first, Optuna's
+    retries spent (so that check queued nothing): its own worker queues the copy on reconnecting,
+    writing why after the other worker's reason; a trial whose retry was queued, or that ended on
+    its own, it leaves."""
     storage = open_storage(f"sqlite:///{tmp_path}/s.db", create=True)
     study = optuna.create_study(study_name="cut", storage=storage)
     heartbeat_check = storage.get_heartbeat_stale_trial_callback()
@@ -342,7 +342,7 @@ def test_the_soak_finds_a_lineage_cut_short_that_no_signal_named(monkeypatch):
 
 
 def test_a_settings_refusal_shows_where_the_two_values_differ():
-    from search.study import _difference
+    from search.study.run import _difference
 
     was = {"stages": [2, 3], "blocks": {"low": 1, "high": 2}, "pool": [4]}
     assert _difference(was, {**was, "pool": [2]}) == ("{pool = [4]}", "{pool = [2]}")
@@ -352,7 +352,7 @@ def test_a_settings_refusal_shows_where_the_two_values_differ():
 
 
 def test_a_study_with_no_settings_says_it_waits(tmp_path):
-    from search.study import refuse_mixed_settings
+    from search.study.run import refuse_mixed_settings
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="bare")
     said = []

@@ -9,8 +9,8 @@ import json
 import optuna
 import pytest
 
-from search import record
-from search.live import Quiet
+from search.study import record
+from search.study.view import LogLines
 from search.study import SearchSettings, run_search
 
 from .conftest import TINY_SPACE, run_cli
@@ -72,21 +72,21 @@ def test_best_export_and_retrain_take_the_final_stages_winner(finished, syntheti
     _, won = record.winner(study)
     source = record.TrialRecord.of(won).finalist_of
     shown = run_cli("best", "--study", "s", "--storage", storage, "--export", tmp / "winner", "--data", synthetic_data,
-                    cwd=tmp)
+                    "--artifacts", tmp / "artifacts", cwd=tmp)
     assert shown.returncode == 0, shown.stderr
     assert "final stage" in shown.stdout and "winner" in shown.stdout
     metrics = json.loads((tmp / "winner" / "metrics.json").read_text())
     assert (metrics["trial"], metrics["stage"], metrics["epochs"], metrics["val_acc"]) == (source, "final", 2, won.value)
 
     retrained = run_cli("retrain", "--study", "s", "--storage", storage, "--device", "cpu", "--seeds", "1", "--data",
-                        synthetic_data, cwd=tmp)
+                        synthetic_data, "--artifacts", tmp / "artifacts", cwd=tmp)
     assert retrained.returncode == 0, retrained.stderr
     [entry] = record.StudyRecord.of(optuna.load_study(study_name="s", storage=storage)).retrained
     assert entry["label"].endswith("(final stage)") and entry["trial"] == source and entry["epochs"] == 2
 
 
 def test_the_report_shows_both_stages(finished):
-    from search.report import write_report
+    from search.commands.report import write_report
 
     tmp, study = finished
     numbers = write_report(study, tmp / "report")
@@ -104,7 +104,7 @@ def test_no_final_stage_with_zero_finalists(tmp_path, synthetic_data):
 
 
 def test_ctrl_c_in_the_final_stage_resumes_it_without_training_a_finalist_twice(tmp_path, synthetic_data):
-    class StopInFinalStage(Quiet):
+    class StopInFinalStage(LogLines):
         def log(self, message):
             pass
 

@@ -8,7 +8,7 @@ import zipfile
 
 import optuna
 
-from search.record import StudyRecord
+from search.study.record import StudyRecord
 
 from .conftest import REPO, cpu_run_flags
 
@@ -29,8 +29,8 @@ def test_wheel_ships_the_study_files_and_run_finds_them_from_any_folder(tmp_path
     elsewhere.mkdir()
     flags = cpu_run_flags(limit_train=100, val_size=100)
     flags[flags.index("--space") + 1] = "cpu-small"  # by name, not by path
-    result = subprocess.run([sys.executable, "-m", "search.cli", "run", "--study", "w", "--trials", "1", *flags],
+    result = subprocess.run([sys.executable, "-m", "search.commands.cli", "run", "--study", "w", "--trials", "1", *flags],
                             cwd=elsewhere, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(site)})
     assert result.returncode == 0, result.stderr
     study = optuna.load_study(study_name="w", storage=f"sqlite:///{elsewhere}/studies/resnet-search.db")
-    assert StudyRecord.of(study).space_file == str(site / "resnet_space" / "studies" / "cpu-small.toml")
+    assert StudyRecord.of(study).study_file == str(site / "resnet_space" / "studies" / "cpu-small.toml")

@@ -1,4 +1,4 @@
-"""The study report (issue 6): files, self-containment, plots and numbers, on synthetic studies
+"""The study report: files, self-containment, plots and numbers, on synthetic studies
 (fast, no data) and on a small real study built through the CLI on CPU."""
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from PIL import Image
 
 from resnet_space import ResNetSpec, count
 from resnet_space.table1 import table_1_rows as table_1_records
-from search import record, report
+from search.commands import report
+from search.study import record
 
 from . import render_report
 from .conftest import DATA, REPO, needs_data, run_small_study
@@ -33,7 +34,7 @@ JPEG = "cifar10-jpeg (image folder, JPEG)"
 
 
 def described(name: str) -> dict:
-    """A study's record of its data, as search.data.DataDescription.to_dict() writes it."""
+    """A study's record of its data, as search.engine.data.DataDescription.to_dict() writes it."""
     return {"name": name, "root": "/data", "classes": [str(c) for c in range(10)], "side": 32, "channels": 3,
             "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26], "fingerprint": "0123456789abcdef"}
 CHROMIUM = render_report.find_chromium()
@@ -122,7 +123,7 @@ MODEL_1_SPEC = {"blocks": [8, 6, 4, 3], "channels": [32, 64, 128, 256], "conv_ke
 
 def add(study, hint, state, params=None, acc=None, curve=None, secs=None, device="cuda", *, baseline=False,
         prune_reason=None, over_budget=False, duplicate_of=None, fail_reason=None, first_trial=None, resumed_from=0):
-    """A finished trial, its record written through search.record as the search writes it."""
+    """A finished trial, its record written through search.study.record as the search writes it."""
     trial = create_trial(
         state=state, value=acc if state == TrialState.COMPLETE else None,
         params={"stages": 3 + hint % 2, "blocks_1": 1 + hint % 8, "blocks_2": 2 + hint % 5, "conv_kernel_1": 3,
@@ -131,7 +132,8 @@ def add(study, hint, state, params=None, acc=None, curve=None, secs=None, device
         user_attrs=record.baseline_attrs("Model 1", MODEL_1_SPEC) if baseline else {})
     record.write_identity(trial, spec=MODEL_1_SPEC, summary=f"N4 B{hint}-2-2-2 C32-64-128-256 F3 k1 P4",
                           params=params, macs=None if params is None else params * 40, recipe={}, seed=hint,
-                          device=device, dataset=JPEG, first_trial=hint if first_trial is None else first_trial,
+                          device=device, dataset=JPEG,
+                          first_trial=len(study.trials) if first_trial is None else first_trial,
                           checkpoint_dir="")
     if curve:
         record.write_curve(trial, curve, secs or [60.0] * len(curve), [])
@@ -451,7 +453,7 @@ def test_the_front_of_a_study_and_the_macs_plot(synthetic):
 
 
 def test_points_too_close_to_tell_apart_share_one_label():
-    from search.report.figures import _numbers_text
+    from search.commands.report.figures import _numbers_text
 
     assert _numbers_text([8, 1, 2, 3, 5, 6, 4, 7]) == "1–8"
     assert _numbers_text([3, 10]) == "3, 10" and _numbers_text([1, 2, 3, 5, 7, 8]) == "1–3, 5, 7, 8"
@@ -461,11 +463,11 @@ def test_the_report_imports_neither_torch_nor_the_engine(tmp_path):
     """Not at import, nor while it draws a whole report (with importances) and attaches it."""
     storage = f"sqlite:///{tmp_path}/s.db"
     synthetic_study(tmp_path / "artifacts", storage=storage)
-    code = ("import json, sys, optuna, search.report as r; "
+    code = ("import json, sys, optuna, search.commands.report as r; "
             f"s = optuna.load_study(study_name='synthetic', storage={storage!r}); "
             f"r.write_report(s, {str(tmp_path / 'report')!r}); r.attach_to_study(s, {str(tmp_path / 'report')!r}, "
             f"{str(tmp_path / 'artifacts')!r}); "
-            "print(json.dumps([m for m in ('torch', 'search.train', 'search.data', 'search.study', 'search.export') "
+            "print(json.dumps([m for m in ('torch', 'search.engine.train', 'search.engine.data', 'search.study.run', 'search.commands.export') "
             "if m in sys.modules]))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -672,7 +674,7 @@ def test_real_study_report_renders(real, tmp_path):
 def test_best_shows_the_baseline_and_the_pruner_trust(tmp_path, capsys):
     """`best --top 3`: the baseline (fourth by accuracy) still shown, and the Spearman table at the
     pruner's epochs of a 30-epoch study (3, 9 and 27)."""
-    from search.console import print_best
+    from search.commands.console import print_best
 
     study = synthetic_study(tmp_path / "artifacts")
     print_best(study, 3)

@@ -1,4 +1,4 @@
-"""Retraining the winner (issue 12): the best trial, the baseline, a named trial or a spec file,
+"""Retraining the winner: the best trial, the baseline, a named trial or a spec file,
 trained again on training + validation images with several seeds and tested once after the final
 epoch; recorded with the study, exported like `best --export`, resumable. On CPU, with a tiny
 study of synthetic images (no real data needed)."""
@@ -14,12 +14,12 @@ import torch
 
 from resnet_space import MODEL_1, Recipe, ResNetSpec, count
 from resnet_space.model import build_model
-from search import record
-from search.cli import main
-from search.data import Dataset, ImageSet, load_data
-from search.retrain import (RetrainError, RetrainSettings, choose_target, closest_to_mean, full_training_data,
+from search.study import record
+from search.commands.cli import main
+from search.engine.data import Dataset, ImageSet, load_data
+from search.commands.retrain import (RetrainError, RetrainSettings, choose_target, closest_to_mean, full_training_data,
                             retrain, summarize)
-from search.train import completed_epochs, train
+from search.engine.train import completed_epochs, train
 
 from .conftest import TINY_SPACE, assert_user_error, run_cli, storage_url, write_image_folder
 
@@ -94,7 +94,7 @@ def test_retrain_records_every_seed_and_the_statistics(cwd, retrained):
     assert entry["mean"] == pytest.approx(statistics.mean(accs))
     assert entry["std"] == pytest.approx(statistics.stdev(accs))
     # The report shows it as recorded: the seed count, the mean and the search's validation accuracy.
-    from search.report import write_report
+    from search.commands.report import write_report
 
     write_report(study, cwd / "report-with-retrain")
     md = (cwd / "report-with-retrain" / "report.md").read_text()

@@ -1,4 +1,4 @@
-"""Several workers on one PostgreSQL study, and workers that die or are interrupted (issue: scale-out)."""
+"""Several workers on one PostgreSQL study, and workers that die or are interrupted."""
 
 import itertools
 import os
@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-from search.record import TrialRecord
+from search.study.record import TrialRecord
 
 from .conftest import CLI, REPO, cpu_run_flags
 

@@ -10,8 +10,8 @@ import pytest
 
 from resnet_space import Budget
 from resnet_space.errors import UserError
-from search import record
-from search import study as study_module
+from search.study import record
+from search.study import objective
 from search.study import SearchSettings, run_search
 
 from .conftest import TINY_SPACE, assert_user_error, run_cli, write_image_folder
@@ -47,7 +47,6 @@ def test_rejected_proposals_do_not_use_up_trials(tmp_path, synthetic_data):
 
 
 def test_a_space_where_nothing_fits_is_refused_before_anything_is_recorded(tmp_path, synthetic_data):
-    # It used to record 100 over-budget proposals before giving up.
     with pytest.raises(UserError, match="its smallest network, .* nothing in this space fits"):
         run_search(settings(tmp_path, synthetic_data, budget=500, baseline=False))
     assert not (tmp_path / "s.db").exists()
@@ -98,7 +97,7 @@ def test_refusal_through_the_cli_is_one_line(resumable, synthetic_data):
 
 
 def test_shipped_study_files_resolve_by_name_from_any_folder(tmp_path, monkeypatch):
-    from search.layout import resolve_space, shipped_spaces
+    from search.study.layout import resolve_space, shipped_spaces
 
     monkeypatch.chdir(tmp_path)
     assert {"default", "paper", "cpu-small"} <= set(shipped_spaces())
@@ -126,11 +125,11 @@ def test_same_seed_same_search(tmp_path, synthetic_data):
 def test_no_baseline_where_not_even_its_narrowest_fits_says_why(tmp_path, synthetic_data):
     """Model 1's shape at channels 1-2-4-8 counts 5,235 params; the tiny space's N2 B1-1 C4-8 counts
     2,654: under a budget of 4,000 the search trains, without a baseline, and says so in one line."""
-    from search.study import Quiet
+    from search.study.view import LogLines
 
     lines = []
 
-    class Collect(Quiet):
+    class Collect(LogLines):
         def log(self, message):
             lines.append(message)
 
@@ -145,7 +144,7 @@ def test_a_spec_and_recipe_trained_already_is_not_trained_again(tmp_path, synthe
     """A space of two networks under a fixed recipe: each trains once, every later proposal of
     either is recorded as a duplicate (free, no place among --trials), and asking for a third
     network ends in one line once the proposals are all duplicates."""
-    monkeypatch.setattr(study_module, "GIVE_UP_AFTER", 20)  # each duplicate costs Optuna's bookkeeping
+    monkeypatch.setattr(objective, "GIVE_UP_AFTER", 20)  # each duplicate costs Optuna's bookkeeping
     space = tmp_path / "two.toml"
     space.write_text(TINY_SPACE.read_text().replace('fill = {low = 0.05, high = 0.2}', 'first_channels = [8, 12]')
                      .replace("stages = [2, 3]", "stages = [2]").replace("blocks = {low = 1, high = 2}", "blocks = 1")

@@ -7,7 +7,8 @@ import optuna
 import pytest
 
 from benchmarks import search_tabular as tab
-from search import strategy
+from search.study import strategy
+from search.study.layout import DEFAULT_FINALISTS
 
 DATA = tab.data_dir()  # $RESNET_SEARCH_NB201, else ../shared/datasets/nas-bench-201 beside the clone
 pytestmark = pytest.mark.skipif(not (DATA / "nb201.csv").is_file(),
@@ -83,7 +84,7 @@ def test_equal_epochs_and_the_final_stage(table):
         assert row["within"]["20"]["n"] == 2 and row["within"]["20"]["median"] >= 0
     assert cell["methods"]["random no pruning"]["epochs"]["20"] == 20 * tab.FULL >= equal
     completed = [(90.0, ("a",)), (91.0, ("b",)), (91.0, ("b",)), (89.0, ("c",)), (88.0, ("d",))]
-    assert tab.finalists(completed) == [("b",), ("a",), ("c",)][: strategy.FINAL_STAGE_SIZE]
+    assert tab.finalists(completed) == [("b",), ("a",), ("c",)][: DEFAULT_FINALISTS]
 
 
 def test_curves_rank_late_epochs_better_and_the_pruner_keeps_the_best(table):

@@ -1,4 +1,4 @@
-"""The family, its exact counter and the search space (issue: space and counter)."""
+"""The family, its exact counter and the search space."""
 
 import json
 import re
@@ -250,7 +250,7 @@ def test_repair_is_a_fixed_function_of_the_drawn_values():
 
 def test_repair_of_an_enormous_draw_ends(tmp_path):
     """blocks = {high = 10**18}: the repair bisects its block scale; stepping it down one at a
-    time never ended (issue: faults)."""
+    time would never end."""
     path = tmp_path / "huge.toml"
     path.write_text("[space]\nstages = [3]\nblocks = {low = 1, high = 1000000000000000000}\n")
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(0)).ask()
@@ -372,7 +372,7 @@ BAD_STUDY_FILES = {
     "middle-of-choices-table": (MINIMAL + "[recipe]\ngrayscale = {choices = [0.0, 2.0, 0.1]}\n",
                                 "[recipe] grayscale is a probability in [0, 1], not 2.0"),
     "recipe-range-low-end": (MINIMAL + "[recipe]\nweight_decay = {low = -1e-4, high = 1e-3}\n",
-                             "[recipe] weight_decay must be >= 0, not -0.0001"),
+                             "[recipe] weight_decay must be in [0, 1], not -0.0001"),
     "recipe-range-high-end": (MINIMAL + "[recipe]\nwarmup = {low = 0.1, high = 1.0}\n",
                               "[recipe] warmup must be in [0, 1), not 1.0"),
     "recipe-low-above-high": (MINIMAL + "[recipe]\nlr = {low = 0.4, high = 0.1, log = true}\n",
@@ -412,7 +412,7 @@ def test_bad_study_files(tmp_path, text, message):
     with pytest.raises(SpaceError) as error:
         StudyFile.load(path)
     line = str(error.value)
-    assert message in line and line.startswith(f"space file {path}") and "\n" not in line, line
+    assert message in line and line.startswith(f"study file {path}") and "\n" not in line, line
 
 
 @pytest.mark.parametrize("name", ["cpu-small.toml", "default.toml", "paper.toml"])

@@ -1,4 +1,4 @@
-"""The shipped sampler and pruner (search/strategy.py): the pruner's rule, and reproducible proposals.
+"""The shipped sampler and pruner (search/study/strategy.py): the pruner's rule, and reproducible proposals.
 
 Whether the strategy beats random search is measured on real results, not here:
 tests/test_search_tabular.py (NAS-Bench-201). The proposals below come from
@@ -10,7 +10,7 @@ import pytest
 
 from benchmarks.search_synthetic import search
 from resnet_space.space import StudyFile
-from search import strategy
+from search.study import strategy
 
 from .conftest import REPO
 

@@ -10,8 +10,8 @@ import optuna
 import pytest
 import torch
 
-from search import record
-from search.data import UnsafeFile, load_plain
+from search.study import record
+from search.engine.data import UnsafeFile, load_plain
 
 from .conftest import assert_user_error, cpu_run_flags, run_cli, run_small_study, storage_url, synthetic_root
 
@@ -193,7 +193,7 @@ def test_a_storage_url_can_come_from_the_environment(cwd):
 
 
 def test_a_killed_export_is_written_over_by_the_same_command(study_dir, tmp_path):
-    from search.export import IN_PROGRESS
+    from search.commands.export import IN_PROGRESS
 
     out = tmp_path / "winner"
     out.mkdir()
@@ -210,7 +210,7 @@ def test_a_killed_export_is_written_over_by_the_same_command(study_dir, tmp_path
 
 
 def test_a_folder_with_the_marker_and_a_file_of_its_own_is_not_taken_for_a_half_export(study_dir, tmp_path):
-    from search.export import IN_PROGRESS
+    from search.commands.export import IN_PROGRESS
 
     out = tmp_path / "mine"
     out.mkdir()

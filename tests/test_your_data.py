@@ -17,8 +17,8 @@ from resnet_space.count import count
 from resnet_space.model import build_model
 from resnet_space.space import SpaceError, StudyFile
 from resnet_space.spec import ResNetSpec, max_stages
-from search.cli import main
-from search.data import DataError, find_data, load_data
+from search.commands.cli import main
+from search.engine.data import DataError, find_data, load_data
 
 from .conftest import TINY_SPACE
 
@@ -94,7 +94,7 @@ def test_the_space_says_what_it_does_at_16_and_at_128_pixels(tmp_path):
 
 
 def test_the_baseline_is_model_1_built_for_the_data(tmp_path):
-    from search.plan import Plan, SearchSettings
+    from search.study.plan import Plan, SearchSettings
 
     plan = Plan.of(SearchSettings(budget=5_000_000, device="cpu", artifacts=tmp_path / "a")).for_data(Shape(28, 1, 47))
     spec, label = plan.baseline
@@ -276,7 +276,7 @@ def test_run_export_retrain_report_on_a_new_shape(tmp_path, monkeypatch, capsys,
                  "--quiet"]) == 0
     import optuna
 
-    from search.record import StudyRecord, TrialRecord
+    from search.study.record import StudyRecord, TrialRecord
 
     study = optuna.load_study(study_name="mine", storage="sqlite:///studies/resnet-search.db")
     recorded = StudyRecord.of(study)

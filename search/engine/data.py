@@ -30,9 +30,8 @@ from resnet_space import Shape
 from resnet_space.errors import UserError
 from resnet_space.spec import MAX_SIDE, MIN_SIDE
 
-from .layout import DATA_ENV, DEFAULT_VAL_SIZE, save_atomic
+from .files import DATA_ENV, cache_root, save_atomic
 
-CACHE_ENV = "RESNET_SEARCH_CACHE"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}
 CACHE_FORMAT = 2  # bumped when what a decoded cache holds changes, so an old one is never read
 GRAY_MODES = {"1", "L", "I", "I;16", "F"}  # PIL modes of one channel, read as 8-bit gray
@@ -67,20 +66,15 @@ class Named:
     title: str
     dataset: str  # the class's name in torchvision.datasets
     marker: str
+    train_images: int  # in its training split: what an estimate counts before the data is read
 
 
 NAMED = {
-    "cifar10": Named("CIFAR-10", "CIFAR10", "cifar-10-batches-py"),
-    "cifar100": Named("CIFAR-100", "CIFAR100", "cifar-100-python"),
-    "svhn": Named("SVHN", "SVHN", "train_32x32.mat"),
-    "fashion-mnist": Named("Fashion-MNIST", "FashionMNIST", "FashionMNIST"),
+    "cifar10": Named("CIFAR-10", "CIFAR10", "cifar-10-batches-py", 50_000),
+    "cifar100": Named("CIFAR-100", "CIFAR100", "cifar-100-python", 50_000),
+    "svhn": Named("SVHN", "SVHN", "train_32x32.mat", 73_257),
+    "fashion-mnist": Named("Fashion-MNIST", "FashionMNIST", "FashionMNIST", 60_000),
 }
-
-
-def cache_root() -> Path:
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "resnet-search"
 
 
 @dataclass
@@ -123,12 +117,15 @@ class DataDescription:
     def from_dict(cls, data: dict) -> "DataDescription":
         return cls(**{**data, **{k: tuple(data[k]) for k in ("classes", "mean", "std")}})
 
+    def stats(self, device=None, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """The per-channel mean and std of pixels in [0, 1], shaped (1, channels, 1, 1) to broadcast."""
+        shape = (1, self.channels, 1, 1)
+        return tuple(torch.tensor(v, device=device, dtype=dtype).view(shape) for v in (self.mean, self.std))
+
     def normalize(self, images: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
         """uint8 images as the networks take them: each channel less its mean, over its std."""
-        shape = (1, self.channels, 1, 1)
-        mean = torch.tensor(self.mean, device=images.device, dtype=dtype).view(shape) * 255
-        std = torch.tensor(self.std, device=images.device, dtype=dtype).view(shape) * 255
-        return (images.to(dtype) - mean) / std
+        mean, std = self.stats(images.device, dtype)
+        return (images.to(dtype) - mean * 255) / (std * 255)
 
 
 @dataclass
@@ -382,7 +379,7 @@ class DataSource:
     def train_images(self) -> int:
         return len(self.listing["train"][0]) if self.listing else len(self.arrays[0])
 
-    def load(self, *, val_size: int = DEFAULT_VAL_SIZE, limit_train: int | None = None, seed: int = 0,
+    def load(self, *, val_size: int, limit_train: int | None = None, seed: int = 0,
              status=None) -> "Dataset":
         """Train/validation/test splits and their description. The validation split is carved
         from training images (seeded, stratified) and is what a search optimises; test is kept for
@@ -449,7 +446,15 @@ def find_data(root=None, *, classes: int | None = None, download: bool = True,
                       listing={"train": (train_files, train_labels), "test": (test_files, test_labels)})
 
 
-def load_data(root=None, *, val_size: int = DEFAULT_VAL_SIZE, limit_train: int | None = None, seed: int = 0,
+def training_images(root=None, val_size: int = 0, limit_train: int | None = None) -> int:
+    """How many images a run trains on, without decoding (or downloading) any: a named data set's
+    known count, a folder's listing; less the validation split, or the training limit."""
+    text = str(root or os.environ.get(DATA_ENV) or "cifar10")
+    total = NAMED[text].train_images if text in NAMED else find_data(text).train_images
+    return limit_train or max(total - val_size, 0)
+
+
+def load_data(root=None, *, val_size: int, limit_train: int | None = None, seed: int = 0,
               download: bool = True, classes: int | None = None, network: str | None = None, status=None) -> Dataset:
     """find_data(...).load(...): the data found, checked, decoded and cached."""
     source = find_data(root, classes=classes, download=download, network=network)
@@ -525,10 +530,8 @@ def random_grayscale(x: torch.Tensor, p: float, generator: torch.Generator,
     (torchvision's Grayscale), normalised again per channel. A grayscale batch is returned as it is."""
     if x.shape[1] == 1:
         return x
-    shape = (1, 3, 1, 1)
-    mean = torch.tensor(description.mean, device=x.device, dtype=x.dtype).view(shape)
-    std = torch.tensor(description.std, device=x.device, dtype=x.dtype).view(shape)
-    luma = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(shape)
+    mean, std = description.stats(x.device, x.dtype)
+    luma = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     gray = ((x * std + mean) * luma).sum(1, keepdim=True)
     pick = torch.rand(len(x), generator=generator, device=x.device) < p
     return torch.where(pick[:, None, None, None], (gray - mean) / std, x)

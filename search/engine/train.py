@@ -8,7 +8,7 @@ Why it is fast (the habits of the fast public CIFAR-10 trainers, airbench and Pa
   the tests prove that path without a GPU);
 - the learning rate is a pure function of the step, so a resumed run needs no scheduler state;
 - the loss is summed on the device and read once per epoch, so steps never wait on the host.
-It imports neither optuna nor the CLI: anyone can train a spec with `train(spec, data, recipe)`.
+It imports neither optuna nor any view: anyone can train a spec with `train(spec, data, recipe)`.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from resnet_space.errors import UserError
 from resnet_space.model import build_model
 
 from .data import DataDescription, Dataset, ImageSet, TrainingSet, UnsafeFile, check_shape, load_plain
-from .layout import save_atomic
-from .private import cpp_compiler, unwrapped
+from ..private import cpp_compiler, unwrapped
+from .files import save_atomic
 
 
 class DeviceError(UserError):
@@ -264,7 +264,7 @@ def _whole_run_state(state: dict) -> bool:
 
 
 def train(spec: ResNetSpec, data: Dataset, recipe: Recipe, *, device: str | torch.device = "auto", seed: int = 0,
-          on_epoch: EpochCallback | None = None, checkpoint_dir=None, progress=True,
+          on_epoch: EpochCallback | None = None, checkpoint_dir=None, progress=None,
           compile: bool = False, validate: bool = True, numerics: str | Numerics = "auto") -> TrainResult:
     """Train `spec` under `recipe`; return per-epoch validation accuracy and the best epoch.
 
@@ -275,7 +275,8 @@ def train(spec: ResNetSpec, data: Dataset, recipe: Recipe, *, device: str | torc
     written and the result's best epoch is the last; the final weights are last.pt's.
     on_epoch(Epoch) runs after each epoch; whatever it raises (a
     pruning signal, say) ends the run after that epoch's checkpoint is written.
-    progress: True for a rich bar, False for none, or a rich Progress to add the bar to.
+    progress: the caller's rich Progress (anything with its add_task, update and remove_task) to
+    add the epoch bar to, or None for none; the engine draws nothing itself.
     numerics: "auto" (CUDA's settings on a CUDA device, float32 on the CPU), "cuda", "fp32" or a
     Numerics; see Numerics. compile: torch.compile the training step (on the CPU it needs a C++
     compiler: compile_unavailable says whether one is there).
@@ -288,110 +289,140 @@ def train(spec: ResNetSpec, data: Dataset, recipe: Recipe, *, device: str | torc
     if compile and (why := compile_unavailable(device)):
         raise DeviceError(why)
     torch.manual_seed(seed)
-    model = build_model(spec).to(device, memory_format=numerics.memory_format)
-    optimizer = make_optimizer(model, recipe)
-    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    step_model = torch.compile(model) if compile else model
-
+    steps = Steps.prepare(spec, data, recipe, device, numerics, compile)
     result = TrainResult(device=str(device), numerics=numerics.name)
-    identity = _checkpoint_identity(spec, recipe, seed)
-    last = best = None
+    files = None
     if checkpoint_dir is not None:
-        checkpoint_dir = Path(checkpoint_dir)
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        last, best = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
-        state = resumable_state(checkpoint_dir, spec, recipe, seed)
-        if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            result.history = [Epoch(**e) for e in state["history"]]
-            result.best_val_acc, result.best_epoch = state["best_val_acc"], state["best_epoch"]
-            result.resumed_from = result.epochs_done
+        files = Checkpoints(Path(checkpoint_dir), _checkpoint_identity(spec, recipe, seed), numerics.name)
+        files.resume(steps, result, spec, recipe, seed)
 
-    # Prepared once, resident on the device (bf16 on CUDA: half the memory traffic per step).
-    train_set = TrainingSet(data.train.images.to(device), recipe, data.description, numerics.resident_dtype)
-    train_labels = data.train.labels.to(device)
-    n = len(train_labels)
-    batch = min(recipe.batch_size, n)
-    steps_per_epoch = n // batch  # drop the ragged last batch: BN and step timing stay uniform
-    total_steps = steps_per_epoch * recipe.epochs
-
-    bar, own_bar, task = _progress(progress, recipe.epochs, result.epochs_done)
+    task = progress.add_task("epochs", total=recipe.epochs, completed=result.epochs_done, info="") if progress else None
+    after_step = (lambda: progress.update(task, advance=1 / steps.per_epoch)) if progress else (lambda: None)
     try:
         for epoch in range(result.epochs_done + 1, recipe.epochs + 1):
-            # Order and augmentation depend only on (seed, epoch): a resumed run repeats them exactly.
-            gen = torch.Generator(device=device).manual_seed(seed * 100_003 + epoch)
-            model.train()
             start = time.perf_counter()
-            loss_sum = torch.zeros((), device=device)
-            order = torch.randperm(n, generator=gen, device=device)
-            lr = recipe.lr
-            for step in range(steps_per_epoch):
-                index = order[step * batch:(step + 1) * batch]
-                x = train_set.batch(index, gen).contiguous(memory_format=numerics.memory_format)
-                lr = learning_rate(recipe, (epoch - 1) * steps_per_epoch + step, total_steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=numerics.bf16_autocast):
-                    loss = criterion(step_model(x), train_labels[index])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.detach()
-                if bar is not None:
-                    bar.update(task, advance=1 / steps_per_epoch)
-            mean_loss = loss_sum.item() / steps_per_epoch  # also waits for the device to finish
-            train_seconds = time.perf_counter() - start
+            mean_loss, lr, train_seconds = steps.epoch(epoch, seed, after_step)
             if not math.isfinite(mean_loss):
                 raise Diverged(f"training loss became {mean_loss} in epoch {epoch} (lr {lr:.3g}); "
                                "lower the learning rate")
-            val_acc = evaluate(model, data.val, data.description, device, recipe.flip_tta,
+            val_acc = evaluate(steps.model, data.val, data.description, device, recipe.flip_tta,
                                numerics=numerics) if validate else None
-            seconds = time.perf_counter() - start
-            record = Epoch(epoch, val_acc, mean_loss, seconds, steps_per_epoch * batch / train_seconds, lr)
+            record = Epoch(epoch, val_acc, mean_loss, time.perf_counter() - start,
+                           steps.per_epoch * steps.batch / train_seconds, lr)
             result.history.append(record)
-            if not validate:
-                result.best_epoch = epoch  # no selection: the final epoch is the result
-            elif val_acc > result.best_val_acc or result.best_epoch == 0:
-                result.best_val_acc, result.best_epoch = val_acc, epoch
-                if best is not None:
-                    _save(best, {"identity": identity, "model": portable_state_dict(model), "epoch": epoch,
-                                 "val_acc": val_acc, "numerics": numerics.name})
-            if last is not None:
-                _save(last, {"identity": identity, "model": portable_state_dict(model),
-                             "optimizer": optimizer.state_dict(), "history": [asdict(e) for e in result.history],
-                             "best_val_acc": result.best_val_acc, "best_epoch": result.best_epoch,
-                             "numerics": numerics.name})
-            if bar is not None:
-                bar.update(task, completed=epoch,
-                           info=f"{record.images_per_s:,.0f} img/s  loss {mean_loss:.3f}"
+            improved = validate and (val_acc > result.best_val_acc or result.best_epoch == 0)
+            if not validate or improved:  # without validation nothing is selected: the final epoch is the result
+                result.best_val_acc, result.best_epoch = (val_acc, epoch) if validate else (result.best_val_acc, epoch)
+            if files is not None:
+                files.save(steps, result, improved)
+            if progress:
+                progress.update(task, completed=epoch, info=f"{record.images_per_s:,.0f} img/s  loss {mean_loss:.3f}"
                                 + ("" if val_acc is None else f"  val {val_acc:.2%}"))
             if on_epoch is not None:
                 on_epoch(record)
     finally:
-        if own_bar:
-            bar.stop()
-        elif bar is not None:
-            bar.remove_task(task)
+        if progress:
+            progress.remove_task(task)
     return result
+
+
+@dataclass
+class Steps:
+    """What the training steps of one run share: the model (and the compiled step model), its
+    optimizer and loss, the training set prepared once on the device, and the step counts."""
+
+    model: nn.Module
+    step_model: nn.Module  # the model, or torch.compile's wrapper of it
+    optimizer: torch.optim.Optimizer
+    criterion: nn.Module
+    recipe: Recipe
+    numerics: Numerics
+    device: torch.device
+    train_set: TrainingSet
+    labels: torch.Tensor
+    batch: int
+    per_epoch: int  # steps per epoch: the ragged last batch is dropped, so BN and step timing stay uniform
+
+    @classmethod
+    def prepare(cls, spec: ResNetSpec, data: Dataset, recipe: Recipe, device: torch.device, numerics: Numerics,
+                compile: bool) -> "Steps":
+        model = build_model(spec).to(device, memory_format=numerics.memory_format)
+        optimizer = make_optimizer(model, recipe)
+        criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+        # Prepared once, resident on the device (bf16 on CUDA: half the memory traffic per step).
+        train_set = TrainingSet(data.train.images.to(device), recipe, data.description, numerics.resident_dtype)
+        labels = data.train.labels.to(device)
+        batch = min(recipe.batch_size, len(labels))
+        return cls(model, torch.compile(model) if compile else model, optimizer, criterion, recipe, numerics, device,
+                   train_set, labels, batch, len(labels) // batch)
+
+    def epoch(self, epoch: int, seed: int, after_step) -> tuple[float, float, float]:
+        """One epoch of steps: (mean training loss, the last learning rate, seconds)."""
+        recipe, numerics, device = self.recipe, self.numerics, self.device
+        # Order and augmentation depend only on (seed, epoch): a resumed run repeats them exactly.
+        gen = torch.Generator(device=device).manual_seed(seed * 100_003 + epoch)
+        self.model.train()
+        start = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        order = torch.randperm(len(self.labels), generator=gen, device=device)
+        lr, total_steps = recipe.lr, self.per_epoch * recipe.epochs
+        for step in range(self.per_epoch):
+            index = order[step * self.batch:(step + 1) * self.batch]
+            x = self.train_set.batch(index, gen).contiguous(memory_format=numerics.memory_format)
+            lr = learning_rate(recipe, (epoch - 1) * self.per_epoch + step, total_steps)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=numerics.bf16_autocast):
+                loss = self.criterion(self.step_model(x), self.labels[index])
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += loss.detach()
+            after_step()
+        mean_loss = loss_sum.item() / self.per_epoch  # also waits for the device to finish
+        return mean_loss, lr, time.perf_counter() - start
+
+
+@dataclass
+class Checkpoints:
+    """A run's checkpoint folder: last.pt after every epoch (what a run of the same identity
+    resumes from), best.pt at each new best validation epoch."""
+
+    folder: Path
+    identity: dict  # spec, recipe and seed: a last.pt of another identity is never resumed
+    numerics: str
+
+    def resume(self, steps: Steps, result: TrainResult, spec: ResNetSpec, recipe: Recipe, seed: int) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        state = resumable_state(self.folder, spec, recipe, seed)
+        if state is not None:
+            steps.model.load_state_dict(state["model"])
+            steps.optimizer.load_state_dict(state["optimizer"])
+            result.history = [Epoch(**e) for e in state["history"]]
+            result.best_val_acc, result.best_epoch = state["best_val_acc"], state["best_epoch"]
+            result.resumed_from = result.epochs_done
+
+    def save(self, steps: Steps, result: TrainResult, improved: bool) -> None:
+        weights = portable_state_dict(steps.model)
+        if improved:
+            _save(self.folder / "best.pt", {"identity": self.identity, "model": weights, "epoch": result.epochs_done,
+                                            "val_acc": result.best_val_acc, "numerics": self.numerics})
+        _save(self.folder / "last.pt", {"identity": self.identity, "model": weights,
+                                        "optimizer": steps.optimizer.state_dict(),
+                                        "history": [asdict(e) for e in result.history],
+                                        "best_val_acc": result.best_val_acc, "best_epoch": result.best_epoch,
+                                        "numerics": self.numerics})
 
 
 def _save(path: Path, state: dict) -> None:
     save_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
-def _progress(progress, epochs: int, done: int):
-    """(bar, whether we own it, task id) for the epoch bar, or (None, False, None) when off."""
-    if progress is False or progress is None:
-        return None, False, None
-    from .live import progress_bar
-
-    own = progress is True
-    bar = progress_bar(transient=True) if own else progress
-    if own:
-        bar.start()
-    task = bar.add_task("epochs", total=epochs, completed=done, info="")
-    return bar, own, task
+def cpu_estimate(macs_per_image: int, images: int, epochs: int) -> str:
+    """How long training that many MACs would take on this CPU, as "about N h (R GMAC/s measured)"."""
+    hours, rate = cpu_estimate_hours(macs_per_image, images, epochs)
+    took = f"{hours:,.0f} h" if hours >= 10 else f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.0f} min"
+    return f"about {took} on this CPU ({rate / 1e9:.1f} GMAC/s measured)"
 
 
 def cpu_estimate_hours(macs_per_image: int, images: int, epochs: int) -> tuple[float, float]:

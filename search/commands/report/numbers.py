@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import optuna
 
-from ..record import Snapshot, StudyRecord, TrialRecord, finalist_winner, latest_finalists, ranked, trial_counts
-from ..strategy import rung_epochs
+from ...study.record import Snapshot, StudyRecord, TrialRecord, finalist_winner, latest_finalists, ranked, trial_counts
+from ...study.strategy import rung_epochs
 
 REPORTED = "as reported: test acc, true CIFAR-10, 200 epochs"
 
@@ -106,7 +106,7 @@ def top_rows(snapshot: Snapshot, top: int, with_baseline: bool = False) -> list[
     for rank, r in shown:
         test = exported.get("test_acc") if exported.get("trial") == r.number else None
         rows.append({"rank": rank, "trial": r.number, "summary": r.summary,
-                     "baseline": r.baseline_label if r.baseline else "",
+                     "baseline": r.baseline_label if r.baseline else "", "label": r.label,
                      "params": r.params, "macs": r.macs, "val_acc": r.best_acc, "complete": r.value is not None,
                      "epochs": len(r.curve), "seconds": sum(r.seconds), "test_acc": test})
     return rows
@@ -126,8 +126,8 @@ def final_stage_rows(snapshot: Snapshot) -> list[dict]:
     for r in latest_finalists(final):
         source = search.get(r.finalist_of)
         rows.append({"trial": r.finalist_of, "final_trial": r.number, "summary": r.summary,
-                     "baseline": r.baseline_label if r.baseline else "", "params": r.params, "macs": r.macs,
-                     "search_val_acc": source.best_acc if source else None,
+                     "baseline": r.baseline_label if r.baseline else "", "label": r.label, "params": r.params,
+                     "macs": r.macs, "search_val_acc": source.best_acc if source else None,
                      "search_epochs": len(source.curve) if source else None,
                      "val_acc": r.value if r.state == "COMPLETE" else None, "state": r.state,
                      "epochs": r.recipe.get("epochs"), "seconds": sum(r.seconds), "winner": r.number == won})
@@ -157,7 +157,7 @@ def front_rows(snapshot: Snapshot) -> list[dict]:
                 if r.state == "COMPLETE" and r.value is not None and r.params is not None and r.macs is not None}
     front = pareto_front([(r.params, r.macs, r.value, r.number) for r in complete.values()])
     return [{"trial": n, "summary": complete[n].summary,
-             "baseline": complete[n].baseline_label if complete[n].baseline else "",
+             "baseline": complete[n].baseline_label if complete[n].baseline else "", "label": complete[n].label,
              "params": p, "macs": m, "val_acc": acc, "epochs": len(complete[n].curve)} for p, m, acc, n in front]
 
 

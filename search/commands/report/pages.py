@@ -6,8 +6,8 @@ import html
 from pathlib import Path
 from dataclasses import dataclass, field
 
-from ..layout import plural
-from ..record import StudyRecord, TrialRecord
+from ...study.layout import plural
+from ...study.record import StudyRecord, TrialRecord
 from .figures import ACC_MACS_PLOT, ACC_PLOT, CURVES_PLOT, IMPORTANCE_PLOT
 from .numbers import REPORTED, Importances, Mark, dataset_phrase, dataset_short, failures, model_1_reported
 
@@ -83,7 +83,7 @@ def sections(study: StudyRecord, trials: list[TrialRecord], numbers: dict, marks
 
     if rows:
         header = ["rank", "trial", "spec", "params", "MACs", "val acc", "epochs", "train s", "test acc"]
-        body = [[str(r["rank"]), str(r["trial"]), r["summary"] + (f" ({r['baseline']})" if r["baseline"] else ""),
+        body = [[str(r["rank"]), str(r["trial"]), r["label"],
                  fmt_int(r["params"]), fmt_int(r["macs"]), pct(r["val_acc"]), str(r["epochs"]),
                  f"{r['seconds']:.1f}", pct(r["test_acc"])] for r in rows]
         out.append(Section(f"Top {len(rows)} trials", table=(header, body), notes=[
@@ -97,7 +97,7 @@ def sections(study: StudyRecord, trials: list[TrialRecord], numbers: dict, marks
         header = ["", "search trial", "spec", "params", "MACs", "search val acc", "search epochs", "final val acc",
                   "final epochs"]
         body = [["winner" if r["winner"] else "", str(r["trial"]),
-                 r["summary"] + (f" ({r['baseline']})" if r["baseline"] else ""), fmt_int(r["params"]),
+                 r["label"], fmt_int(r["params"]),
                  fmt_int(r["macs"]), pct(r["search_val_acc"]), str(r["search_epochs"]),
                  pct(r["val_acc"]) if r["val_acc"] is not None else r["state"].lower(), str(r["epochs"])]
                 for r in final]
@@ -148,7 +148,7 @@ def sections(study: StudyRecord, trials: list[TrialRecord], numbers: dict, marks
         image=ACC_MACS_PLOT, image_alt="validation accuracy against MACs per image, with the Pareto front, the "
                                        "MACs budget and the seed report's Table 1"))
     if numbers["front"]:
-        body = [[str(r["trial"]), r["summary"] + (f" ({r['baseline']})" if r["baseline"] else ""),
+        body = [[str(r["trial"]), r["label"],
                  fmt_int(r["params"]), fmt_int(r["macs"]), pct(r["val_acc"]), str(r["epochs"])]
                 for r in numbers["front"]]
         out.append(Section("The trade-off front", [

@@ -35,10 +35,11 @@ from resnet_space import Recipe, ResNetSpec, SpecError, count, fits
 from resnet_space.errors import UserError
 from resnet_space.space import center_recipe
 
-from . import record
-from .data import Dataset, ImageSet, load_for, study_data_root
-from .layout import DEFAULT_ARTIFACTS, DEFAULT_STORAGE, plural, save_atomic, writable_folder
-from .train import Diverged, Epoch, completed_epochs, cpu_estimate_hours, evaluate, load_model, resolve_device, train
+from ..engine.data import Dataset, ImageSet, load_for, study_data_root
+from ..engine.files import save_atomic
+from ..study import record
+from ..study.layout import DEFAULT_ARTIFACTS, DEFAULT_STORAGE, plural, writable_folder
+from ..engine.train import Diverged, Epoch, completed_epochs, cpu_estimate, evaluate, load_model, resolve_device, train
 
 
 class RetrainError(UserError):
@@ -262,7 +263,7 @@ def retrain(settings: RetrainSettings, *, log: Callable[[str], None] = _log, pro
     finished seeds' files and the running seed's last epoch checkpoint to resume from.
     on_epoch(seed, Epoch) runs after every epoch (what it raises stops the run there)."""
     from .export import write_export
-    from .storage import load_study, open_storage
+    from ..study.storage import load_study, open_storage
 
     if study is None:
         study = load_study(open_storage(settings.storage), settings.study, log)
@@ -273,10 +274,9 @@ def retrain(settings: RetrainSettings, *, log: Callable[[str], None] = _log, pro
     data = full_training_data(recorded, spec, settings.data)
     device = resolve_device(settings.device)
     if settings.device == "auto" and device.type == "cpu":
-        hours = cpu_estimate_hours(counts.macs, len(data.train), epochs)[0] * settings.seeds
-        took = f"{hours:,.0f} h" if hours >= 10 else f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.0f} min"
-        raise RetrainError(f"no CUDA device here: retraining {target.label} ({len(data.train):,} images x {plural(epochs, 'epoch')} "
-                           f"x {plural(settings.seeds, 'seed')}) would take about {took} on this CPU; "
+        took = cpu_estimate(counts.macs, len(data.train), epochs * settings.seeds)
+        raise RetrainError(f"no CUDA device here: retraining {target.label} ({len(data.train):,} images x "
+                           f"{plural(epochs, 'epoch')} x {plural(settings.seeds, 'seed')}) would take {took}; "
                            "pass --device cpu to retrain on it anyway")
     identity = {"study": study.study_name, "label": target.label, "spec": spec.to_dict(), "recipe": recipe.to_dict(),
                 "dataset": data.name, "fingerprint": data.description.fingerprint,

@@ -30,8 +30,8 @@ from resnet_space.space import StudyFile
 from .layout import (DEFAULT_ARTIFACTS, DEFAULT_FINALISTS, DEFAULT_SPACE, DEFAULT_STORAGE, DEFAULT_STORAGE_RETRY_S,
                      DEFAULT_STUDY, DEFAULT_TRIALS, DEFAULT_VAL_SIZE, FINAL_STAGE_SUFFIX, HEARTBEAT_S, Outputs,
                      resolve_space)
+from ..engine.train import device_memory, resolve_device
 from .storage import check_storage_url, open_artifact_store
-from .train import device_memory, resolve_device
 
 MAX_SEED = 2**32 - 1
 MAX_HEARTBEAT_S = 3600  # past an hour, a dead worker's trial would wait hours for its retry
@@ -86,7 +86,7 @@ class Plan:
     """The settings of one stage of a search, resolved (see the module docstring)."""
 
     settings: SearchSettings
-    space: StudyFile
+    study_file: StudyFile
     budget: Budget
     recipe: Recipe  # the recipe at the middle of every searched range, at the stage's epochs
     recipe_params: dict  # the trial params that select `recipe`
@@ -110,30 +110,30 @@ class Plan:
         check_storage_url(settings.storage, create=True)  # before any image is decoded and cached
         open_artifact_store(settings.artifacts, create=False)  # a store kind that is not supported, refused now
         outputs = Outputs(Path(settings.artifacts), settings.study)
-        space = StudyFile.load(resolve_space(str(settings.space)))
-        budget = Budget(settings.budget or space.budget.params, settings.macs_budget or space.budget.macs)
+        study_file = StudyFile.load(resolve_space(str(settings.space)))
+        budget = Budget(settings.budget or study_file.budget.params, settings.macs_budget or study_file.budget.macs)
         device = resolve_device(settings.device)
         need, have = BYTES_PER_PARAM * budget.params, device_memory(device)
         if need > have:
             raise UserError(f"budget {budget.params:,} params: a network that size needs about {need / 2**30:,.0f} GiB "
                             f"to train ({BYTES_PER_PARAM} bytes a parameter) but device {device} has "
                             f"{have / 2**30:,.0f} GiB; lower the budget")
-        recipe, params = space.center_recipe(settings.epochs)
-        return cls(settings, space, budget, recipe, params, None, outputs, device)
+        recipe, params = study_file.center_recipe(settings.epochs)
+        return cls(settings, study_file, budget, recipe, params, None, outputs, device)
 
     def for_data(self, shape: Shape) -> "Plan":
         """The plan fitted to data of `shape`: the space's networks and the baseline built for it.
         Refuses a space none of whose networks fits the budget at that shape."""
-        space = self.space.for_shape(shape)
-        smallest = space.smallest_specs()
+        study_file = self.study_file.for_shape(shape)
+        smallest = study_file.smallest_specs()
         if not any(fits(spec, self.budget) for spec in smallest):
             smallest = min(smallest, key=lambda spec: count(spec).params)
             counts = count(smallest)
-            raise UserError(f"space file {space.path}: its smallest network, {smallest.summary()}, has "
+            raise UserError(f"study file {study_file.path}: its smallest network, {smallest.summary()}, has "
                             f"{counts.params:,} params and {counts.macs:,} MACs, not under the budget of "
                             f"{self.budget}: nothing in this space fits; raise the budget or narrow the space")
         baseline = baseline_for(self.budget, shape) if self.settings.baseline else None
-        return dataclasses.replace(self, space=space, baseline=baseline)
+        return dataclasses.replace(self, study_file=study_file, baseline=baseline)
 
     @property
     def epochs(self) -> int:
@@ -149,14 +149,14 @@ class Plan:
         epochs = self.settings.final_epochs or 2 * self.epochs
         study = self.study + FINAL_STAGE_SUFFIX
         settings = dataclasses.replace(self.settings, study=study, trials=finalists, epochs=epochs, timeout=None)
-        return dataclasses.replace(self, settings=settings, recipe=self.space.center_recipe(epochs)[0],
+        return dataclasses.replace(self, settings=settings, recipe=self.study_file.center_recipe(epochs)[0],
                                    outputs=Outputs(self.outputs.artifacts, study), stage="final")
 
     def study_settings(self, dataset: str) -> dict:
         """What the stage's results depend on (record.SETTING_FLAGS): a study resumed with other
         values is refused, since its trials would not compare."""
         s = self.settings
-        recipe_table = {k: list(v) if isinstance(v, tuple) else v for k, v in self.space.recipe.items()}
-        return {"budget": self.budget.params, "macs_budget": self.budget.macs, "space": self.space.space,
+        recipe_table = {k: list(v) if isinstance(v, tuple) else v for k, v in self.study_file.recipe.items()}
+        return {"budget": self.budget.params, "macs_budget": self.budget.macs, "space": self.study_file.space,
                 "recipe": recipe_table, "epochs": self.epochs, "dataset": dataset, "limit_train": s.limit_train,
                 "val_size": s.val_size, "seed": s.seed, "sampler": s.sampler}

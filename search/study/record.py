@@ -1,4 +1,6 @@
-"""What a trial and a study record: the one writer and the one reader of their user attrs.
+"""What a trial and a study record: the one reader of their user attrs, and their writer but for
+one attr: why a trial already finished failed, which only the storage can write
+(storage.RDBStorage.write_fail_reason; faults.py writes it so after an outage).
 
 The search writes through the `write_*` functions; `best`, the export, the report and the live
 view read through `TrialRecord.of(trial)` and `StudyRecord.of(study)`, and what shows many numbers
@@ -21,8 +23,8 @@ from optuna.trial import TrialState
 from resnet_space import Budget
 from resnet_space.errors import UserError
 
+from ..private import study_storage
 from .layout import DEFAULT_VAL_SIZE, FINAL_STAGE_SUFFIX, Outputs
-from .private import study_storage
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 ARTIFACT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")  # optuna's uuid4 ids
@@ -358,7 +360,7 @@ class StudyRecord:
     name: str
     budget: int | None = None  # parameters
     macs_budget: int | None = None  # MACs per image; None: no MACs wall
-    space_file: str | None = None
+    study_file: str | None = None
     space: dict | None = None
     recipe_space: dict | None = None
     artifact_dir: str | None = None

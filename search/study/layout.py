@@ -1,5 +1,5 @@
 """Where things live: the defaults, the shipped study files, and every output folder of a study
-(and two small helpers every part uses: `save_atomic` for files, `plural` for messages).
+(and `plural`, for messages).
 
 Light on purpose: parsing flags imports this and neither torch nor optuna.
 """
@@ -7,7 +7,6 @@ Light on purpose: parsing flags imports this and neither torch nor optuna.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -17,7 +16,6 @@ from resnet_space.errors import UserError
 DEFAULT_STUDY = "resnet-search"
 DEFAULT_STORAGE = "sqlite:///studies/resnet-search.db"
 STORAGE_ENV = "RESNET_SEARCH_STORAGE"  # a storage URL kept out of the process list
-DATA_ENV = "RESNET_SEARCH_DATA"
 DEFAULT_ARTIFACTS = "studies/artifacts"
 DEFAULT_SPACE = "default"
 HEARTBEAT_S = 30  # a worker whose heartbeat is silent for 3 of these periods is dead: its trial is retried
@@ -95,29 +93,3 @@ class Outputs:
 
 def plural(n: int, word: str) -> str:
     return f"{n:,} {word}{'' if n == 1 else 's'}"
-
-
-def save_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """write(a temporary path beside `path`), then rename it over `path`: a crash mid-write never
-    leaves a torn file, and two processes writing at once never interleave. Temporary files of
-    writers that died (SIGKILL) are removed first."""
-    for stale in path.parent.glob(f"{path.name}.tmp*"):
-        pid = stale.name.removeprefix(f"{path.name}.tmp")
-        if pid.isdigit() and not _alive(int(pid)):
-            stale.unlink(missing_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's live process
-    return True

@@ -16,8 +16,8 @@ import sqlalchemy
 
 from resnet_space.errors import UserError
 
+from ..private import trial_id
 from .layout import FINAL_STAGE_SUFFIX, HEARTBEAT_S, writable_folder
-from .private import trial_id
 
 # Heartbeats and the stale-trial retry are marked experimental.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

@@ -14,9 +14,10 @@ from resnet_space.spec import spec_from_text
 
 from .flags import (artifacts_folder, budget_arg, integer_at_least, positive_float, positive_int, settings_from,
                     storage_url, trial_number)
-from .interrupts import ctrl_c_stops_once, how_stopped
-from .layout import (DEFAULT_ARTIFACTS, DEFAULT_FINALISTS, DEFAULT_SPACE, DEFAULT_STORAGE, DEFAULT_STORAGE_RETRY_S,
-                     DATA_ENV, DEFAULT_STUDY, DEFAULT_TRIALS, DEFAULT_VAL_SIZE, HEARTBEAT_S, STORAGE_ENV, shipped_spaces,
+from ..engine.files import DATA_ENV
+from ..study.interrupts import ctrl_c_stops_once, how_stopped
+from ..study.layout import (DEFAULT_ARTIFACTS, DEFAULT_FINALISTS, DEFAULT_SPACE, DEFAULT_STORAGE, DEFAULT_STORAGE_RETRY_S,
+                     DEFAULT_STUDY, DEFAULT_TRIALS, DEFAULT_VAL_SIZE, HEARTBEAT_S, STORAGE_ENV, shipped_spaces,
                      study_name, writable_folder)
 
 
@@ -44,17 +45,32 @@ def cmd_count(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from ..study.plan import SearchSettings
+    from ..study.run import run_search
     from .console import print_best
-    from .live import LiveView
-    from .study import SearchSettings, run_search
+    from .live import CountedLog, LiveView
 
+    view = CountedLog() if args.quiet else LiveView()
     try:
-        study = run_search(settings_from(SearchSettings, args, baseline=not args.no_baseline),
-                           LiveView(quiet=args.quiet))
+        study = run_search(settings_from(SearchSettings, args, baseline=not args.no_baseline), view,
+                           on_stop=lambda study, outputs: refresh_report(study, outputs, view.log))
     except KeyboardInterrupt as e:
         return how_stopped(e)[1]  # the search logged what was kept and how to resume
     print_best(study, top=5)
     return 0
+
+
+def refresh_report(study, outputs, log) -> None:
+    """The report and the plots the dashboard shows, redrawn as a search stops; a plotting
+    problem is logged in one line and never fails the search that produced the results."""
+    from .report import attach_to_study, write_report
+
+    try:
+        write_report(study, outputs.reports)
+        attach_to_study(study, outputs.reports, outputs.artifacts)
+        log(f"report: {outputs.reports / 'index.html'}")
+    except Exception as e:  # noqa: BLE001
+        log(f"report not refreshed: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
 
 
 def note(message: str) -> None:
@@ -62,7 +78,7 @@ def note(message: str) -> None:
 
 
 def open_study(args, write: bool = True):
-    from .storage import load_study, open_storage
+    from ..study.storage import load_study, open_storage
 
     return load_study(open_storage(args.storage, write=write), args.study, log=note)
 
@@ -99,7 +115,7 @@ def cmd_best(args) -> int:
 
     from .console import print_best, print_exported, print_front
     from .export import export_folder
-    from .record import winner
+    from ..study.record import winner
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.trial is not None and not args.export:
@@ -126,7 +142,7 @@ def cmd_report(args) -> int:
     import optuna
 
     from .console import print_report_written
-    from .record import StudyRecord
+    from ..study.record import StudyRecord
     from .report import attach_to_study, write_report
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -143,7 +159,7 @@ def cmd_report(args) -> int:
 def cmd_dashboard(args) -> int:
     import optuna
     import optuna_dashboard
-    from .storage import open_artifact_store
+    from ..study.storage import open_artifact_store
 
     if args.port > 65535:
         raise UserError(f"port {args.port} is not a TCP port (1 to 65535)")
@@ -206,10 +222,10 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("run", help="search: train sampled ResNets under the budget, prune the weak ones")
     p.add_argument("--budget", type=budget_arg("parameters"),
-                   help="parameter budget, e.g. 5e6 or 5M (default: the space file's)")
+                   help="parameter budget, e.g. 5e6 or 5M (default: the study file's)")
     p.add_argument("--macs-budget", type=budget_arg("MACs"),
                    help="MACs per image (at the data's side), e.g. 500M, a second wall no trained spec reaches (default: the "
-                        "space file's macs_budget, else none)")
+                        "study file's macs_budget, else none)")
     add_study_args(p, DEFAULT_STUDY)
     p.add_argument("--space", default=DEFAULT_SPACE,
                    help="study file (TOML) with the space and recipe, or a shipped one by name: "

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import optuna
 
-from ..private import artifacts_attr_prefix, study_id, study_storage
-from ..record import ARTIFACT_ID, StudyRecord, write_study
+from ...private import artifacts_attr_prefix, study_id, study_storage
+from ...study.record import ARTIFACT_ID, StudyRecord, write_study
 from .figures import PLOTS, placeholder
 
 
@@ -23,7 +23,7 @@ def attach_to_study(study: optuna.Study, out_dir: Path, artifacts: str | Path) -
     Returns {filename: artifact id}, also kept in the study user attr `report_artifacts`."""
     from optuna.artifacts import upload_artifact
 
-    from ..storage import open_artifact_store
+    from ...study.storage import open_artifact_store
 
     recorded = StudyRecord.of(study)
     store = open_artifact_store(artifacts)

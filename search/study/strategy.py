@@ -1,4 +1,5 @@
-"""The sampler, pruner and budget rejection the search ships, in one place (optuna, no torch).
+"""The sampler, the pruner and how a proposal over the budget is told to the sampler, as the
+search ships them (optuna, no torch).
 
     sampler = make_sampler(seed)        # TPE: multivariate, grouped, constant liar; or "random"
     pruner = make_pruner(max_epochs)    # one rung at half of training: keep the best half, after 5
@@ -8,23 +9,20 @@ The pruner's rule: a trial is judged only at the rungs, RUNG_FRACTIONS of traini
 half: epoch 15 of 30, never before half); there it goes on if it is in the best KEEP_FRACTION
 (half) of all the trials that reached that rung (complete, pruned or still running), and no
 trial is stopped at a rung until MIN_TRIALS_AT_RUNG (5) others have reached it. Why
-(benchmarks/search_tabular.py, docs/search-tabular.md):
+(benchmarks/search_tabular.py, docs/measurements.md):
 - Not before half: on real short runs the first epochs ranked the last badly (rank correlation
   -0.5..+0.3 at epoch 1 of 4). On NAS-Bench-201's 200-epoch curves, among the better half of
   the cells, epochs 20-100 rank epoch 200 at Spearman 0.69-0.71 and epoch 150 at 0.92.
-- Waiting for trials: successive halving (shipped before) cannot wait; with fewer than 6 trials
+- Waiting for trials: successive halving cannot wait; with fewer than 6 trials
   at a rung it stopped every trial that was not the best so far. Run on the 200 curves as
   30-epoch trials it stopped 52% of the final top 10%; this rule stops 5% and saves 24% of
   the epochs (keeping a third instead of half: 10% stopped, 32% saved).
 - One bracket, one sampler: every trial, pruned or not, is shown to TPE (no Hyperband brackets).
 
-Budget rejections (`reject_over_budget`) stay as the search had them: told PRUNED with no
-values, which TPE ranks worst of all, so it learns where the budget is; measured against
-telling them as a constraint violation (`trial.set_constraint`) and against leaving them out
-of the model (FAIL), see docs/search-tabular.md.
-
-FINAL_STAGE_SIZE: the best distinct specs of a search that the final stage trains again at
-full length to pick the winner; the tabular benchmark models the same stage.
+Budget rejections (`reject_over_budget`, which the objective and the tabular benchmark both
+call): told PRUNED with no values, which TPE ranks worst of all, so it learns where the budget
+is; measured against telling them as a constraint violation (`trial.set_constraint`) and against
+leaving them out of the model (FAIL), see docs/measurements.md.
 
 Reproducible: a trial's random draws depend on the study seed and the trial's number alone, so
 one worker run again on a fresh study proposes the same trials, and workers sharing a study
@@ -42,13 +40,12 @@ from optuna.trial import TrialState
 
 from resnet_space import Budget, Counts
 
-from .private import reseed, tpe_random_sampler
+from ..private import reseed, tpe_random_sampler
 
 N_STARTUP_TRIALS = 10  # random trials before TPE models the study
 RUNG_FRACTIONS = (0.5,)  # where the pruner decides, as fractions of training
 KEEP_FRACTION = 0.5  # at a rung, a trial goes on if it is in this best fraction of those that reached it
 MIN_TRIALS_AT_RUNG = 5  # and nothing is stopped at a rung until this many other trials have reached it
-FINAL_STAGE_SIZE = 3  # the best distinct specs of a search trained again at full length to pick the winner
 REJECTION = "pruned"  # how a proposal over the budget is told to the sampler
 _REACHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 

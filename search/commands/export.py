@@ -18,12 +18,12 @@ from torch import nn
 from resnet_space import ResNetSpec, count
 from resnet_space.errors import UserError
 
-from .data import DataDescription, DataError, UnsafeFile, load_for, study_data_root
-from .layout import writable_folder
-from .record import StudyRecord, TrialRecord, write_exported
-from .storage import open_artifact_store
-from .private import unwrapped
-from .train import evaluate, load_model, portable_state_dict
+from ..engine.data import DataDescription, DataError, UnsafeFile, load_for, study_data_root
+from ..engine.train import evaluate, load_model, portable_state_dict
+from ..private import unwrapped
+from ..study.layout import writable_folder
+from ..study.record import StudyRecord, TrialRecord, write_exported
+from ..study.storage import open_artifact_store
 
 
 class ExportError(UserError):
@@ -40,9 +40,9 @@ class Exported(nn.Module):
     def __init__(self, model: nn.Module, flip_tta: bool, description: DataDescription):
         super().__init__()
         self.model, self.flip_tta = model, flip_tta
-        shape = (1, description.channels, 1, 1)
-        self.register_buffer("mean", torch.tensor(description.mean, dtype=torch.float32).view(shape))
-        self.register_buffer("std", torch.tensor(description.std, dtype=torch.float32).view(shape))
+        mean, std = description.stats()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean) / self.std

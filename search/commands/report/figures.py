@@ -17,7 +17,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from ..record import StudyRecord, TrialRecord
+from ...study.record import StudyRecord, TrialRecord
 from .numbers import REPORTED, Mark, importance_evaluator, pareto_front, quiet_optuna
 
 DPI = 150

@@ -7,9 +7,9 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from .layout import plural
+from ..study.layout import plural
 from .live import terminal
-from .record import Snapshot, trial_counts
+from ..study.record import Snapshot, trial_counts
 from .report import numbers
 
 
@@ -29,7 +29,7 @@ def print_best(study, top: int) -> None:
         table.add_column(column, justify="left" if column == "spec" else "right", no_wrap=column != "spec",
                          overflow="fold")
     for r in numbers.top_rows(snapshot, top, with_baseline=True):
-        label = r["summary"] + (f" ({r['baseline']})" if r["baseline"] else "")
+        label = r["label"]
         table.add_row(str(r["rank"]), str(r["trial"]), label, f"{r['params'] or 0:,}", f"{r['macs'] or 0:,}",
                       pct(r["val_acc"]) + ("" if r["complete"] else " (pruned)"), str(r["epochs"]),
                       f"{r['seconds'] / max(1, r['epochs']):.1f}")
@@ -55,7 +55,7 @@ def print_front(study) -> None:
     for column in ("trial", "spec", "params", "MACs", "val acc", "epochs"):
         table.add_column(column, justify="left" if column == "spec" else "right")
     for r in numbers.front_rows(Snapshot.of(study)):
-        table.add_row(str(r["trial"]), r["summary"] + (f" ({r['baseline']})" if r["baseline"] else ""),
+        table.add_row(str(r["trial"]), r["label"],
                       f"{r['params']:,}", f"{r['macs']:,}", pct(r["val_acc"]), str(r["epochs"]))
     out.print(table)
     out.print("export one with: resnet-search best --export DIR --trial N")
@@ -85,7 +85,7 @@ def print_final_stage(out: Console, snapshot: Snapshot) -> None:
                          overflow="fold")
     for r in rows:
         table.add_row("winner" if r["winner"] else "", str(r["trial"]),
-                      r["summary"] + (f" ({r['baseline']})" if r["baseline"] else ""), f"{r['params'] or 0:,}",
+                      r["label"], f"{r['params'] or 0:,}",
                       f"{r['macs'] or 0:,}", pct(r["search_val_acc"]), str(r["search_epochs"]),
                       pct(r["val_acc"]) if r["val_acc"] is not None else r["state"].lower(), str(r["epochs"]))
     out.print(table)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import optuna
 
-from ..record import Snapshot
+from ...study.record import Snapshot
 from . import figures, numbers, pages
 from .attach import attach_to_study
 from .figures import ACC_MACS_PLOT, ACC_PLOT, CURVES_PLOT, IMPORTANCE_PLOT, PLOTS
