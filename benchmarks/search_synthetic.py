@@ -2,15 +2,15 @@
 
     python benchmarks/search_synthetic.py [--seeds 20] [--trials 100] [--budget 5e6] [--epochs 30]
 
-Everything but the training is real: the default space's sampling (StudyFile.sample_spec and
-sample_recipe), the exact budget check (an over-budget spec is pruned at once and not counted
-toward the trials, as the search does), and the pruner, fed one value per epoch. The training
+Everything but the training is the search's own: its trial loop (search.study.objective), the
+default space's proposals (search.study.networks.ResNetProposer), the exact budget check, the
+twin rejection and the pruner, fed one value per epoch. The training
 is a simulated learning curve: a final accuracy from a smooth made-up function of the spec and
 learning rate, plus deterministic noise from a hash of the spec, reached along a curve whose
 speed depends on the spec (so curves cross and the pruner can be wrong).
 
 Compares the shipped configuration (search.study.strategy) with RandomSampler under the same pruner
-(and, for reference, the previous configuration: TPE with Hyperband), over the same seeds:
+(and, for reference, TPE with Hyperband), over the same seeds:
 median and quartiles of the best final value of the completed trials after 25, 50 and 100
 trained trials. Prints a markdown table, then one JSON line.
 
@@ -31,11 +31,13 @@ import warnings
 from pathlib import Path
 
 import optuna
-from optuna.trial import TrialState
 
-from resnet_space import count, fits
+from resnet_space import Budget, Recipe, ResNetSpec, count, fits
 from resnet_space.space import StudyFile
-from search.study import strategy
+from search.engine.train import Epoch
+from search.study import record, strategy
+from search.study.networks import ResNetProposer
+from search.study.objective import Objective, Stage, Trained
 from search.commands.flags import budget_arg
 from search.commands.report import spearman
 
@@ -79,50 +81,67 @@ def curve(spec, recipe, budget: int, epochs: int) -> list[float]:
             for e in range(1, epochs + 1)]
 
 
+class CurveTrainer:
+    """Answers as training would, from the made-up learning curve: a report each epoch, which the
+    pruner may stop; every epoch run is counted."""
+
+    def __init__(self, budget: int, epochs: int):
+        self.budget, self.epochs, self.spent = budget, epochs, 0
+
+    def identity(self, trial, p) -> dict:
+        return {"seed": 0, "device": "made-up curve", "dataset": "synthetic", "checkpoint_dir": ""}
+
+    def train(self, trial, p, report, replay) -> Trained:
+        spec, recipe = ResNetSpec.from_dict(p.spec), Recipe.from_dict(p.recipe)
+        values = curve(spec, recipe, self.budget, self.epochs)
+        for epoch, value in enumerate(values, 1):
+            self.spent += 1
+            report(Epoch(epoch, value, 0.0, 0.0, 0.0, 0.0))
+        return Trained(max(values), values.index(max(values)) + 1)
+
+    def discard(self, p) -> None:
+        pass
+
+    def keep(self, trial, p, trained) -> None:
+        pass
+
+
 def search(sampler, pruner, space: StudyFile, budget: int, epochs: int, trials: int,
            name: str, checkpoints=(25, 50, 100), max_epochs: int | None = None) -> dict:
-    """One study of `trials` trained trials (or until `max_epochs` epochs are trained); the best
-    completed value after each checkpoint, and (epochs trained, best) after every completion."""
+    """One study of `trials` trained trials (or until `max_epochs` epochs are trained), through the
+    search's own trial loop (search.study.objective) with the default space's own proposals; the
+    best completed value after each checkpoint, and (epochs trained, best) after every completion."""
     study = optuna.create_study(study_name=name, direction="maximize", sampler=sampler, pruner=pruner)
-    best, found, trained, over, spent = None, {}, 0, 0, 0
-    specs, timeline = [], []
-    while trained < trials and (max_epochs is None or spent < max_epochs):
-        trial = study.ask()
-        spec = space.sample_spec(trial, budget)
-        recipe = space.sample_recipe(trial, epochs)
-        specs.append((spec.summary(), round(recipe.lr, 6)))
-        if not fits(spec, budget):  # as the search does: pruned at once, never trained or counted
-            over += 1
-            study.tell(trial, state=TrialState.PRUNED)
-            continue
-        trained += 1
-        values = curve(spec, recipe, budget, epochs)
-        state = TrialState.COMPLETE
-        for epoch, value in enumerate(values, 1):
-            trial.report(value, epoch)
-            spent += 1
-            if epoch < epochs and trial.should_prune():
-                state = TrialState.PRUNED
-                break
-        if state == TrialState.COMPLETE:
-            value = max(values)
-            best = value if best is None else max(best, value)
-            timeline.append((spent, best))
-            study.tell(trial, value)
-        else:
-            study.tell(trial, state=TrialState.PRUNED)
-        if trained in checkpoints:
+    trainer = CurveTrainer(budget, epochs)
+    objective = Objective(Stage(trials, Budget(budget), epochs), ResNetProposer(space, Budget(budget), epochs),
+                          trainer, log=lambda message: None)
+    found, timeline, best = {}, [], None
+
+    def track(study, trial) -> None:
+        nonlocal best
+        r = record.TrialRecord.of(trial)
+        if r.state == "COMPLETE":
+            best = r.value if best is None else max(best, r.value)
+            timeline.append((trainer.spent, best))
+        trained = record.trained_count(study)
+        if r.counts_as_trained and trained in checkpoints:
             found[trained] = best
-    complete = sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
-    return {"best": found, "over_budget": over, "epochs": spent, "complete": complete, "proposals": specs,
-            "timeline": timeline, "trained": trained}
+        if max_epochs is not None and trainer.spent >= max_epochs:
+            study.stop()
+
+    study.optimize(objective, callbacks=[objective.enough, track])
+    records = record.records(study)
+    return {"best": found, "over_budget": sum(r.over_budget for r in records), "epochs": trainer.spent,
+            "complete": sum(r.state == "COMPLETE" for r in records),
+            "proposals": [(r.summary, round(r.recipe["lr"], 6)) for r in records],
+            "timeline": timeline, "trained": record.trained_count(study)}
 
 
 CONFIGS = {
     "shipped": lambda seed, epochs: (strategy.make_sampler(seed), strategy.make_pruner(epochs)),
     "random + shipped pruner": lambda seed, epochs: (strategy.make_sampler(seed, "random"),
                                                     strategy.make_pruner(epochs)),
-    "previous: TPE + Hyperband": lambda seed, epochs: (
+    "TPE + Hyperband": lambda seed, epochs: (
         optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, n_startup_trials=10, seed=seed),
         optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)),
     "random + Hyperband": lambda seed, epochs: (optuna.samplers.RandomSampler(seed=seed),

@@ -1,6 +1,7 @@
 """The search end to end through the command line, on CPU with synthetic images."""
 
 import json
+from pathlib import Path
 import socket
 import subprocess
 import sys
@@ -49,6 +50,8 @@ def test_run_records_everything(workdir):
     assert baseline.baseline and baseline.label.startswith("N4 B8-6-4-3 C6-12-24-48 F3 k1 P4 (Model 1 scaled")
     assert baseline.params == 176_800 and baseline.counts_as_trained and baseline.curve
     assert len(study.user_attrs["table_1"]) == 8 and study.user_attrs["budget"] == 200_000
+    assert study.metric_names == ["validation accuracy"]  # optuna-dashboard's axis, not "Objective 0"
+    assert Path(study.user_attrs["data"]["root"]).is_absolute()
     for t in map(TrialRecord.of, trained(study)):
         assert t.params < 200_000
         spec = ResNetSpec.from_dict(t.spec)

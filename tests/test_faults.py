@@ -12,14 +12,13 @@ import pytest
 from optuna.trial import TrialState
 
 from search.study import record
-from search.study import objective as objective_module
+from search.study import faults, networks
 from search.engine.data import DataDescription
 from search.study.plan import Plan, SearchSettings
 from search.study.storage import StudyError, open_storage
 from resnet_space import ResNetSpec
 from search.study.view import LogLines
 from search.study.faults import requeue_cut_off, requeue_interrupted
-from search.study.objective import Objective
 from search.study.run import create_or_load
 
 from .conftest import REPO, TINY_SPACE
@@ -135,8 +134,8 @@ def test_copies_of_an_interrupted_trial_leave_one_to_resume_it(tmp_path):
         record.write_study(w, requeued=[])
     low, high = [w.ask() for w in workers]  # both copies popped, running together
     assert (low.number, high.number) == (1, 2) and low.user_attrs["first_trial"] == high.user_attrs["first_trial"] == 0
-    assert Objective._running_twin(low, spec, 0) is None
-    assert Objective._running_twin(high, spec, 0).number == low.number
+    assert faults._running_twin(low, spec.to_dict(), 0) is None
+    assert faults._running_twin(high, spec.to_dict(), 0).number == low.number
 
 
 def _interrupted_twins(tmp_path, monkeypatch):
@@ -147,7 +146,7 @@ def _interrupted_twins(tmp_path, monkeypatch):
     plan = Plan.of(SearchSettings(space=TINY_SPACE, study="twins", storage=url, device="cpu",
                                   baseline=False, artifacts=tmp_path / "artifacts"))
     data = DataDescription("synthetic", str(tmp_path), ("a", "b"), 32, 3, (0.5,) * 3, (0.25,) * 3, "f00d")
-    objective = Objective(study, plan, data, LogLines())
+    objective = networks.objective(plan, data, LogLines())
     started = []
 
     def stopped_by_ctrl_c(spec, data, recipe, *, checkpoint_dir, **kwargs):
@@ -156,7 +155,7 @@ def _interrupted_twins(tmp_path, monkeypatch):
         (Path(checkpoint_dir) / "last.pt").write_bytes(b"an epoch")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(objective_module, "train", stopped_by_ctrl_c)
+    monkeypatch.setattr(networks, "train", stopped_by_ctrl_c)
     first = study.ask()
     with pytest.raises(KeyboardInterrupt):
         objective(first)
@@ -183,7 +182,7 @@ def test_a_copy_waits_for_a_twin_of_another_trial_then_steps_aside_if_it_trained
 
     def run():
         try:
-            objective._run(waiting)
+            objective.run(waiting)
         except optuna.TrialPruned as e:
             outcome.append(e)
 
@@ -207,7 +206,7 @@ def test_a_copy_resumes_once_its_twin_of_another_trial_is_stopped_again(tmp_path
 
     def run():
         try:
-            objective._run(waiting)
+            objective.run(waiting)
         except KeyboardInterrupt:
             outcome.append("trained")
 
@@ -224,9 +223,9 @@ def test_copies_of_two_trials_of_one_spec_starting_together_wait_in_turn(tmp_pat
     """Neither training yet, each sees the other: the higher-numbered waits, the lower goes on."""
     study, objective, _ = _interrupted_twins(tmp_path, monkeypatch)
     low, high = study.ask(), study.ask()
-    spec = ResNetSpec.from_dict(low.user_attrs["spec"])
-    assert objective._running_twin(low, spec, 0) is None
-    assert objective._running_twin(high, spec, 1).number == low.number
+    spec = low.user_attrs["spec"]
+    assert faults._running_twin(low, spec, 0) is None
+    assert faults._running_twin(high, spec, 1).number == low.number
 
 
 def test_a_trial_cut_off_by_an_outage_is_requeued_by_its_worker(tmp_path):

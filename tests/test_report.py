@@ -130,11 +130,11 @@ def add(study, hint, state, params=None, acc=None, curve=None, secs=None, device
                 "fill": 0.5 + 0.05 * (hint % 10), "lr": 0.01 * (1 + hint % 7)},
         distributions=DISTS, intermediate_values={k + 1: v for k, v in enumerate(curve or [])},
         user_attrs=record.baseline_attrs("Model 1", MODEL_1_SPEC) if baseline else {})
-    record.write_identity(trial, spec=MODEL_1_SPEC, summary=f"N4 B{hint}-2-2-2 C32-64-128-256 F3 k1 P4",
-                          params=params, macs=None if params is None else params * 40, recipe={}, seed=hint,
-                          device=device, dataset=JPEG,
-                          first_trial=len(study.trials) if first_trial is None else first_trial,
-                          checkpoint_dir="")
+    record.write_identity(trial, {"spec": MODEL_1_SPEC, "summary": f"N4 B{hint}-2-2-2 C32-64-128-256 F3 k1 P4",
+                                  "params": params, "macs": None if params is None else params * 40, "recipe": {},
+                                  "seed": hint, "device": device, "dataset": JPEG,
+                                  "first_trial": len(study.trials) if first_trial is None else first_trial,
+                                  "checkpoint_dir": ""})
     if curve:
         record.write_curve(trial, curve, secs or [60.0] * len(curve), [])
     if resumed_from:

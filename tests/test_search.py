@@ -27,12 +27,14 @@ def settings(tmp_path, data_root, **changes) -> SearchSettings:
 
 
 def test_run_search_from_python_counts_trained_trials(tmp_path, synthetic_data):
-    study = run_search(settings(tmp_path, synthetic_data))
+    stopped = []
+    study = run_search(settings(tmp_path, synthetic_data), on_stop=lambda study, outputs: stopped.append(outputs))
     trials = record.records(study)
     assert sum(r.counts_as_trained for r in trials) == 2
     assert all(r.curve and r.params < 200_000 for r in trials if r.counts_as_trained)
     assert record.StudyRecord.of(study).settings["epochs"] == 1
-    assert (tmp_path / "reports" / "s" / "index.html").exists()  # beside the artifacts, derived in one place
+    [outputs] = stopped  # where the command line writes its report: beside the artifacts, derived in one place
+    assert outputs.reports == tmp_path / "reports" / "s"
 
 
 def test_rejected_proposals_do_not_use_up_trials(tmp_path, synthetic_data):

@@ -14,7 +14,7 @@ from resnet_space.spec import spec_from_text
 
 from .flags import (artifacts_folder, budget_arg, integer_at_least, positive_float, positive_int, settings_from,
                     storage_url, trial_number)
-from ..engine.files import DATA_ENV
+from ..engine.files import DATA_ENV, NAMED
 from ..study.interrupts import ctrl_c_stops_once, how_stopped
 from ..study.layout import (DEFAULT_ARTIFACTS, DEFAULT_FINALISTS, DEFAULT_SPACE, DEFAULT_STORAGE, DEFAULT_STORAGE_RETRY_S,
                      DEFAULT_STUDY, DEFAULT_TRIALS, DEFAULT_VAL_SIZE, HEARTBEAT_S, STORAGE_ENV, shipped_spaces,
@@ -235,9 +235,9 @@ def build_parser() -> Parser:
     p.add_argument("--timeout", type=positive_float, help="stop starting trials after this many seconds")
     p.add_argument("--epochs", type=positive_int, help="epochs per trial (default: the recipe's)")
     p.add_argument("--device", default="auto", help="auto, cuda, cuda:N or cpu (default auto)")
-    p.add_argument("--data", help="cifar10, cifar100, svhn, fashion-mnist (in the user cache, downloaded when "
-                                  "online), or a folder: train/<class>/ test/<class>/ images, or torchvision's "
-                                  "layout (default: $RESNET_SEARCH_DATA, else cifar10)")
+    p.add_argument("--data", help=f"{', '.join(NAMED)} (in the user cache, downloaded when online), or a folder: "
+                                  "train/<class>/ test/<class>/ images, or torchvision's layout (default: "
+                                  f"${DATA_ENV}, else cifar10)")
     p.add_argument("--limit-train", type=positive_int, help="train on only this many images (stratified)")
     p.add_argument("--val-size", type=positive_int, default=DEFAULT_VAL_SIZE,
                    help=f"validation images held out of train (default {DEFAULT_VAL_SIZE:,})")

@@ -30,7 +30,7 @@ from resnet_space import Shape
 from resnet_space.errors import UserError
 from resnet_space.spec import MAX_SIDE, MIN_SIDE
 
-from .files import DATA_ENV, cache_root, save_atomic
+from .files import DATA_ENV, NAMED, Named, cache_root, save_atomic
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}
 CACHE_FORMAT = 2  # bumped when what a decoded cache holds changes, so an old one is never read
@@ -56,25 +56,6 @@ def load_plain(path: Path, what: str):
             raise UnsafeFile(f"{what} {path} names code to run, not only tensors: refused unread; delete it "
                              "(resnet-search never writes such a file)") from None
         raise
-
-
-@dataclass(frozen=True)
-class Named:
-    """A data set torchvision reads and downloads: its class, and the folder torchvision looks
-    for in the root (how a root of that layout is recognised)."""
-
-    title: str
-    dataset: str  # the class's name in torchvision.datasets
-    marker: str
-    train_images: int  # in its training split: what an estimate counts before the data is read
-
-
-NAMED = {
-    "cifar10": Named("CIFAR-10", "CIFAR10", "cifar-10-batches-py", 50_000),
-    "cifar100": Named("CIFAR-100", "CIFAR100", "cifar-100-python", 50_000),
-    "svhn": Named("SVHN", "SVHN", "train_32x32.mat", 73_257),
-    "fashion-mnist": Named("Fashion-MNIST", "FashionMNIST", "FashionMNIST", 60_000),
-}
 
 
 @dataclass
@@ -403,7 +384,7 @@ class DataSource:
         order = stratified_order(full_train.labels, seed)
         train_index = order[val_size:] if limit_train is None else order[val_size:val_size + limit_train]
         return Dataset.of(full_train.subset(train_index), full_train.subset(order[:val_size]), test, self.names, name,
-                          str(self.root), digest.hexdigest()[:16])
+                          str(self.root.resolve()), digest.hexdigest()[:16])
 
 
 def find_data(root=None, *, classes: int | None = None, download: bool = True,

@@ -1,5 +1,6 @@
 """Where the engine reads and writes on disk: the environment variables that name the data and
-the decoded-image cache, and `save_atomic`, how every file it writes is written.
+the decoded-image cache, the named data sets torchvision reads (NAMED: the one place a new one is
+added), and `save_atomic`, how every file it writes is written.
 
 Light on purpose: the command line reads these names while parsing flags, before torch loads.
 """
@@ -8,10 +9,30 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 DATA_ENV = "RESNET_SEARCH_DATA"
 CACHE_ENV = "RESNET_SEARCH_CACHE"
+
+
+@dataclass(frozen=True)
+class Named:
+    """A data set torchvision reads and downloads: its class, and the folder torchvision looks
+    for in the root (how a root of that layout is recognised)."""
+
+    title: str
+    dataset: str  # the class's name in torchvision.datasets
+    marker: str
+    train_images: int  # in its training split: what an estimate counts before the data is read
+
+
+NAMED = {
+    "cifar10": Named("CIFAR-10", "CIFAR10", "cifar-10-batches-py", 50_000),
+    "cifar100": Named("CIFAR-100", "CIFAR100", "cifar-100-python", 50_000),
+    "svhn": Named("SVHN", "SVHN", "train_32x32.mat", 73_257),
+    "fashion-mnist": Named("Fashion-MNIST", "FashionMNIST", "FashionMNIST", 60_000),
+}
 
 
 def cache_root() -> Path:

@@ -12,8 +12,6 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from resnet_space import ResNetSpec
-
 from ..engine.data import UnsafeFile, load_plain
 from . import record
 from .interrupts import CtrlC
@@ -63,7 +61,7 @@ def refuse_surplus(trial: optuna.Trial, total: int) -> None:
 
 
 
-def twin_to_step_aside_for(trial: optuna.Trial, spec: ResNetSpec, first_run: int, ctrl_c: CtrlC, log) -> int | None:
+def twin_to_step_aside_for(trial: optuna.Trial, spec: dict, first_run: int, ctrl_c: CtrlC, log) -> int | None:
     """The running trial on this spec that this one steps aside for, if any. A fresh proposal
     steps aside for any, and so does a copy for another copy of its own trial (which resumes the
     same checkpoint). A copy of another trial owes its checkpoint a resume: it waits for the twin
@@ -81,13 +79,13 @@ def twin_to_step_aside_for(trial: optuna.Trial, spec: ResNetSpec, first_run: int
         optuna.storages.fail_stale_trials(trial.study)  # a twin whose worker died ends too
     return None
 
-def _running_twin(trial: optuna.Trial, spec: ResNetSpec, first_run: int) -> record.TrialRecord | None:
+def _running_twin(trial: optuna.Trial, spec: dict, first_run: int) -> record.TrialRecord | None:
     """Another running trial on the same spec (constant liar makes one rare). Each trial
     records its spec before it looks, so of two that start together at least the later one
     sees the other. A copy passes a later copy not yet training, which gives way to it: of its
     own trial, by stepping aside (so the lowest-numbered copy resumes it, whoever started
     first); of another trial, by waiting. A training twin is never passed."""
-    mine, copy = spec.to_dict(), first_run != trial.number
+    mine, copy = spec, first_run != trial.number
     for r in record.records(trial.study, states=(TrialState.RUNNING,)):
         if r.number == trial.number or r.spec != mine:
             continue

@@ -1,47 +1,89 @@
-"""One trial, as Optuna runs it: propose a network and its recipe, reject it if it is over the
-budget or trained already, train it reporting each epoch to the pruner, record what it kept.
-What a trial does when other workers are about (surplus, twins, retries) is faults.py's."""
+"""One trial's decisions, the same for the search and for every benchmark that measures it:
+propose, reject (over the budget, as the sampler is told; a twin of a running or trained trial),
+train with a report each epoch and prune at the rung, record what it kept; and, after the search,
+the final stage's choice of finalists and of the winner.
+
+What is proposed and how it is trained plug in: the search proposes ResNet specs from its study
+file and trains them with the engine (networks.py); the tabular benchmark proposes NAS-Bench-201
+cells and answers from the published table as training would (benchmarks/search_tabular.py).
+Optuna tells the sampler: a returned value, or a TrialPruned, ends each trial.
+"""
 
 from __future__ import annotations
 
 import json
-import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Protocol
 
 import optuna
 import torch
-from optuna.artifacts import upload_artifact
 
-from resnet_space import Counts, Recipe, ResNetSpec, count, overrun, walls_hit
-from resnet_space.errors import UserError
+from resnet_space import Budget, Counts, overrun, walls_hit
 
-from ..engine.data import Dataset, UnsafeFile
-from ..engine.train import Diverged, Epoch, TrainResult, completed_epochs, train
+from ..engine.data import UnsafeFile
+from ..engine.train import Epoch
 from ..private import trial_id
 from . import record
 from .faults import refuse_surplus, twin_to_step_aside_for
 from .interrupts import CtrlC, how_stopped
-from .layout import plural
-from .plan import Plan
-from .storage import open_artifact_store
-from .strategy import reject_over_budget
-from .view import LogLines
 
 GIVE_UP_AFTER = 100  # proposals in a row rejected (over the budget, or trained already)
 
 
+@dataclass(frozen=True)
+class Stage:
+    """What the objective needs of a stage: its total of trained trials, the budget's walls, and
+    the epochs each trial trains."""
+
+    trials: int
+    budget: Budget
+    epochs: int
+
+
 @dataclass
 class Proposal:
-    """What a trial trains: its network and recipe, their counts, and where its checkpoint lives
-    (a retried or re-queued trial inherits its first run's)."""
+    """What a trial trains, as it records it: the spec (a ResNet spec's dict, or a benchmark's
+    cell), its one-line summary, the recipe, their counts, and the first run of a retried or
+    re-queued trial (its own number otherwise), whose checkpoint it inherits."""
 
-    spec: ResNetSpec
-    recipe: Recipe
+    spec: dict
+    summary: str
+    recipe: dict
     counts: Counts
-    first_run: int  # the number of the trial's first run: its own, unless it is a retry or re-queue
-    checkpoint_dir: Path
+    first_run: int
     known: record.TrialRecord  # what the trial knew before it ran (baseline, finalist, first run)
+
+
+@dataclass
+class Trained:
+    best_value: float  # the objective: the best epoch's validation accuracy
+    best_epoch: int
+
+
+Report = Callable[[Epoch], None]
+Replay = Callable[[list[Epoch]], None]
+
+
+class Proposer(Protocol):
+    def propose(self, trial: optuna.Trial, known: record.TrialRecord) -> tuple[dict, str, dict, Counts]:
+        """(spec, summary, recipe, counts) of the trial: a finalist's or the baseline's as `known`
+        says, else drawn from the trial."""
+
+
+class Trainer(Protocol):
+    def identity(self, trial: optuna.Trial, p: Proposal) -> dict:
+        """What the trial records of where and how it trains, beside its spec and recipe."""
+
+    def train(self, trial: optuna.Trial, p: Proposal, report: Report, replay: Replay) -> Trained:
+        """Train the proposal: replay(epochs) with the epochs a checkpoint already holds, then
+        report(epoch) after each epoch trained; what report raises (TrialPruned) ends training."""
+
+    def discard(self, p: Proposal) -> None:
+        """What the trial kept to resume from goes: it was pruned, diverged or is a twin."""
+
+    def keep(self, trial: optuna.Trial, p: Proposal, trained: Trained) -> None:
+        """Keep what the trial trained (its best checkpoint) once it completed."""
 
 
 @dataclass
@@ -59,9 +101,10 @@ class Curve:
 
 
 class Objective:
-    def __init__(self, study: optuna.Study, plan: Plan, data: Dataset, view: LogLines):
-        self.study, self.plan, self.data, self.view = study, plan, data, view
-        self.store = open_artifact_store(plan.outputs.artifacts)
+    """The trial loop as Optuna runs it: study.optimize(Objective(...), callbacks=[objective.enough])."""
+
+    def __init__(self, stage: Stage, proposer: Proposer, trainer: Trainer, log: Callable[[str], None] = print):
+        self.stage, self.proposer, self.trainer, self.log = stage, proposer, trainer, log
         self.rejected_in_a_row, self.gave_up = 0, None
         self.ctrl_c = CtrlC()
         self.in_flight = None  # the id of the trial last begun: after an outage, the one it cut short
@@ -70,12 +113,7 @@ class Objective:
         self.in_flight = trial_id(trial)
         try:
             with self.ctrl_c.arm():
-                refuse_surplus(trial, self.plan.settings.trials)
-                proposal = self.propose(trial)
-                self.reject(trial, proposal)
-                result = self.train(trial, proposal)
-                self.keep(trial, proposal, result)
-                return result.best_val_acc
+                return self.run(trial)
         except KeyboardInterrupt as e:
             record.write_failed(trial, f"interrupted ({how_stopped(e)[0]}); its checkpoint is kept to resume from")
             raise
@@ -89,57 +127,58 @@ class Objective:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()  # the next trial starts with the memory this one held
 
+    def run(self, trial: optuna.Trial) -> float:
+        """Propose, reject, train with reports, keep: the trial's value, or TrialPruned."""
+        refuse_surplus(trial, self.stage.trials)
+        proposal = self.propose(trial)
+        self.reject(trial, proposal)
+        trained = self.train(trial, proposal)
+        self.trainer.keep(trial, proposal, trained)
+        record.write_result(trial, trained.best_epoch)
+        return trained.best_value
+
     def propose(self, trial: optuna.Trial) -> Proposal:
-        """The trial's network and recipe: a finalist's as its search trial had them (longer), the
-        baseline's spec under a sampled recipe, else both sampled; recorded before any check."""
-        plan, known = self.plan, record.TrialRecord.of(trial)
-        if known.finalist_of is not None:
-            spec, recipe = ResNetSpec.from_dict(known.spec), Recipe.from_dict({**known.recipe, "epochs": plan.epochs})
-        else:
-            spec = (ResNetSpec.from_dict(known.spec) if known.baseline else
-                    plan.study_file.sample_spec(trial, plan.budget, on_repair=lambda drawn: record.write_repaired(trial, drawn)))
-            recipe = plan.study_file.sample_recipe(trial, plan.epochs)
+        known = record.TrialRecord.of(trial)
+        spec, summary, recipe, counts = self.proposer.propose(trial, known)
         first_run = known.first_trial if known.first_trial is not None else trial.number
-        checkpoint_dir = plan.outputs.checkpoints / f"trial-{first_run}"  # never a folder the database names
-        counts = count(spec)
-        record.write_identity(trial, spec=spec.to_dict(), summary=spec.summary(), params=counts.params,
-                              macs=counts.macs, recipe=recipe.to_dict(), seed=plan.settings.seed,
-                              device=str(plan.device), dataset=self.data.name, first_trial=first_run,
-                              checkpoint_dir=str(checkpoint_dir.resolve()))
-        return Proposal(spec, recipe, counts, first_run, checkpoint_dir, known)
+        p = Proposal(spec, summary, json.loads(json.dumps(recipe)), counts, first_run, known)
+        record.write_identity(trial, {"spec": spec, "summary": summary, "params": counts.params,
+                                      "macs": counts.macs, "recipe": recipe, "first_trial": first_run,
+                                      **self.trainer.identity(trial, p)})
+        return p
 
     def reject(self, trial: optuna.Trial, p: Proposal) -> None:
         """Prune, untrained, a proposal at or over a wall of the budget, one another trial is
         training (faults.twin_to_step_aside_for), or one trained already under the same recipe:
         TPE proposes trained specs again in a categorical space, and a second training buys only
         seed noise."""
-        hit = walls_hit(p.counts, self.plan.budget)
+        hit = walls_hit(p.counts, self.stage.budget)
         if hit:
-            reason = f"over budget: {overrun(p.counts, self.plan.budget)}"
+            reason = f"over budget: {overrun(p.counts, self.stage.budget)}"
             record.write_pruned(trial, reason, walls_hit=hit)
-            reject_over_budget(trial, p.counts, self.plan.budget)  # as the sampler is told (strategy.py)
-            raise optuna.TrialPruned(reason)
-        twin = twin_to_step_aside_for(trial, p.spec, p.first_run, self.ctrl_c, self.view.log)
+            raise optuna.TrialPruned(reason)  # told PRUNED with no values: see strategy.py
+        twin = twin_to_step_aside_for(trial, p.spec, p.first_run, self.ctrl_c, self.log)
         if twin is not None:
             record.write_pruned(trial, f"duplicate: trial {twin} is training the same spec", duplicate_of=twin)
             raise optuna.TrialPruned(f"same spec as running trial {twin}")
         twin = trained_twin(trial, p.spec, p.recipe)
         if twin is not None:
             record.write_pruned(trial, f"duplicate: trial {twin} trained the same spec and recipe", duplicate_of=twin)
-            shutil.rmtree(p.checkpoint_dir, ignore_errors=True)  # a copy's checkpoint: its twin trained what it held
+            self.trainer.discard(p)  # a copy's checkpoint: its twin trained what it held
             raise optuna.TrialPruned(f"same spec and recipe as trained trial {twin}")
 
-    def train(self, trial: optuna.Trial, p: Proposal) -> TrainResult:
-        """Train the proposal, resuming its checkpoint, each epoch reported to the pruner; a
-        pruned or diverged trial's checkpoint is removed (it never resumes)."""
+    def train(self, trial: optuna.Trial, p: Proposal) -> Trained:
+        """Train, each epoch recorded and reported to the pruner, which may stop the trial at a
+        rung; a pruned or diverged trial's checkpoint goes (it never resumes)."""
         record.write_training_started(trial)
-        curve, seed, epochs = Curve(), self.plan.settings.seed, p.recipe.epochs
-        resumed = completed_epochs(p.checkpoint_dir, p.spec, p.recipe, seed)
-        for e in resumed:  # replay what the checkpoint holds, so the curve is whole
-            curve.add(e)
-            trial.report(e.val_acc, e.epoch)
-        if resumed:
-            record.write_resumed(trial, p.first_run, len(resumed))
+        curve, epochs = Curve(), self.stage.epochs
+
+        def replay(held: list[Epoch]) -> None:  # what a checkpoint holds, so the curve is whole
+            for e in held:
+                curve.add(e)
+                trial.report(e.val_acc, e.epoch)
+            if held:
+                record.write_resumed(trial, p.first_run, len(held))
 
         def report(e: Epoch) -> None:
             self.ctrl_c.check()  # a Ctrl-C a finaliser swallowed
@@ -150,35 +189,11 @@ class Objective:
                 record.write_pruned(trial, f"pruned by the pruner after epoch {e.epoch} at {e.val_acc:.2%}")
                 raise optuna.TrialPruned(f"epoch {e.epoch}: {e.val_acc:.2%}")
 
-        self.view.log(f"trial {trial.number}: {p.spec.summary()} ({p.counts.params:,} params, {p.counts.macs:,} MACs)"
-                      + (f" [seeded baseline: {p.known.baseline_label}]" if p.known.baseline else "")
-                      + (f" [finalist: search trial {p.known.finalist_of}, {plural(epochs, 'epoch')}]"
-                         if p.known.finalist_of is not None else "")
-                      + (f" [resuming trial {p.first_run} after epoch {len(resumed)}]" if resumed else ""))
         try:
-            return train(p.spec, self.data, p.recipe, device=self.plan.device, seed=seed, on_epoch=report,
-                         checkpoint_dir=p.checkpoint_dir, progress=self.view.progress)
-        except Diverged as e:
-            record.write_pruned(trial, f"diverged: {e}")
-            shutil.rmtree(p.checkpoint_dir, ignore_errors=True)
-            raise optuna.TrialPruned(str(e)) from None
+            return self.trainer.train(trial, p, report, replay)
         except optuna.TrialPruned:
-            shutil.rmtree(p.checkpoint_dir, ignore_errors=True)
+            self.trainer.discard(p)
             raise
-
-    def keep(self, trial: optuna.Trial, p: Proposal, result: TrainResult) -> None:
-        """The best epoch's checkpoint into the artifact store (a neutral MIME type: guessed from
-        ".pt" it would name a game-console format), then the epoch checkpoints go."""
-        store = self.plan.outputs.artifacts
-        try:
-            artifact = upload_artifact(artifact_store=self.store, file_path=str(p.checkpoint_dir / "best.pt"),
-                                       study_or_trial=trial, mimetype="application/octet-stream")
-        except OSError as e:  # the store became unwritable mid-run: the checkpoint stays to resume from
-            record.write_failed(trial, f"checkpoint not kept: artifact store {store}: {e.strerror or e}")
-            raise UserError(f"trial {trial.number}: cannot write its checkpoint to artifact store {store}: "
-                            f"{e.strerror or e}") from None
-        record.write_result(trial, result.best_epoch, artifact)
-        shutil.rmtree(p.checkpoint_dir, ignore_errors=True)
 
     def enough(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """Stop once the study holds its trained trials; rejected proposals take no place, but a
@@ -188,20 +203,35 @@ class Objective:
         r = record.TrialRecord.of(trial)
         self.rejected_in_a_row = self.rejected_in_a_row + 1 if r.rejected else 0
         if self.rejected_in_a_row >= GIVE_UP_AFTER:
-            self.gave_up = (f"the last {GIVE_UP_AFTER} proposals were all at or over the budget of {self.plan.budget}: "
+            self.gave_up = (f"the last {GIVE_UP_AFTER} proposals were all at or over the budget of {self.stage.budget}: "
                             "nothing in this space fits; raise --budget (or --macs-budget) or narrow the space"
                             if r.over_budget else
                             f"the last {GIVE_UP_AFTER} proposals were all over the budget or trained already: the space "
                             "holds no other network that fits; ask for fewer --trials or widen the space")
             study.stop()
-        if record.trained_count(study) >= self.plan.settings.trials:
+        if record.trained_count(study) >= self.stage.trials:
             study.stop()
 
 
-def trained_twin(trial: optuna.Trial, spec: ResNetSpec, recipe: Recipe) -> int | None:
+def trained_twin(trial: optuna.Trial, spec: dict, recipe: dict) -> int | None:
     """A trial that already trained this very spec under this very recipe, if any."""
-    mine = json.loads(json.dumps(recipe.to_dict()))  # as the storage gives it back
     for r in record.records(trial.study, states=record.FINISHED):
-        if r.counts_as_trained and r.spec == spec.to_dict() and r.recipe == mine:
+        if r.counts_as_trained and r.spec == spec and r.recipe == recipe:
             return r.number
     return None
+
+
+def finalists(trials: list[record.TrialRecord], k: int) -> list[record.TrialRecord]:
+    """The final stage's entrants: the best k distinct specs by validation accuracy among the
+    trials trained to the end, then the seeded baseline if it trained and is not among them."""
+    picked, seen = [], set()
+    for r in record.ranked(trials):
+        key = json.dumps(r.spec, sort_keys=True)
+        if key not in seen and len(picked) < k:
+            picked.append(r)
+            seen.add(key)
+    baseline = next((r for r in trials if r.baseline and r.state in ("COMPLETE", "PRUNED") and r.trained
+                     and not r.diverged), None)
+    if baseline is not None and json.dumps(baseline.spec, sort_keys=True) not in seen:
+        picked.append(baseline)
+    return picked

@@ -11,6 +11,7 @@ records touches this file alone. It imports optuna but neither torch nor the tra
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 import types
 import typing
@@ -53,19 +54,24 @@ def _conforms(value, hint) -> bool:
     return isinstance(value, origin or hint)
 
 
+@functools.cache
+def _fields(cls) -> tuple[tuple[str, object], ...]:
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, hints[f.name]) for f in fields(cls))
+
+
 def _checked(cls, attrs: dict, where: str) -> dict:
     """The attrs `cls` reads, each checked against its field's type."""
-    hints = typing.get_type_hints(cls)
     known = {}
-    for f in fields(cls):
-        value = attrs.get(f.name)
+    for name, hint in _fields(cls):
+        value = attrs.get(name)
         if value is None:
             continue
-        if not _conforms(value, hints[f.name]):
+        if not _conforms(value, hint):
             shown = repr(value)
-            raise RecordError(f"{where} records {f.name} = {shown[:60] + '...' if len(shown) > 60 else shown}, "
+            raise RecordError(f"{where} records {name} = {shown[:60] + '...' if len(shown) > 60 else shown}, "
                               "not of its kind: the database was edited or is damaged")
-        known[f.name] = value
+        known[name] = value
     return known
 
 
@@ -209,11 +215,15 @@ def finalist_attrs(r: TrialRecord) -> dict:
             "baseline_label": r.baseline_label}
 
 
-def write_identity(trial: optuna.Trial, *, spec: dict, summary: str, params: int, macs: int, recipe: dict,
-                   seed: int, device: str, dataset: str, first_trial: int, checkpoint_dir: str) -> None:
-    for key, value in {"spec": spec, "summary": summary, "params": params, "macs": macs, "seed": seed,
-                       "device": device, "recipe": recipe, "dataset": dataset, "first_trial": first_trial,
-                       "checkpoint_dir": checkpoint_dir}.items():
+IDENTITY = ("spec", "summary", "params", "macs", "recipe", "seed", "device", "dataset", "first_trial",
+            "checkpoint_dir")  # what a trial records of itself before any check
+
+
+def write_identity(trial: optuna.Trial, identity: dict) -> None:
+    """What the trial trains and where (IDENTITY, every key), written before it is checked."""
+    if set(identity) != set(IDENTITY):
+        raise TypeError(f"a trial's identity is {', '.join(IDENTITY)}, not {', '.join(sorted(identity))}")
+    for key, value in identity.items():
         trial.set_user_attr(key, value)
 
 
@@ -253,9 +263,12 @@ def write_failed(trial: optuna.Trial, reason: str) -> None:
     trial.set_user_attr("fail_reason", reason)
 
 
-def write_result(trial: optuna.Trial, best_epoch: int, checkpoint_artifact: str) -> None:
-    trial.set_user_attr("best_epoch", best_epoch)
+def write_kept(trial: optuna.Trial, checkpoint_artifact: str) -> None:
     trial.set_user_attr("checkpoint_artifact", checkpoint_artifact)
+
+
+def write_result(trial: optuna.Trial, best_epoch: int) -> None:
+    trial.set_user_attr("best_epoch", best_epoch)
 
 
 def requeue_attrs(trial: optuna.trial.FrozenTrial) -> dict:

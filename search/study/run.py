@@ -5,9 +5,9 @@
     print(study.best_trial.number, study.best_value)
 
 A study is created (or loaded to resume, refused if its settings differ), seeded with the
-baseline, its trials run (objective.py) until it holds its total, riding out faults (faults.py);
-then its final stage: the best few distinct specs and the baseline trained again, longer and
-unpruned, in a study of their own, whose best is the winner.
+baseline, and its trials run (objective.py, with networks.py) until it holds its total, riding
+out faults (faults.py); then its final stage: the best few distinct specs and the baseline
+trained again, longer and unpruned, in a study of their own, whose best is the winner.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from . import record
 from .faults import SurplusTrial, reconnect, refuse_unsafe_checkpoints, requeue_interrupted, wait_for_running
 from .interrupts import how_stopped
 from .layout import Outputs, plural
-from .objective import Objective
+from .networks import objective as search_objective
+from .objective import finalists
 from .plan import Plan, SearchSettings
 from .storage import StudyError, open_storage, redact, storage_outage
 from .strategy import make_pruner, make_sampler
@@ -96,7 +97,7 @@ def run_search(settings: SearchSettings, view: LogLines | None = None, on_stop: 
 def run_final_stage(run: Run, study: optuna.Study, plan: Plan) -> None:
     """Train the search's finalists again, longer and unpruned, in the final stage's own study."""
     settings = plan.settings
-    candidates = finalists(study, settings.finalists)
+    candidates = finalists(record.records(study), settings.finalists)
     final_plan = plan.final_stage(len(candidates))
     final, created = create_or_load(run.storage, final_plan, run.data.description,
                                     enqueue=[({}, record.finalist_attrs(r)) for r in candidates], log=run.view.log)
@@ -113,7 +114,7 @@ def optimize(run: Run, study: optuna.Study, plan: Plan) -> optuna.Study:
     Returns the study (a new object after a reconnection)."""
     s, data, view, deadline = plan.settings, run.data, run.view, run.deadline
     refuse_unsafe_checkpoints(plan.outputs.checkpoints)
-    objective = Objective(study, plan, data, view)
+    objective = search_objective(plan, data, view)
     done = record.trained_count(study)
     requeued = requeue_interrupted(study) if done < s.trials else []
     view.log(f"study {s.study!r} on {redact(s.storage)}: {done} of {s.trials} trials finished"
@@ -138,7 +139,7 @@ def optimize(run: Run, study: optuna.Study, plan: Plan) -> optuna.Study:
             outage = storage_outage(e)
             if outage is None:
                 raise
-            study = objective.study = reconnect(study, s, outage, objective.in_flight, view.log)
+            study = reconnect(study, s, outage, objective.in_flight, view.log)
     if objective.gave_up:
         if run.on_stop is not None:
             run.on_stop(study, plan.outputs)
@@ -151,23 +152,6 @@ def strategy(plan: Plan) -> tuple[optuna.samplers.BaseSampler, optuna.pruners.Ba
     if plan.stage == "final":
         return optuna.samplers.RandomSampler(seed=plan.settings.seed), optuna.pruners.NopPruner()
     return make_sampler(plan.settings.seed, plan.settings.sampler), make_pruner(plan.epochs)
-
-
-def finalists(study: optuna.Study, k: int) -> list[record.TrialRecord]:
-    """The search's best k distinct specs by validation accuracy among its trials trained to the
-    end, then the seeded baseline if it trained and is not among them."""
-    picked, seen = [], set()
-    for t in record.best_trials(study, len(study.get_trials(deepcopy=False))):
-        r = record.TrialRecord.of(t)
-        key = json.dumps(r.spec, sort_keys=True)
-        if key not in seen and len(picked) < k:
-            picked.append(r)
-            seen.add(key)
-    baseline = next((r for r in record.records(study, states=record.FINISHED)
-                     if r.baseline and r.trained and not r.diverged), None)
-    if baseline is not None and json.dumps(baseline.spec, sort_keys=True) not in seen:
-        picked.append(baseline)
-    return picked
 
 
 def create_or_load(storage, plan: Plan, data: DataDescription, enqueue: list[tuple[dict, dict]],
@@ -186,6 +170,7 @@ def create_or_load(storage, plan: Plan, data: DataDescription, enqueue: list[tup
         return study, False
     s = plan.settings
     try:
+        study.set_metric_names(["validation accuracy"])  # what optuna-dashboard names the objective
         record.write_study(
             study, budget=plan.budget.params, macs_budget=plan.budget.macs, study_file=str(plan.study_file.path),
             space=plan.study_file.space,

@@ -3,7 +3,6 @@ search ships them (optuna, no torch).
 
     sampler = make_sampler(seed)        # TPE: multivariate, grouped, constant liar; or "random"
     pruner = make_pruner(max_epochs)    # one rung at half of training: keep the best half, after 5
-    state = reject_over_budget(trial, counts, budget)   # how a spec at or over the budget ends
 
 The pruner's rule: a trial is judged only at the rungs, RUNG_FRACTIONS of training (one rung, at
 half: epoch 15 of 30, never before half); there it goes on if it is in the best KEEP_FRACTION
@@ -19,10 +18,10 @@ trial is stopped at a rung until MIN_TRIALS_AT_RUNG (5) others have reached it. 
   the epochs (keeping a third instead of half: 10% stopped, 32% saved).
 - One bracket, one sampler: every trial, pruned or not, is shown to TPE (no Hyperband brackets).
 
-Budget rejections (`reject_over_budget`, which the objective and the tabular benchmark both
-call): told PRUNED with no values, which TPE ranks worst of all, so it learns where the budget
-is; measured against telling them as a constraint violation (`trial.set_constraint`) and against
-leaving them out of the model (FAIL), see docs/measurements.md.
+Budget rejections: the objective ends a proposal at or over the budget with TrialPruned before
+any report, so TPE sees it PRUNED with no values and ranks it worst of all, learning where the
+budget is; measured against telling it as a constraint violation (`trial.set_constraint`) and
+against leaving it out of the model (FAIL): results/search-tabular/rejection-constraint-20-seeds.md.
 
 Reproducible: a trial's random draws depend on the study seed and the trial's number alone, so
 one worker run again on a fresh study proposes the same trials, and workers sharing a study
@@ -38,15 +37,12 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from resnet_space import Budget, Counts
-
 from ..private import reseed, tpe_random_sampler
 
 N_STARTUP_TRIALS = 10  # random trials before TPE models the study
 RUNG_FRACTIONS = (0.5,)  # where the pruner decides, as fractions of training
 KEEP_FRACTION = 0.5  # at a rung, a trial goes on if it is in this best fraction of those that reached it
 MIN_TRIALS_AT_RUNG = 5  # and nothing is stopped at a rung until this many other trials have reached it
-REJECTION = "pruned"  # how a proposal over the budget is told to the sampler
 _REACHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 
@@ -132,19 +128,6 @@ class RungPruner(optuna.pruners.BasePruner):
         sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
         better = sum(sign * v > sign * value for v in others)
         return better >= self.keep * (len(others) + 1)
-
-
-def reject_over_budget(trial: optuna.Trial, counts: Counts, budget: Budget, how: str | None = None) -> TrialState:
-    """Mark a proposal at or over a wall of the budget (resnet_space.walls_hit) as the search
-    rejects it (never trained, not counted as a trial) and return the state to end it with. Told
-    as a constraint, the violation is the largest relative excess over a wall. See the module
-    docstring."""
-    how = how or REJECTION
-    if how == "constraint":
-        trial.set_constraint("over_budget", max((n - wall + 1) / wall for _, n, wall in budget.walls(counts)))
-    elif how not in ("pruned", "fail"):
-        raise ValueError(f"rejection {how!r} is not one of pruned, constraint, fail")
-    return TrialState.FAIL if how == "fail" else TrialState.PRUNED
 
 
 def make_pruner(max_epochs: int) -> RungPruner:
