@@ -120,7 +120,8 @@ class Soak:
 
     def command(self, trials: int) -> list[str]:
         a = self.args
-        return [sys.executable, "-m", "search.commands.cli", "run", "--device", "cpu", "--space", str(SPACE), "--study", STUDY,
+        return [sys.executable, "-m", "search.commands.cli", "run", "--device", "cpu", "--space", str(SPACE),
+                "--study", STUDY,
                 "--storage", self.url, "--trials", str(trials), "--epochs", str(a.epochs), "--limit-train",
                 str(a.limit_train), "--val-size", str(a.val_size), "--data", self.data, "--seed", str(a.seed),
                 "--finalists", "0", "--heartbeat", str(a.heartbeat), "--storage-retry", str(a.storage_retry), "--quiet"]
@@ -471,12 +472,13 @@ class Soak:
         left = [str(p) for p in self.checkpoints.glob("*")] if self.checkpoints.exists() else []
         v += [f"stray temporary file {p}" for p in strays] + [f"checkpoint folder left behind: {p}" for p in left]
 
-        for name, cmd, made in (("best --export", ["best", "--export", str(self.root / "winner")],
+        for name, cmd, made in (("best --export", ["best", "--export", str(self.root / "winner"), "--data", self.data],
                                  [self.root / "winner" / f for f in ("spec.json", "state_dict.pt", "model.pt2",
                                                                      "metrics.json")]),
                                 ("report", ["report"], [self.work / "studies" / "reports" / STUDY / "index.html"])):
-            done = subprocess.run([sys.executable, "-m", "search.commands.cli", *cmd, "--storage", self.url], cwd=self.work,
-                                  capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+            done = subprocess.run([sys.executable, "-m", "search.commands.cli", *cmd, "--storage", self.url],
+                                  cwd=self.work, capture_output=True, text=True,
+                                  env={**os.environ, "PYTHONPATH": str(REPO)})
             missing = [str(p) for p in made if not p.exists()]
             if done.returncode != 0 or missing:
                 v.append(f"`{name}` failed (exit {done.returncode}, missing {missing}): {done.stderr.strip()[-300:]!r}")

@@ -1,6 +1,7 @@
 """The search end to end through the command line, on CPU with synthetic images."""
 
 import json
+import shlex
 from pathlib import Path
 import socket
 import subprocess
@@ -101,6 +102,12 @@ def test_a_macs_budget_is_a_second_wall_and_the_front_exports(tmp_path):
 
     front = run_cli("best", "--study", "macs", "--front", cwd=tmp_path)
     assert front.returncode == 0, front.stderr
+    hint = front.stdout.strip().splitlines()[-1]
+    assert hint.startswith(f"export one with: {CLI} best --study macs --data ")
+    exported = subprocess.run(shlex.split(hint.removeprefix("export one with: ")), cwd=tmp_path, capture_output=True,
+                              text=True)
+    assert exported.returncode == 0, exported.stderr  # the hint runs as printed
+    assert (tmp_path / f"trial-{front_rows(Snapshot.of(study))[0]['trial']}" / "metrics.json").exists()
     rows = front_rows(Snapshot.of(study))
     assert rows and all(f"{r['params']:,}" in front.stdout and f"{r['macs']:,}" in front.stdout for r in rows)
     pick = rows[0]["trial"]
@@ -258,3 +265,12 @@ def test_the_live_view_written_to_a_pipe_keeps_long_lines_whole(tmp_path):
     assert result.returncode == 0, result.stderr
     study_line = next(line for line in result.stderr.splitlines() if "study 'piped' on sqlite" in line)
     assert "validation images; device cpu" in study_line  # one line, not folded at 80 columns
+
+
+def test_the_run_first_hint_names_the_command_as_typed(tmp_path):
+    (tmp_path / "studies").mkdir()
+    optuna.create_study(study_name="empty", storage=storage_url(tmp_path))
+    line = assert_user_error(run_cli("best", "--study", "empty", cwd=tmp_path))
+    assert f"run `{CLI} run` first" in line, line
+    hinted = shlex.split(line.split("`")[1])
+    assert subprocess.run([*hinted, "--help"], capture_output=True).returncode == 0  # runnable as printed

@@ -78,6 +78,16 @@ def test_best_export_and_retrain_take_the_final_stages_winner(finished, syntheti
     metrics = json.loads((tmp / "winner" / "metrics.json").read_text())
     assert (metrics["trial"], metrics["stage"], metrics["epochs"], metrics["val_acc"]) == (source, "final", 2, won.value)
 
+    # --trial of that very search trial: its final-stage run by default, saying so; --stage search: its search run.
+    for stage, epochs in (("final", 2), ("search", 1)):
+        out = tmp / f"trial-{source}-{stage}"
+        picked = run_cli("best", "--study", "s", "--storage", storage, "--export", out, "--trial", source, "--stage",
+                         stage, "--data", synthetic_data, "--artifacts", tmp / "artifacts", cwd=tmp)
+        assert picked.returncode == 0, picked.stderr
+        assert ("final-stage run" in picked.stderr) == (stage == "final")
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert (metrics["trial"], metrics["stage"], metrics["epochs"]) == (source, stage, epochs)
+
     retrained = run_cli("retrain", "--study", "s", "--storage", storage, "--device", "cpu", "--seeds", "1", "--data",
                         synthetic_data, "--artifacts", tmp / "artifacts", cwd=tmp)
     assert retrained.returncode == 0, retrained.stderr

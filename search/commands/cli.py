@@ -17,7 +17,7 @@ from .flags import (artifacts_folder, budget_arg, integer_at_least, positive_flo
 from ..engine.files import DATA_ENV, NAMED
 from ..study.interrupts import ctrl_c_stops_once, how_stopped
 from ..study.layout import (DEFAULT_ARTIFACTS, DEFAULT_FINALISTS, DEFAULT_SPACE, DEFAULT_STORAGE, DEFAULT_STORAGE_RETRY_S,
-                     DEFAULT_STUDY, DEFAULT_TRIALS, DEFAULT_VAL_SIZE, HEARTBEAT_S, STORAGE_ENV, shipped_spaces,
+                     DEFAULT_STUDY, DEFAULT_TRIALS, DEFAULT_VAL_SIZE, HEARTBEAT_S, STORAGE_ENV, invoked_as, shipped_spaces,
                      study_name, writable_folder)
 
 
@@ -115,7 +115,7 @@ def cmd_best(args) -> int:
 
     from .console import print_best, print_exported, print_front
     from .export import export_folder
-    from ..study.record import winner
+    from ..study.record import StudyRecord, winner
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.trial is not None and not args.export:
@@ -124,13 +124,19 @@ def cmd_best(args) -> int:
     study = open_study(args, write=out is not None)
     found = winner(study)
     if found is None:
-        raise UserError(f"study {study.study_name!r} has no completed trial yet; run `resnet-search run` first")
+        raise UserError(f"study {study.study_name!r} has no completed trial yet; run `{invoked_as()} run` first")
     if out is not None:
-        from .export import export_trial, exportable_trial
+        from .export import export_trial, exportable_trial, final_run
 
         stage, trial = found if args.trial is None else (study, exportable_trial(study, args.trial))
+        if args.trial is not None and args.stage == "final" and (run := final_run(study, args.trial)) is not None:
+            stage, trial = run
+            note(f"exporting trial {args.trial}'s final-stage run (trial {trial.number} of {stage.study_name!r}, "
+                 f"{len(trial.user_attrs.get('val_acc_per_epoch', []))} epochs); --stage search exports its search run")
     if args.front:
-        print_front(study)
+        recorded = (StudyRecord.of(study).data or {})
+        named = recorded.get("name") in [n.title for n in NAMED.values()]
+        print_front(study, args.storage, args.data or os.environ.get(DATA_ENV) or (None if named else recorded.get("root")))
     else:
         print_best(study, args.top)
     if out is not None:
@@ -267,6 +273,8 @@ def build_parser() -> Parser:
                    help="list instead the trials no other beats on validation accuracy, params and MACs together")
     p.add_argument("--export", metavar="DIR", help="write spec.json, state_dict.pt, model.pt2, metrics.json")
     p.add_argument("--trial", type=trial_number, help="export this complete trial instead of the winner")
+    p.add_argument("--stage", choices=("final", "search"), default="final",
+                   help="with --trial: its final-stage run where it has one (default), or its search run")
     p.add_argument("--data", help=f"data for the test evaluation (default: ${DATA_ENV}, else the named data set the "
                                   "study used; an image folder must be given)")
     add_artifacts_arg(p)

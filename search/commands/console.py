@@ -1,16 +1,38 @@
-"""The tables `best`, `run` and `retrain` print. Their rows come from search/report/numbers.py,
+"""The tables `best`, `run` and `retrain` print. Their rows come from report/numbers.py,
 the functions the report's tables use, from one reading of the study (record.Snapshot), so the
 console and the report never disagree."""
 
 from __future__ import annotations
 
+import os
+import shlex
+
+from rich import box
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.engine import make_url
 
-from ..study.layout import plural
-from .live import terminal
+from ..study.layout import DEFAULT_STORAGE, STORAGE_ENV, invoked_as, plural
 from ..study.record import Snapshot, trial_counts
+from .live import terminal
 from .report import numbers
+
+
+def titled(title: str) -> Table:
+    """A table whose title is printed above it as a line of text (a title rich centres is padded
+    with spaces to the table's width), with no outer edge and one space between columns, so that
+    the widest (a 5M study's best) fits 80 columns without cutting a number."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    table.heading = title
+    return table
+
+
+def show(out: Console, table: Table) -> None:
+    """The title, then the table, each line without the spaces that pad it to the width."""
+    with out.capture() as captured:
+        out.print(table.heading, markup=False, highlight=False)
+        out.print(table)
+    out.file.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
 
 
 def pct(value: float | None) -> str:
@@ -24,41 +46,50 @@ def console() -> Console:
 def print_best(study, top: int) -> None:
     out = console()
     snapshot = Snapshot.of(study)
-    table = Table(title=f"best of study {study.study_name!r} (validation accuracy)")
+    table = titled(f"best of study {study.study_name!r} (validation accuracy)")
     for column in ("rank", "trial", "spec", "params", "MACs", "val acc", "epochs", "s/epoch"):
-        table.add_column(column, justify="left" if column == "spec" else "right", no_wrap=column != "spec",
-                         overflow="fold")
+        table.add_column(column, justify="left" if column == "spec" else "right", overflow="fold")
     for r in numbers.top_rows(snapshot, top, with_baseline=True):
         label = r["label"]
         table.add_row(str(r["rank"]), str(r["trial"]), label, f"{r['params'] or 0:,}", f"{r['macs'] or 0:,}",
                       pct(r["val_acc"]) + ("" if r["complete"] else " (pruned)"), str(r["epochs"]),
                       f"{r['seconds'] / max(1, r['epochs']):.1f}")
-    out.print(table)
-    report = Table(title="the seed report's Table 1, as reported (test accuracy, 200 epochs, true CIFAR-10)")
+    show(out, table)
+    report = titled("the seed report's Table 1, as reported (test accuracy, 200 epochs, true CIFAR-10)")
     for column in ("model", "description", "reported test acc", "reported params", "exact params"):
-        report.add_column(column)
+        report.add_column(column, overflow="fold")
     for row in snapshot.study.table_1:
         report.add_row(row["model"], row["description"], f"{row['reported_test_acc']:.2f}%",
                        f"{row['reported_params'] / 1e6:.3f}M", f"{row['params']:,}" if row["params"] else "-")
-    out.print(report)
+    show(out, report)
     print_final_stage(out, snapshot)
     print_retrained(out, snapshot)
     print_pruner_trust(out, snapshot)
-    out.print(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in trial_counts(snapshot.trials).items()))
+    out.print(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in trial_counts(snapshot.trials).items()), soft_wrap=True)
 
 
-def print_front(study) -> None:
-    """`best --front`: the trade-off front of accuracy, params and MACs, fewest params first."""
+def print_front(study, storage: str, data: str | None) -> None:
+    """`best --front`: the trade-off front of accuracy, params and MACs, fewest params first, and
+    the command that exports its first trial, as it runs: with the study's images (`data`, None
+    for a named data set) and storage (a URL holding a password named by its environment
+    variable, never printed)."""
     out = console()
-    table = Table(title=f"front of study {study.study_name!r}: complete trials no other beats on validation "
+    table = titled(f"front of study {study.study_name!r}: complete trials no other beats on validation "
                         "accuracy, params and MACs together")
     for column in ("trial", "spec", "params", "MACs", "val acc", "epochs"):
-        table.add_column(column, justify="left" if column == "spec" else "right")
-    for r in numbers.front_rows(Snapshot.of(study)):
+        table.add_column(column, justify="left" if column == "spec" else "right", overflow="fold")
+    rows = numbers.front_rows(Snapshot.of(study))
+    for r in rows:
         table.add_row(str(r["trial"]), r["label"],
                       f"{r['params']:,}", f"{r['macs']:,}", pct(r["val_acc"]), str(r["epochs"]))
-    out.print(table)
-    out.print("export one with: resnet-search best --export DIR --trial N")
+    show(out, table)
+    if rows:
+        n = rows[0]["trial"]
+        where = "" if storage in (DEFAULT_STORAGE, os.environ.get(STORAGE_ENV)) else (
+            f" --storage env:{STORAGE_ENV}" if make_url(storage).password else f" --storage {shlex.quote(storage)}")
+        images = "" if data is None else f" --data {shlex.quote(str(data))}"
+        out.print(f"export one with: {invoked_as()} best --study {shlex.quote(study.study_name)}{where}{images} "
+                  f"--export trial-{n} --trial {n}", soft_wrap=True, markup=False, highlight=False)
 
 
 def print_exported(metrics: dict, out) -> None:
@@ -78,17 +109,16 @@ def print_final_stage(out: Console, snapshot: Snapshot) -> None:
     rows = numbers.final_stage_rows(snapshot)
     if not rows:
         return
-    table = Table(title="final stage: the best distinct specs and the baseline trained again, longer and unpruned "
+    table = titled("final stage: the best distinct specs and the baseline trained again, longer and unpruned "
                         "(validation accuracy)")
     for column in ("", "trial", "spec", "params", "MACs", "search val", "epochs", "final val", "final epochs"):
-        table.add_column(column, justify="left" if column == "spec" else "right", no_wrap=column != "spec",
-                         overflow="fold")
+        table.add_column(column, justify="left" if column == "spec" else "right", overflow="fold")
     for r in rows:
         table.add_row("winner" if r["winner"] else "", str(r["trial"]),
                       r["label"], f"{r['params'] or 0:,}",
                       f"{r['macs'] or 0:,}", pct(r["search_val_acc"]), str(r["search_epochs"]),
                       pct(r["val_acc"]) if r["val_acc"] is not None else r["state"].lower(), str(r["epochs"]))
-    out.print(table)
+    show(out, table)
 
 
 def print_pruner_trust(out: Console, snapshot: Snapshot) -> None:
@@ -97,12 +127,12 @@ def print_pruner_trust(out: Console, snapshot: Snapshot) -> None:
     rows = [r for r in numbers.pruner_trust(snapshot) if r["spearman"] is not None]
     if not rows:
         return
-    table = Table(title=f"the pruner's epochs against epoch {rows[0]['last']} (Spearman, full-length trials)")
+    table = titled(f"the pruner's epochs against epoch {rows[0]['last']} (Spearman, full-length trials)")
     for column in ("epoch", "trials", "Spearman"):
-        table.add_column(column, justify="right", no_wrap=True)
+        table.add_column(column, justify="right", overflow="fold")
     for r in rows:
         table.add_row(str(r["epoch"]), str(r["trials"]), f"{r['spearman']:+.2f}")
-    out.print(table)
+    show(out, table)
 
 
 def print_retrained(out: Console, snapshot: Snapshot) -> None:
@@ -113,37 +143,38 @@ def print_retrained(out: Console, snapshot: Snapshot) -> None:
     sets = {(e["dataset"], e.get("train_images")) for e in entries}
     (name, images), = sets if len(sets) == 1 else {(None, None)}
     on = f" on {name}" + (f" ({images:,} images)" if images else "") if name else ""
-    table = Table(title=f"retrained{on} on training + validation images, each seed tested once after its final "
+    table = titled(f"retrained{on} on training + validation images, each seed tested once after its final "
                         "epoch (test accuracy)")
     columns = ["network", "spec", *([] if on else ["data set"]), "epochs", "seeds", "search val", "test mean ± std",
                "min-max"]
     for column in columns:
         table.add_column(column, justify="left" if column in ("network", "spec", "data set") else "right",
-                         no_wrap=column in ("test mean ± std", "min-max", "search val"), overflow="fold")
+                         overflow="fold")
     for e in entries:
         spread = f" ± {e['std']:.2%}" if e.get("std") is not None else ""
         table.add_row(e["label"], e["summary"], *([] if on else [e["dataset"]]), str(e["epochs"]), str(e["seeds"]),
                       pct(e["val_acc"]), f"{e['mean']:.2%}{spread}", f"{e['min']:.2%}-{e['max']:.2%}")
-    out.print(table)
+    show(out, table)
 
 
 def print_retrain_result(result) -> None:
     """One `retrain` run: each seed's test accuracy, their mean and spread, and the export."""
     e = result.entry
-    table = Table(title=f"{e['label']} retrained: {e['summary']}, {e['params']:,} params, "
+    table = titled(f"{e['label']} retrained: {e['summary']}, {e['params']:,} params, "
                         f"{e['macs']:,} MACs; {e['dataset']}, "
                         f"{e.get('train_images', 0):,} training + validation images, {plural(e['epochs'], 'epoch')}, "
                         f"{plural(e['seeds'], 'seed')}; test accuracy after the final epoch")
     for column in ("seed", "test acc", "train loss", "seconds"):
-        table.add_column(column, justify="right", no_wrap=True)
+        table.add_column(column, justify="right", overflow="fold")
     for s in result.seeds:
         table.add_row(str(s["seed"]) + (" (exported)" if s["seed"] == e["export_seed"] else ""),
                       f"{s['test_acc']:.2%}", f"{s['train_loss_last']:.3f}", f"{s['seconds']:.1f}")
     out = console()
-    out.print(table)
+    show(out, table)
     spread = f" ± {e['std']:.2%} (sample std)" if e["std"] is not None else ""
     out.print(f"test accuracy: mean {e['mean']:.2%}{spread}, min {e['min']:.2%}, max {e['max']:.2%} "
-              f"over {plural(e['seeds'], 'seed')}")
+              f"over {plural(e['seeds'], 'seed')}", soft_wrap=True)
     if result.target.val_acc is not None:
-        out.print(f"the search measured {result.target.val_acc:.2%} on its validation split")
-    out.print(f"exported seed {e['export_seed']} (closest to the mean) to {e['export_dir']}")
+        out.print(f"the search measured {result.target.val_acc:.2%} on its validation split", soft_wrap=True)
+    out.print(f"exported seed {e['export_seed']} (closest to the mean) to {e['export_dir']}", soft_wrap=True,
+              markup=False, highlight=False)

@@ -93,6 +93,16 @@ EXPORT_FILES = ("spec.json", "state_dict.pt", "model.pt2", "metrics.json")
 IN_PROGRESS = ".export-in-progress"  # written first and removed last: a folder holding it is a half export
 
 
+def final_run(study: optuna.Study, number: int) -> tuple[optuna.Study, optuna.trial.FrozenTrial] | None:
+    """(final stage, trial) of search trial `number`'s completed final-stage run, if it has one."""
+    from ..study.record import final_stage
+
+    final = final_stage(study)
+    runs = [] if final is None else [t for t in final.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                                     if TrialRecord.of(t).finalist_of == number]
+    return (final, runs[-1]) if runs else None
+
+
 def export_folder(out: Path) -> Path:
     """`out` if an export can be written there: a new or empty folder, not under a file, or a
     half export a killed `best --export` left (its own files only), which is written over."""

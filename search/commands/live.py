@@ -13,12 +13,11 @@ from ..study.view import LogLines
 
 
 def terminal(stderr: bool = True):
-    """A rich console on stderr (or stdout); written to a file or a pipe, lines are not folded
-    at 80 columns, so paths stay whole."""
+    """A rich console on stderr (or stdout): the terminal's width, or written to a file or a
+    pipe, $COLUMNS (80 if unset). Tables fold to it; lines of text are printed whole."""
     from rich.console import Console
 
-    shown = Console(stderr=stderr, log_path=False)
-    return shown if shown.is_terminal else Console(stderr=stderr, log_path=False, width=200)
+    return Console(stderr=stderr, log_path=False)
 
 
 def progress_bar(transient: bool = False, console=None):

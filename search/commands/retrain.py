@@ -38,7 +38,7 @@ from resnet_space.space import center_recipe
 from ..engine.data import Dataset, ImageSet, load_for, study_data_root
 from ..engine.files import save_atomic
 from ..study import record
-from ..study.layout import DEFAULT_ARTIFACTS, DEFAULT_STORAGE, plural, writable_folder
+from ..study.layout import DEFAULT_ARTIFACTS, DEFAULT_STORAGE, invoked_as, plural, writable_folder
 from ..engine.train import Diverged, Epoch, completed_epochs, cpu_estimate, evaluate, load_model, resolve_device, train
 
 
@@ -120,7 +120,7 @@ def choose_target(study: optuna.Study, settings: RetrainSettings) -> Target:
         return _trial_target(study, trials[settings.trial], settings.epochs)
     found = record.winner(study)
     if found is None:
-        raise RetrainError(f"study {study.study_name!r} has no completed trial yet; run `resnet-search run` first")
+        raise RetrainError(f"study {study.study_name!r} has no completed trial yet; run `{invoked_as()} run` first")
     return _trial_target(*found, settings.epochs)
 
 

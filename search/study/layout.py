@@ -7,6 +7,8 @@ Light on purpose: parsing flags imports this and neither torch nor optuna.
 from __future__ import annotations
 
 import os
+import shlex
+import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -89,6 +91,12 @@ class Outputs:
     @property
     def retrain(self) -> Path:
         return self.artifacts.parent / "retrain" / self.study
+
+
+def invoked_as() -> str:
+    """The command as the user typed it (.venv/bin/resnet-search, say), so a suggestion runs as printed."""
+    typed = Path(sys.argv[0])
+    return shlex.quote(str(typed)) if typed.name == "resnet-search" else "resnet-search"
 
 
 def plural(n: int, word: str) -> str:

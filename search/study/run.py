@@ -33,7 +33,7 @@ from ..engine.train import cpu_estimate
 from . import record
 from .faults import SurplusTrial, reconnect, refuse_unsafe_checkpoints, requeue_interrupted, wait_for_running
 from .interrupts import how_stopped
-from .layout import Outputs, plural
+from .layout import Outputs, invoked_as, plural
 from .networks import objective as search_objective
 from .objective import finalists
 from .plan import Plan, SearchSettings
@@ -244,9 +244,3 @@ def cpu_refusal(plan: Plan) -> str:
             f"for a small search on this CPU run: {invoked_as()} run "
             f"--device cpu --space cpu-small --study cpu-try --epochs 2 --limit-train 2000 --val-size 1000 --trials 5"
             + (f" --data {shlex.quote(str(plan.settings.data))}" if plan.settings.data else ""))
-
-
-def invoked_as() -> str:
-    """The command as the user typed it (.venv/bin/resnet-search, say), so a suggestion runs as printed."""
-    typed = Path(sys.argv[0])
-    return shlex.quote(str(typed)) if typed.name == "resnet-search" else "resnet-search"

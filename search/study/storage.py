@@ -17,7 +17,7 @@ import sqlalchemy
 from resnet_space.errors import UserError
 
 from ..private import trial_id
-from .layout import FINAL_STAGE_SUFFIX, HEARTBEAT_S, writable_folder
+from .layout import FINAL_STAGE_SUFFIX, HEARTBEAT_S, invoked_as, writable_folder
 
 # Heartbeats and the stale-trial retry are marked experimental.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -90,7 +90,7 @@ def check_storage_url(url: str, create: bool = False, write: bool = True) -> Non
             raise StudyError(f"storage {url}: {path} is not a regular file")
         if not path.exists():
             if not create:
-                raise StudyError(f"storage {url}: no database file {path}; run `resnet-search run` first")
+                raise StudyError(f"storage {url}: no database file {path}; run `{invoked_as()} run` first")
             writable_folder(path.parent, "database folder")
             return
         tables = _tables(path)
@@ -180,7 +180,7 @@ def load_study(storage, name: str | None, log=None) -> optuna.Study:
     if name is None:
         searches = [n for n in study_names(storage) if not n.endswith(FINAL_STAGE_SUFFIX)]
         if not searches:
-            raise StudyError("this storage holds no study yet; run `resnet-search run` first")
+            raise StudyError(f"this storage holds no study yet; run `{invoked_as()} run` first")
         name = searches[0] if len(searches) == 1 else max(searches, key=lambda n: _last_activity(storage, n))
         if log is not None:
             log(f"study {name!r}: " + ("the storage's only study" if len(searches) == 1 else
