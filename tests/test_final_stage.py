@@ -72,9 +72,14 @@ def test_best_export_and_retrain_take_the_final_stages_winner(finished, syntheti
     _, won = record.winner(study)
     source = record.TrialRecord.of(won).finalist_of
     shown = run_cli("best", "--study", "s", "--storage", storage, "--export", tmp / "winner", "--data", synthetic_data,
-                    "--artifacts", tmp / "artifacts", cwd=tmp)
+                    "--artifacts", tmp / "artifacts", cwd=tmp, env={"COLUMNS": "80"})
     assert shown.returncode == 0, shown.stderr
     assert "final stage" in shown.stdout and "winner" in shown.stdout
+    # The final stage's table whole at 80 columns: no line wider, no trailing space, no number cut.
+    lines = shown.stdout.splitlines()
+    assert all(len(line) <= 80 and line == line.rstrip() for line in lines if not line.startswith("exported ")), lines
+    for r in record.finalist_trials(record.final_stage(study)):
+        assert f"{r.params:,}" in shown.stdout and f"{r.macs:,}" in shown.stdout
     metrics = json.loads((tmp / "winner" / "metrics.json").read_text())
     assert (metrics["trial"], metrics["stage"], metrics["epochs"], metrics["val_acc"]) == (source, "final", 2, won.value)
 

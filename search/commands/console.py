@@ -27,6 +27,13 @@ def titled(title: str) -> Table:
     return table
 
 
+def add_column(table: Table, name: str, text: bool = False) -> None:
+    """A column of text (left, folded to what the table leaves it) or of numbers (right, never
+    folded: the text columns give way first; a header of several words takes a line each)."""
+    table.add_column(name if text else name.replace(" ", "\n"), justify="left" if text else "right",
+                     overflow="fold", no_wrap=not text)
+
+
 def show(out: Console, table: Table) -> None:
     """The title, then the table, each line without the spaces that pad it to the width."""
     with out.capture() as captured:
@@ -48,7 +55,7 @@ def print_best(study, top: int) -> None:
     snapshot = Snapshot.of(study)
     table = titled(f"best of study {study.study_name!r} (validation accuracy)")
     for column in ("rank", "trial", "spec", "params", "MACs", "val acc", "epochs", "s/epoch"):
-        table.add_column(column, justify="left" if column == "spec" else "right", overflow="fold")
+        add_column(table, column, text=column == "spec")
     for r in numbers.top_rows(snapshot, top, with_baseline=True):
         label = r["label"]
         table.add_row(str(r["rank"]), str(r["trial"]), label, f"{r['params'] or 0:,}", f"{r['macs'] or 0:,}",
@@ -57,7 +64,7 @@ def print_best(study, top: int) -> None:
     show(out, table)
     report = titled("the seed report's Table 1, as reported (test accuracy, 200 epochs, true CIFAR-10)")
     for column in ("model", "description", "reported test acc", "reported params", "exact params"):
-        report.add_column(column, overflow="fold")
+        add_column(report, column, text=column in ("model", "description"))
     for row in snapshot.study.table_1:
         report.add_row(row["model"], row["description"], f"{row['reported_test_acc']:.2f}%",
                        f"{row['reported_params'] / 1e6:.3f}M", f"{row['params']:,}" if row["params"] else "-")
@@ -77,7 +84,7 @@ def print_front(study, storage: str, data: str | None) -> None:
     table = titled(f"front of study {study.study_name!r}: complete trials no other beats on validation "
                         "accuracy, params and MACs together")
     for column in ("trial", "spec", "params", "MACs", "val acc", "epochs"):
-        table.add_column(column, justify="left" if column == "spec" else "right", overflow="fold")
+        add_column(table, column, text=column == "spec")
     rows = numbers.front_rows(Snapshot.of(study))
     for r in rows:
         table.add_row(str(r["trial"]), r["label"],
@@ -112,7 +119,7 @@ def print_final_stage(out: Console, snapshot: Snapshot) -> None:
     table = titled("final stage: the best distinct specs and the baseline trained again, longer and unpruned "
                         "(validation accuracy)")
     for column in ("", "trial", "spec", "params", "MACs", "search val", "epochs", "final val", "final epochs"):
-        table.add_column(column, justify="left" if column == "spec" else "right", overflow="fold")
+        add_column(table, column, text=column == "spec")
     for r in rows:
         table.add_row("winner" if r["winner"] else "", str(r["trial"]),
                       r["label"], f"{r['params'] or 0:,}",
@@ -129,7 +136,7 @@ def print_pruner_trust(out: Console, snapshot: Snapshot) -> None:
         return
     table = titled(f"the pruner's epochs against epoch {rows[0]['last']} (Spearman, full-length trials)")
     for column in ("epoch", "trials", "Spearman"):
-        table.add_column(column, justify="right", overflow="fold")
+        add_column(table, column)
     for r in rows:
         table.add_row(str(r["epoch"]), str(r["trials"]), f"{r['spearman']:+.2f}")
     show(out, table)
@@ -148,8 +155,7 @@ def print_retrained(out: Console, snapshot: Snapshot) -> None:
     columns = ["network", "spec", *([] if on else ["data set"]), "epochs", "seeds", "search val", "test mean ± std",
                "min-max"]
     for column in columns:
-        table.add_column(column, justify="left" if column in ("network", "spec", "data set") else "right",
-                         overflow="fold")
+        add_column(table, column, text=column in ("network", "spec", "data set"))
     for e in entries:
         spread = f" ± {e['std']:.2%}" if e.get("std") is not None else ""
         table.add_row(e["label"], e["summary"], *([] if on else [e["dataset"]]), str(e["epochs"]), str(e["seeds"]),
@@ -165,7 +171,7 @@ def print_retrain_result(result) -> None:
                         f"{e.get('train_images', 0):,} training + validation images, {plural(e['epochs'], 'epoch')}, "
                         f"{plural(e['seeds'], 'seed')}; test accuracy after the final epoch")
     for column in ("seed", "test acc", "train loss", "seconds"):
-        table.add_column(column, justify="right", overflow="fold")
+        add_column(table, column)
     for s in result.seeds:
         table.add_row(str(s["seed"]) + (" (exported)" if s["seed"] == e["export_seed"] else ""),
                       f"{s['test_acc']:.2%}", f"{s['train_loss_last']:.3f}", f"{s['seconds']:.1f}")
