@@ -146,7 +146,7 @@ def test_best_shows_the_retrained_result(cwd, retrained, env):
     entry = record.StudyRecord.of(load(cwd)).retrained[0]
     # Labelled with its data set, epochs and seeds, beside the search's validation accuracy and Table 1.
     assert f"retrained on {entry['dataset']} ({entry['train_images']:,} images)" in text
-    assert "epochs" in text and "seeds" in text and "search val" in text and "Model 1 4 layers (8,6,4,3)" in text
+    assert "epochs" in text and "seeds" in text and "search" in text and "Model 1 4 layers (8,6,4,3)" in text
     assert f"{entry['label']} {entry['summary']} 1 2 {load(cwd).best_value:.2%} {entry['mean']:.2%}" in text
 
 
