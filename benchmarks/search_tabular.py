@@ -141,7 +141,10 @@ class Ledger:
     epochs: list = field(default_factory=list)
 
     def charge(self, table: Table, cell: tuple, epochs: int) -> None:
-        self.seconds.append(table.seconds[cell] * epochs / FULL)
+        self.add(table.seconds[cell] * epochs / FULL, epochs)
+
+    def add(self, seconds: float, epochs: int) -> None:
+        self.seconds.append(seconds)
         self.epochs.append(epochs)
 
 
@@ -174,17 +177,16 @@ class TableTrainer:
 
     def train(self, trial, p, report, replay) -> Trained:
         cell = tuple(p.spec["cell"])
-        done = 0
-        if self.rung is not None:
-            done = self.reading.stopped_epochs(self.rung)
-            self.ledger.charge(self.table, cell, done)  # what the trial has cost if it stops here
-            report(Epoch(self.rung, self.table.short[cell], 0.0, 0.0, 0.0, 0.0))
-        value = self.reading.value(self.table, cell, self.seed, self.final)
-        if self.rung is not None:
-            self.ledger.epochs[-1] = FULL  # it went on to the end
-            self.ledger.seconds[-1] = self.table.seconds[cell]
-        else:
+        if self.rung is None:
             self.ledger.charge(self.table, cell, FULL)
+        else:
+            try:
+                report(Epoch(self.rung, self.table.short[cell], 0.0, 0.0, 0.0, 0.0))
+            except optuna.TrialPruned:  # stopped at the rung: it cost the epochs before it
+                self.ledger.charge(self.table, cell, self.reading.stopped_epochs(self.rung))
+                raise
+            self.ledger.add(self.table.seconds[cell], FULL)  # it went on to the end
+        value = self.reading.value(self.table, cell, self.seed, self.final)
         report(Epoch(FULL, value, 0.0, 0.0, 0.0, 0.0))
         return Trained(value, FULL)
 
@@ -254,10 +256,11 @@ def search(method: str, seed: int, table: Table, budget: int, trials: int, min_s
             study.stop()
 
     study.optimize(objective, callbacks=[objective.enough, stop])
-    trained = [r for r in record.records(study) if r.counts_as_trained]
+    records = record.records(study)
+    trained = [r for r in records if r.counts_as_trained]
     assert len(trained) == len(ledger.epochs), (len(trained), len(ledger.epochs))
     return {"trained": trained, "seconds": ledger.seconds, "epochs": ledger.epochs,
-            "rejected": sum(r.rejected for r in record.records(study)), "gave_up": objective.gave_up}
+            "rejected": sum(r.rejected for r in records), "gave_up": objective.gave_up}
 
 
 def final_stage(trained: list, table: Table, budget: int, seed: int, size: int, reading: Reading = Reading()):

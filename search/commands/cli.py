@@ -12,13 +12,13 @@ from resnet_space import Shape, count, fits
 from resnet_space.errors import UserError
 from resnet_space.spec import spec_from_text
 
+from ..engine.files import DATA_ENV, NAMED, named_key
+from ..study.interrupts import ctrl_c_stops_once, how_stopped
+from ..study.layout import (DEFAULT_ARTIFACTS, DEFAULT_FINALISTS, DEFAULT_SPACE, DEFAULT_STORAGE,
+                            DEFAULT_STORAGE_RETRY_S, DEFAULT_STUDY, DEFAULT_TRIALS, DEFAULT_VAL_SIZE, HEARTBEAT_S,
+                            STORAGE_ENV, invoked_as, shipped_spaces, study_name, writable_folder)
 from .flags import (artifacts_folder, budget_arg, integer_at_least, positive_float, positive_int, settings_from,
                     storage_url, trial_number)
-from ..engine.files import DATA_ENV, NAMED
-from ..study.interrupts import ctrl_c_stops_once, how_stopped
-from ..study.layout import (DEFAULT_ARTIFACTS, DEFAULT_FINALISTS, DEFAULT_SPACE, DEFAULT_STORAGE, DEFAULT_STORAGE_RETRY_S,
-                     DEFAULT_STUDY, DEFAULT_TRIALS, DEFAULT_VAL_SIZE, HEARTBEAT_S, STORAGE_ENV, invoked_as, shipped_spaces,
-                     study_name, writable_folder)
 
 
 class Parser(argparse.ArgumentParser):
@@ -134,9 +134,10 @@ def cmd_best(args) -> int:
             note(f"exporting trial {args.trial}'s final-stage run (trial {trial.number} of {stage.study_name!r}, "
                  f"{len(trial.user_attrs.get('val_acc_per_epoch', []))} epochs); --stage search exports its search run")
     if args.front:
-        recorded = (StudyRecord.of(study).data or {})
-        named = recorded.get("name") in [n.title for n in NAMED.values()]
-        print_front(study, args.storage, args.data or os.environ.get(DATA_ENV) or (None if named else recorded.get("root")))
+        recorded = StudyRecord.of(study).data or {}
+        named = named_key(recorded.get("name")) is not None
+        print_front(study, args.storage,
+                    args.data or os.environ.get(DATA_ENV) or (None if named else recorded.get("root")))
     else:
         print_best(study, args.top)
     if out is not None:

@@ -18,7 +18,7 @@ from torch import nn
 from resnet_space import ResNetSpec, count
 from resnet_space.errors import UserError
 
-from ..engine.data import DataDescription, DataError, UnsafeFile, load_for, study_data_root
+from ..engine.data import DataDescription, DataError, Dataset, UnsafeFile, load_for, study_data_root
 from ..engine.train import evaluate, load_model, portable_state_dict
 from ..private import unwrapped
 from ..study.layout import writable_folder
@@ -113,6 +113,13 @@ def export_folder(out: Path) -> Path:
     return writable_folder(out, "export path")
 
 
+def study_data(recorded: StudyRecord, spec: ResNetSpec, data_root=None) -> Dataset:
+    """The study's own images again, split as its search split them (study_data_root says from
+    where; images other than the study's are refused by their fingerprint)."""
+    return load_for(spec, study_data_root(recorded.data, data_root), (recorded.data or {}).get("fingerprint"),
+                    val_size=recorded.val_size, limit_train=recorded.limit_train, seed=recorded.split_seed)
+
+
 def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: Path, artifacts: str | Path,
                  data_root=None, search: optuna.Study | None = None) -> dict:
     """Export the trial of `study` (a search, or its final stage) to out, scored once on the test
@@ -122,8 +129,7 @@ def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: Path
     spec = ResNetSpec.from_dict(r.spec)
     model = load_trial_model(trial, artifacts)
     try:
-        data = load_for(spec, study_data_root(recorded.data, data_root), (recorded.data or {}).get("fingerprint"),
-                        val_size=recorded.val_size, limit_train=recorded.limit_train, seed=recorded.split_seed)
+        data = study_data(recorded, spec, data_root)
     except DataError as e:
         raise ExportError(f"test set unavailable ({e})") from None
     tta = r.recipe.get("flip_tta", False)

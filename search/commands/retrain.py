@@ -35,11 +35,12 @@ from resnet_space import Recipe, ResNetSpec, SpecError, count, fits
 from resnet_space.errors import UserError
 from resnet_space.space import center_recipe
 
-from ..engine.data import Dataset, ImageSet, load_for, study_data_root
+from ..engine.data import Dataset, ImageSet
 from ..engine.files import save_atomic
+from ..engine.train import Diverged, Epoch, completed_epochs, cpu_estimate, evaluate, load_model, resolve_device, train
 from ..study import record
 from ..study.layout import DEFAULT_ARTIFACTS, DEFAULT_STORAGE, invoked_as, plural, writable_folder
-from ..engine.train import Diverged, Epoch, completed_epochs, cpu_estimate, evaluate, load_model, resolve_device, train
+from .export import study_data
 
 
 class RetrainError(UserError):
@@ -195,8 +196,7 @@ def full_training_data(recorded: record.StudyRecord, spec: ResNetSpec, data_root
     (the study's --limit-train, if any, still applies) and no validation split; data that `spec`
     is not built for (other classes, side or channels) is refused. Its description (the
     normalisation) stays the search's: measured on the search's training split."""
-    data = load_for(spec, study_data_root(recorded.data, data_root), (recorded.data or {}).get("fingerprint"),
-                    val_size=recorded.val_size, limit_train=recorded.limit_train, seed=recorded.split_seed)
+    data = study_data(recorded, spec, data_root)
     train_set = ImageSet(torch.cat([data.train.images, data.val.images]),
                          torch.cat([data.train.labels, data.val.labels]))
     empty = ImageSet(data.val.images[:0], data.val.labels[:0])

@@ -30,7 +30,7 @@ from resnet_space import Shape
 from resnet_space.errors import UserError
 from resnet_space.spec import MAX_SIDE, MIN_SIDE
 
-from .files import DATA_ENV, NAMED, Named, cache_root, save_atomic
+from .files import DATA_ENV, NAMED, Named, cache_root, named_key, save_atomic
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}
 CACHE_FORMAT = 2  # bumped when what a decoded cache holds changes, so an old one is never read
@@ -474,9 +474,8 @@ def study_data_root(recorded: dict | None, given=None) -> str:
     if given or os.environ.get(DATA_ENV):
         return str(given or os.environ[DATA_ENV])
     name = (recorded or {}).get("name")
-    for key, named in NAMED.items():
-        if named.title == name:
-            return key
+    if named_key(name) is not None:
+        return named_key(name)
     raise DataError(f"the study was run on {name!r}: pass --data with its folder, or set {DATA_ENV} "
                     "(a folder is never taken from the database)")
 

@@ -35,6 +35,11 @@ NAMED = {
 }
 
 
+def named_key(title: str | None) -> str | None:
+    """The NAMED key of a data set recorded by its title ("CIFAR-10" -> "cifar10"), else None."""
+    return next((key for key, named in NAMED.items() if named.title == title), None)
+
+
 def cache_root() -> Path:
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV])

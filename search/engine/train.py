@@ -2,7 +2,7 @@
 
 Why it is fast (the habits of the fast public CIFAR-10 trainers, airbench and Page's ResNet-9):
 - the uint8 dataset lives on the training device and is augmented there in whole batches
-  (search/data.py), so no per-sample PIL work or DataLoader workers sit on the hot path;
+  (engine/data.py), so no per-sample PIL work or DataLoader workers sit on the hot path;
 - on CUDA: bf16 autocast, channels_last, cudnn.benchmark, and torch.compile when asked
   (Numerics below; the CPU can be asked for the same settings, numerics="cuda", which is how
   the tests prove that path without a GPU);
@@ -28,8 +28,8 @@ from resnet_space import Recipe, ResNetSpec
 from resnet_space.errors import UserError
 from resnet_space.model import build_model
 
-from .data import DataDescription, Dataset, ImageSet, TrainingSet, UnsafeFile, check_shape, load_plain
 from ..private import cpp_compiler, unwrapped
+from .data import DataDescription, Dataset, ImageSet, TrainingSet, UnsafeFile, check_shape, load_plain
 from .files import save_atomic
 
 
@@ -311,8 +311,10 @@ def train(spec: ResNetSpec, data: Dataset, recipe: Recipe, *, device: str | torc
                            steps.per_epoch * steps.batch / train_seconds, lr)
             result.history.append(record)
             improved = validate and (val_acc > result.best_val_acc or result.best_epoch == 0)
-            if not validate or improved:  # without validation nothing is selected: the final epoch is the result
-                result.best_val_acc, result.best_epoch = (val_acc, epoch) if validate else (result.best_val_acc, epoch)
+            if improved:
+                result.best_val_acc, result.best_epoch = val_acc, epoch
+            elif not validate:
+                result.best_epoch = epoch  # no selection: the final epoch is the result
             if files is not None:
                 files.save(steps, result, improved)
             if progress:

@@ -60,7 +60,6 @@ def refuse_surplus(trial: optuna.Trial, total: int) -> None:
         raise SurplusTrial(f"the study already has its {total} trials")
 
 
-
 def twin_to_step_aside_for(trial: optuna.Trial, spec: dict, first_run: int, ctrl_c: CtrlC, log) -> int | None:
     """The running trial on this spec that this one steps aside for, if any. A fresh proposal
     steps aside for any, and so does a copy for another copy of its own trial (which resumes the
@@ -72,12 +71,13 @@ def twin_to_step_aside_for(trial: optuna.Trial, spec: dict, first_run: int, ctrl
             return twin.number
         if twin.number != waited_for:
             log(f"trial {trial.number}: waits for trial {twin.number}, on the same spec, to end "
-                          f"before resuming trial {first_run}")
+                f"before resuming trial {first_run}")
             waited_for = twin.number
         time.sleep(TWIN_POLL_S)
         ctrl_c.check()
         optuna.storages.fail_stale_trials(trial.study)  # a twin whose worker died ends too
     return None
+
 
 def _running_twin(trial: optuna.Trial, spec: dict, first_run: int) -> record.TrialRecord | None:
     """Another running trial on the same spec (constant liar makes one rare). Each trial
@@ -126,8 +126,8 @@ def requeue_cut_off(study: optuna.Study, storage: RDBStorage, trial_id: int, set
     lost it for good. The worker fails it itself and queues it to resume from its checkpoint,
     unless it finished first or another worker's heartbeat check failed it and queued its retry.
     That check wins while this worker reconnects with backoff, and with the retries spent it
-    queues nothing: then this worker queues the copy. The
-    storage is the study's own, not Optuna's cache of it, which would not show that reason."""
+    queues nothing: then this worker queues the copy. The storage is the study's own, not
+    Optuna's cache of it, which would not show that reason."""
     trial = storage.get_trial(trial_id)
     if trial.state == TrialState.RUNNING:
         try:

@@ -27,10 +27,10 @@ from resnet_space import MODEL_1, Budget, Recipe, ResNetSpec, Shape, baseline_sp
 from resnet_space.errors import UserError
 from resnet_space.space import StudyFile
 
+from ..engine.train import device_memory, resolve_device
 from .layout import (DEFAULT_ARTIFACTS, DEFAULT_FINALISTS, DEFAULT_SPACE, DEFAULT_STORAGE, DEFAULT_STORAGE_RETRY_S,
                      DEFAULT_STUDY, DEFAULT_TRIALS, DEFAULT_VAL_SIZE, FINAL_STAGE_SUFFIX, HEARTBEAT_S, Outputs,
                      resolve_space)
-from ..engine.train import device_memory, resolve_device
 from .storage import check_storage_url, open_artifact_store
 
 MAX_SEED = 2**32 - 1

@@ -80,10 +80,8 @@ class RDBStorage(optuna.storages.RDBStorage):
 def check_storage_url(url: str, create: bool = False, write: bool = True) -> None:
     """Refuse, without opening anything, a URL that is no Optuna RDB URL, and a SQLite file that
     is missing (unless `create`), a folder, not Optuna's, or that cannot be written (`write`)."""
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///").split("?")[0])
-        if str(path) in ("", ":memory:"):
-            return
+    path = _sqlite_file(url)
+    if path is not None:
         if path.is_dir():
             raise StudyError(f"storage {url}: {path} is a directory, not a database file")
         if path.exists() and not path.is_file():
@@ -100,8 +98,16 @@ def check_storage_url(url: str, create: bool = False, write: bool = True) -> Non
         if write and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)):
             raise StudyError(f"storage {url}: database file {path} cannot be written (permissions, or a read-only "
                              "file system)")
-    elif not url.startswith(("postgresql", "mysql")):
+    elif not url.startswith(("sqlite:///", "postgresql", "mysql")):
         raise StudyError(f"storage {url!r} is not an Optuna RDB URL (sqlite:///FILE or postgresql://USER@HOST/DB)")
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The database file a sqlite:/// URL names; None for another URL or an in-memory database."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url.removeprefix("sqlite:///").split("?")[0]
+    return None if path in ("", ":memory:") else Path(path)
 
 
 def _tables(path: Path) -> set[str] | None:
@@ -120,10 +126,8 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, retry_s: float = 0,
     with `create` is a missing SQLite file made (with its folder), or Optuna's tables added to
     an empty one: reading never leaves one. `write`: refuse a SQLite file that cannot be written."""
     check_storage_url(url, create, write)
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///").split("?")[0])
-        if str(path) not in ("", ":memory:"):
-            path.parent.mkdir(parents=True, exist_ok=True)
+    if (path := _sqlite_file(url)) is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     deadline, wait, schema_races = time.monotonic() + retry_s, 1.0, 0
     while True:
         try:
