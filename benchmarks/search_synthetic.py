@@ -89,7 +89,7 @@ class CurveTrainer:
         self.budget, self.epochs, self.spent = budget, epochs, 0
 
     def identity(self, trial, p) -> dict:
-        return {"seed": 0, "device": "made-up curve", "dataset": "synthetic", "checkpoint_dir": ""}
+        return {"seed": 0, "device": "made-up curve", "dataset": "synthetic", "train_images": None, "checkpoint_dir": ""}
 
     def train(self, trial, p, report, replay) -> Trained:
         spec, recipe = ResNetSpec.from_dict(p.spec), Recipe.from_dict(p.recipe)

@@ -173,7 +173,8 @@ class TableTrainer:
                                                                                    ledger, rung, final)
 
     def identity(self, trial, p) -> dict:
-        return {"seed": self.seed, "device": "table", "dataset": self.table.dataset, "checkpoint_dir": ""}
+        return {"seed": self.seed, "device": "table", "dataset": self.table.dataset, "train_images": None,
+                "checkpoint_dir": ""}
 
     def train(self, trial, p, report, replay) -> Trained:
         cell = tuple(p.spec["cell"])

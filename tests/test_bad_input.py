@@ -215,6 +215,11 @@ CASES = [
     (["run", "--study", "base", *QUICK, "--limit-train", "0"], "at least 1"),
     (["run", "--study", "base", *QUICK, "--limit-train", "1000000"], "training limit"),
     (["run", "--study", "base", *QUICK, "--val-size", "60000"], "validation size"),
+    (["run", "--study", "base", *QUICK, "--trial-images", "0"], "at least 1"),
+    (["run", "--study", "base", *QUICK, "--trial-images", "101"], "--trial-images 101 is more than --limit-train 100"),
+    (["run", "--study", "base", *QUICK[:4], *QUICK[6:], "--trial-images", "100000"],
+     "--trial-images 100,000 must be between 1 and the"),
+    (["run", "--study", "base", *QUICK, "--trial-images", "50"], "was run with --trial-images none, not 50"),
     # devices
     (["run", "--study", "base", *QUICK, "--device", "cuda:0"], "CUDA device"),
     (["run", "--study", "base", *QUICK, "--device", "tpu"], "is not auto, cpu, cuda"),

@@ -28,7 +28,7 @@ def settings(tmp_path, data_root, **changes) -> SearchSettings:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, synthetic_data):
     tmp = tmp_path_factory.mktemp("final")
-    study = run_search(settings(tmp, synthetic_data))
+    study = run_search(settings(tmp, synthetic_data, trial_images=120))
     return tmp, study
 
 
@@ -56,6 +56,10 @@ def test_the_finalists_are_the_best_distinct_specs_and_the_baseline_trained_long
         assert len(r.losses) == 2
     # The search's own history holds only its own training length: no 2-epoch curve among its trials.
     assert all(len(r.curve) <= 1 for r in search.values())
+    # Its trials trained on --trial-images of the training images, the finalists on all of them.
+    assert {r.train_images for r in search.values() if r.state != "FAIL" and not r.rejected} == {120}
+    assert {r.train_images for r in finalists} == {300}
+    assert record.StudyRecord.of(study).trial_images == 120 and record.StudyRecord.of(final).trial_images is None
 
 
 def test_the_winner_is_the_best_finalist_by_validation(finished):

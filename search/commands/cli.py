@@ -246,6 +246,9 @@ def build_parser() -> Parser:
                                   "train/<class>/ test/<class>/ images, or torchvision's layout (default: "
                                   f"${DATA_ENV}, else cifar10)")
     p.add_argument("--limit-train", type=positive_int, help="train on only this many images (stratified)")
+    p.add_argument("--trial-images", type=positive_int,
+                   help="search trials train on only this many of the training images (a cheaper fidelity, so more "
+                        "trials fit the same compute); the final stage and retrain use all of them (default: all)")
     p.add_argument("--val-size", type=positive_int, default=DEFAULT_VAL_SIZE,
                    help=f"validation images held out of train (default {DEFAULT_VAL_SIZE:,})")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, sampler and training (default 0)")

@@ -57,7 +57,7 @@ class EngineTrainer:
 
     def identity(self, trial: optuna.Trial, p: Proposal) -> dict:
         return {"seed": self.plan.settings.seed, "device": str(self.plan.device), "dataset": self.data.name,
-                "checkpoint_dir": str(self.checkpoint_dir(p).resolve())}
+                "train_images": len(self.data.train), "checkpoint_dir": str(self.checkpoint_dir(p).resolve())}
 
     def train(self, trial: optuna.Trial, p: Proposal, report: Report, replay: Replay) -> Trained:
         spec, recipe, seed = ResNetSpec.from_dict(p.spec), Recipe.from_dict(p.recipe), self.plan.settings.seed

@@ -56,6 +56,7 @@ class SearchSettings:
     device: str = "auto"  # auto refuses to search on a CPU; name "cpu" to mean it
     data: str | Path | None = None
     limit_train: int | None = None
+    trial_images: int | None = None  # search trials train on this many of the training images; the final stage on all
     val_size: int = DEFAULT_VAL_SIZE
     seed: int = 0
     sampler: str = "tpe"  # or "random", the control a search must beat (search/strategy.py)
@@ -105,6 +106,10 @@ class Plan:
         if settings.study.endswith(FINAL_STAGE_SUFFIX):
             raise UserError(f"study {settings.study!r}: a name ending in {FINAL_STAGE_SUFFIX} is a search's final stage, "
                             "which the search itself runs; run the search (the name without it) instead")
+        if settings.trial_images is not None and settings.limit_train is not None \
+                and settings.trial_images > settings.limit_train:
+            raise UserError(f"--trial-images {settings.trial_images:,} is more than --limit-train "
+                            f"{settings.limit_train:,}: trials train on a part of the training images, not more")
         if not str(settings.artifacts).strip():
             raise UserError("artifact store '': an empty path names no folder")
         check_storage_url(settings.storage, create=True)  # before any image is decoded and cached
@@ -148,7 +153,8 @@ class Plan:
         ever mixes training lengths), `finalists` trials, each trained to the final epochs."""
         epochs = self.settings.final_epochs or 2 * self.epochs
         study = self.study + FINAL_STAGE_SUFFIX
-        settings = dataclasses.replace(self.settings, study=study, trials=finalists, epochs=epochs, timeout=None)
+        settings = dataclasses.replace(self.settings, study=study, trials=finalists, epochs=epochs, timeout=None,
+                                       trial_images=None)
         return dataclasses.replace(self, settings=settings, recipe=self.study_file.center_recipe(epochs)[0],
                                    outputs=Outputs(self.outputs.artifacts, study), stage="final")
 
@@ -159,4 +165,4 @@ class Plan:
         recipe_table = {k: list(v) if isinstance(v, tuple) else v for k, v in self.study_file.recipe.items()}
         return {"budget": self.budget.params, "macs_budget": self.budget.macs, "space": self.study_file.space,
                 "recipe": recipe_table, "epochs": self.epochs, "dataset": dataset, "limit_train": s.limit_train,
-                "val_size": s.val_size, "seed": s.seed, "sampler": s.sampler}
+                "trial_images": s.trial_images, "val_size": s.val_size, "seed": s.seed, "sampler": s.sampler}

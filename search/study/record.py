@@ -114,6 +114,7 @@ class TrialRecord:
     seed: int | None = None
     device: str = ""
     dataset: str | None = None
+    train_images: int | None = None  # what it trained on: all the training images, or --trial-images of them
     baseline: bool = False  # the study's seeded baseline rather than a sampled spec
     baseline_label: str = ""  # "Model 1", or how Model 1 was scaled to the budget
     curve: list[float] = field(default_factory=list)  # validation accuracy per epoch, fractions
@@ -150,6 +151,7 @@ class TrialRecord:
         _require(record.first_trial is None or 0 <= record.first_trial <= record.number, where,
                  f"first_trial {record.first_trial}, not an earlier trial")
         _require(record.finalist_of is None or record.finalist_of >= 0, where, "a negative finalist_of")
+        _require(record.train_images is None or record.train_images >= 1, where, "train_images under 1")
         _require(record.checkpoint_artifact is None or ARTIFACT_ID.fullmatch(record.checkpoint_artifact), where,
                  "a checkpoint_artifact that is not an artifact id")
         _require(record.training_started is None or _is_iso_time(record.training_started), where,
@@ -215,8 +217,8 @@ def finalist_attrs(r: TrialRecord) -> dict:
             "baseline_label": r.baseline_label}
 
 
-IDENTITY = ("spec", "summary", "params", "macs", "recipe", "seed", "device", "dataset", "first_trial",
-            "checkpoint_dir")  # what a trial records of itself before any check
+IDENTITY = ("spec", "summary", "params", "macs", "recipe", "seed", "device", "dataset", "train_images",
+            "first_trial", "checkpoint_dir")  # what a trial records of itself before any check
 
 
 def write_identity(trial: optuna.Trial, identity: dict) -> None:
@@ -365,7 +367,8 @@ def trial_counts(trials: list[TrialRecord]) -> dict:
 # Each setting a study's results depend on, and the flag a user changes it with.
 SETTING_FLAGS = {"budget": "--budget", "macs_budget": "--macs-budget", "space": "--space (its [space] table)",
                  "recipe": "--space (its [recipe] table)", "epochs": "--epochs", "dataset": "--data",
-                 "limit_train": "--limit-train", "val_size": "--val-size", "seed": "--seed", "sampler": "--sampler"}
+                 "limit_train": "--limit-train", "trial_images": "--trial-images", "val_size": "--val-size",
+                 "seed": "--seed", "sampler": "--sampler"}
 
 
 @dataclass
@@ -382,6 +385,7 @@ class StudyRecord:
     data: dict | None = None  # the data's description (search.data.DataDescription.to_dict())
     val_size: int = DEFAULT_VAL_SIZE
     limit_train: int | None = None
+    trial_images: int | None = None  # the search's trials trained on this many of the training images
     requeued: list[int] = field(default_factory=list)
     retrained: list[dict] = field(default_factory=list)  # `retrain` results: RETRAINED_KEYS each
     exported: dict | None = None  # `best --export`, written by write_exported
@@ -395,7 +399,7 @@ class StudyRecord:
         where = f"study {study.study_name!r}"
         attrs = {k: v for k, v in study.user_attrs.items() if k != "name"}
         r = cls(name=study.study_name, **_checked(cls, attrs, where))
-        for key in ("budget", "macs_budget", "val_size", "limit_train"):
+        for key in ("budget", "macs_budget", "val_size", "limit_train", "trial_images"):
             _require(getattr(r, key) is None or getattr(r, key) >= 1, where, f"{key} {getattr(r, key)}")
         _require(0 <= r.split_seed < 2**32, where, f"split_seed {r.split_seed}")
         _require(r.stage in ("search", "final"), where, f"stage {r.stage!r}")

@@ -74,6 +74,8 @@ def run_search(settings: SearchSettings, view: LogLines | None = None, on_stop: 
     plan = plan.for_data(source.shape)
     data = source.load(val_size=settings.val_size, limit_train=settings.limit_train, seed=settings.seed,
                        status=view.status)
+    if settings.trial_images is not None:
+        data.fewer_train(settings.trial_images)  # refused now, before the storage is opened
     storage = open_storage(settings.storage, settings.heartbeat, retry_s=settings.storage_retry, create=True)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial replaces Optuna's
     deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
@@ -113,14 +115,17 @@ def optimize(run: Run, study: optuna.Study, plan: Plan) -> optuna.Study:
     """Train the stage's trials until it holds plan.settings.trials, riding out storage outages.
     Returns the study (a new object after a reconnection)."""
     s, data, view, deadline = plan.settings, run.data, run.view, run.deadline
+    if s.trial_images is not None:  # the search's cheap fidelity; the final stage trains on all
+        data = data.fewer_train(s.trial_images)
     refuse_unsafe_checkpoints(plan.outputs.checkpoints)
     objective = search_objective(plan, data, view)
     done = record.trained_count(study)
     requeued = requeue_interrupted(study) if done < s.trials else []
     view.log(f"study {s.study!r} on {redact(s.storage)}: {done} of {s.trials} trials finished"
              + (f", resuming interrupted trial(s) {', '.join(map(str, requeued))}" if requeued else "")
-             + f"; budget {plan.budget}; {data.name} ({data.description.shape}): {len(data.train):,} train / "
-             f"{len(data.val):,} validation images; device {plan.device}")
+             + f"; budget {plan.budget}; {data.name} ({data.description.shape}): {len(data.train):,} train"
+             + (f" (of {len(run.data.train):,}: --trial-images)" if s.trial_images is not None else "")
+             + f" / {len(data.val):,} validation images; device {plan.device}")
     while record.trained_count(study) < s.trials:
         try:
             wait_for_running(study, s.trials, s.heartbeat, deadline)
@@ -176,7 +181,7 @@ def create_or_load(storage, plan: Plan, data: DataDescription, enqueue: list[tup
             space=plan.study_file.space,
             recipe_space=given["recipe"], artifact_dir=str(plan.outputs.artifacts.resolve()), split_seed=s.seed,
             table_1=table_1_rows(), data=data.to_dict(), val_size=s.val_size,
-            limit_train=s.limit_train, stage=plan.stage,
+            limit_train=s.limit_train, trial_images=s.trial_images, stage=plan.stage,
         )
         for params, attrs in enqueue:
             study.enqueue_trial(params, user_attrs=attrs)
@@ -238,7 +243,7 @@ def _shown(value) -> str:
 
 def cpu_refusal(plan: Plan) -> str:
     s = plan.settings
-    images, macs = training_images(s.data, s.val_size, s.limit_train), count(MODEL_1).macs
+    images, macs = s.trial_images or training_images(s.data, s.val_size, s.limit_train), count(MODEL_1).macs
     return (f"no CUDA device here: one trial like the report's Model 1 ({macs:,} MACs/image, "
             f"{images:,} images x {plural(plan.epochs, 'epoch')}) would take {cpu_estimate(macs, images, plan.epochs)}; "
             f"for a small search on this CPU run: {invoked_as()} run "
