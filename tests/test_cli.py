@@ -214,6 +214,32 @@ def test_plain_run_without_cuda_refuses_and_explains(tmp_path):
     assert not (tmp_path / "studies").exists()  # nothing was created
 
 
+def estimated_seconds(line: str) -> float:
+    """The seconds in a refusal's "would take about N s|min|h on this CPU"."""
+    number, unit = line.split("would take about ")[1].split(" on this CPU")[0].split()
+    return float(number.replace(",", "")) * {"s": 1, "min": 60, "h": 3600}[unit]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cpu_estimates_are_within_a_factor_of_2_of_the_run(tmp_path):
+    """`run`'s and `retrain`'s refusals on a CPU time the network's own step; the same command on the
+    CPU then takes between half and twice that (the seeded baseline, the slowest kind per MAC)."""
+    flags = [f for f in cpu_run_flags(epochs=2, limit_train=600, val_size=200) if f not in ("--device", "cpu")]
+    run = ["run", "--budget", "2e5", "--trials", "1", "--study", "timed", *flags]
+    estimate = estimated_seconds(assert_user_error(run_cli(*run, cwd=tmp_path)))
+    assert run_cli(*run, "--device", "cpu", cwd=tmp_path).returncode == 0
+    [baseline] = map(TrialRecord.of, load(tmp_path, "timed").trials)
+    assert baseline.baseline and len(baseline.seconds) == 2
+    assert sum(baseline.seconds) / 2 <= estimate <= 2 * sum(baseline.seconds), (estimate, baseline.seconds)
+
+    retrain = ["retrain", "--study", "timed", "--baseline", "--seeds", "1", "--epochs", "2", "--data", synthetic_root()]
+    estimate = estimated_seconds(assert_user_error(run_cli(*retrain, cwd=tmp_path)))
+    assert run_cli(*retrain, "--device", "cpu", cwd=tmp_path).returncode == 0
+    [seed] = (tmp_path / "studies" / "retrain" / "timed").glob("*/epochs-2/seed-0.json")
+    took = json.loads(seed.read_text())["seconds"]
+    assert took / 2 <= estimate <= 2 * took, (estimate, took)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_the_refusals_suggested_command_runs_as_printed(tmp_path):
     line = assert_user_error(run_cli("run", "--budget", "5e6", "--data", synthetic_root(), cwd=tmp_path))

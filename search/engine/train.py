@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from resnet_space import Recipe, ResNetSpec
+from resnet_space import Recipe, ResNetSpec, count
 from resnet_space.errors import UserError
 from resnet_space.model import build_model
 
@@ -420,23 +420,51 @@ def _save(path: Path, state: dict) -> None:
     save_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
-def cpu_estimate(macs_per_image: int, images: int, epochs: int) -> str:
-    """How long training that many MACs would take on this CPU, as "about N h (R GMAC/s measured)"."""
-    hours, rate = cpu_estimate_hours(macs_per_image, images, epochs)
-    took = f"{hours:,.0f} h" if hours >= 10 else f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.0f} min"
-    return f"about {took} on this CPU ({rate / 1e9:.1f} GMAC/s measured)"
+def cpu_estimate(spec: ResNetSpec, recipe: Recipe, *, train_images: int, epochs: int, eval_images: int) -> str:
+    """How long training `spec` under `recipe` would take on this CPU: `epochs` over `train_images`,
+    and `eval_images` evaluated in all (validation passes, the test), as "about N min"."""
+    seconds = cpu_seconds(spec, recipe, train_images=train_images, epochs=epochs, eval_images=eval_images)
+    took = (f"{seconds / 3600:,.0f} h" if seconds >= 36000 else f"{seconds / 3600:.1f} h" if seconds >= 5400
+            else f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s")
+    return f"about {took} on this CPU (its training step timed here)"
 
 
-def cpu_estimate_hours(macs_per_image: int, images: int, epochs: int) -> tuple[float, float]:
-    """(hours, measured MAC/s) to train on this CPU: about 3x the forward MACs (forward + backward)."""
-    conv = torch.nn.Conv2d(64, 64, 3, padding=1)
-    x = torch.randn(32, 64, 32, 32)
+def cpu_seconds(spec: ResNetSpec, recipe: Recipe, *, train_images: int, epochs: int, eval_images: int) -> float:
+    """Seconds to train and evaluate `spec` on this CPU, from its own training step and evaluation
+    batch timed here (the fastest of three after a warm-up: other jobs make the slower ones
+    wander). A count of MACs alone misjudges small networks by 10x: their deep, narrow layers run
+    far below the processor's peak. A large network is timed on a smaller batch (about 8 GMAC a
+    step; smaller batches run slower per image), so that the estimate takes seconds, not minutes."""
+    model = build_model(spec)
+    optimizer = make_optimizer(model, recipe)
+    batch = min(recipe.batch_size, max(train_images, 1))
+    probe = min(batch, 2 ** max(4, int(math.log2(max(8e9 / count(spec).macs, 1)))))
+    x = torch.randn(probe, spec.in_channels, spec.image_side, spec.image_side)
+    y = torch.randint(0, spec.classes, (probe,))
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    def forward():
+        with torch.no_grad():
+            for _ in range(2 if recipe.flip_tta else 1):
+                model(x)
+
+    model.train()
+    train_s = _fastest(step) / probe
+    model.eval()
+    eval_s = _fastest(forward) / probe
+    trained = max(train_images // batch, 1) * batch  # the ragged last batch is dropped, as Steps does
+    return epochs * trained * train_s + eval_images * eval_s
+
+
+def _fastest(run: Callable[[], None], repeats: int = 3) -> float:
+    run()
     seconds = []
-    with torch.no_grad():
-        conv(x)
-        for _ in range(20):  # the fastest of 20 (half a second): other jobs make the slower ones wander
-            start = time.perf_counter()
-            conv(x)
-            seconds.append(time.perf_counter() - start)
-    rate = 32 * 64 * 64 * 9 * 32 * 32 / min(seconds)
-    return 3 * macs_per_image * images * epochs / rate / 3600, rate
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - start)
+    return min(seconds)

@@ -36,7 +36,7 @@ from .interrupts import how_stopped
 from .layout import Outputs, invoked_as, plural
 from .networks import objective as search_objective
 from .objective import finalists
-from .plan import Plan, SearchSettings
+from .plan import Plan, SearchSettings, baseline_for
 from .storage import StudyError, open_storage, redact, storage_outage
 from .strategy import make_pruner, make_sampler
 from .view import LogLines
@@ -242,10 +242,15 @@ def _shown(value) -> str:
 
 
 def cpu_refusal(plan: Plan) -> str:
+    """What a search would cost here, from its first trial: the seeded baseline (Model 1 where none
+    is seeded), timed on this CPU; and a search that fits a CPU, ready to paste."""
     s = plan.settings
-    images, macs = s.trial_images or training_images(s.data, s.val_size, s.limit_train), count(MODEL_1).macs
-    return (f"no CUDA device here: one trial like the report's Model 1 ({macs:,} MACs/image, "
-            f"{images:,} images x {plural(plan.epochs, 'epoch')}) would take {cpu_estimate(macs, images, plan.epochs)}; "
-            f"for a small search on this CPU run: {invoked_as()} run "
+    baseline = baseline_for(plan.budget) if s.baseline else None
+    spec, label = baseline or (MODEL_1, "Model 1")
+    images = s.trial_images or training_images(s.data, s.val_size, s.limit_train)
+    took = cpu_estimate(spec, plan.recipe, train_images=images, epochs=plan.epochs, eval_images=s.val_size * plan.epochs)
+    return (f"no CUDA device here: the search's first trial, {label} ({count(spec).macs:,} MACs/image, "
+            f"{images:,} images x {plural(plan.epochs, 'epoch')}, {s.val_size:,} validation images each), would take "
+            f"{took}; for a small search on this CPU run: {invoked_as()} run "
             f"--device cpu --space cpu-small --study cpu-try --epochs 2 --limit-train 2000 --val-size 1000 --trials 5"
             + (f" --data {shlex.quote(str(plan.settings.data))}" if plan.settings.data else ""))
