@@ -4,11 +4,15 @@ unpruned, in a study of their own; the best of them is the winner that `best`, `
 
 from __future__ import annotations
 
+import io
 import json
 
 import optuna
 import pytest
 
+from rich.console import Console
+
+from search.commands.live import LiveView
 from search.study import record
 from search.study.view import LogLines
 from search.study import SearchSettings, run_search
@@ -27,9 +31,22 @@ def settings(tmp_path, data_root, **changes) -> SearchSettings:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, synthetic_data):
+    """A search and its final stage, shown as `run` shows it on a terminal (its screen kept)."""
     tmp = tmp_path_factory.mktemp("final")
-    study = run_search(settings(tmp, synthetic_data, trial_images=120))
+    screen = io.StringIO()
+    view = LiveView(Console(file=screen, force_terminal=True, width=120))
+    study = run_search(settings(tmp, synthetic_data, trial_images=120), view=view)
+    (tmp / "screen.txt").write_text(screen.getvalue())
     return tmp, study
+
+
+def test_the_live_view_labels_the_baseline_and_the_finalists(finished):
+    tmp, study = finished
+    screen = (tmp / "screen.txt").read_text()
+    baseline = next(r for r in record.records(study) if r.baseline)
+    assert f"trial {baseline.number}, seeded baseline" in screen  # its epoch bar
+    for r in record.finalist_trials(record.final_stage(study)):
+        assert f"finalist of trial {r.finalist_of}" in screen
 
 
 def test_the_finalists_are_the_best_distinct_specs_and_the_baseline_trained_longer_in_their_own_study(finished):

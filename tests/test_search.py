@@ -13,6 +13,7 @@ from resnet_space.errors import UserError
 from search.study import record
 from search.study import objective
 from search.study import SearchSettings, run_search
+from search.study.layout import Outputs, storage_tag
 
 from .conftest import TINY_SPACE, assert_user_error, run_cli, write_image_folder
 
@@ -34,7 +35,13 @@ def test_run_search_from_python_counts_trained_trials(tmp_path, synthetic_data):
     assert all(r.curve and r.params < 200_000 for r in trials if r.counts_as_trained)
     assert record.StudyRecord.of(study).settings["epochs"] == 1
     [outputs] = stopped  # where the command line writes its report: beside the artifacts, derived in one place
-    assert outputs.reports == tmp_path / "reports" / "s"
+    # Not the default storage: the folder names it too, so that a study "s" of another storage has its own.
+    assert outputs.reports.parent == tmp_path / "reports" and outputs.reports.name.startswith("s@s-")
+    assert Outputs(outputs.artifacts, "s").reports == tmp_path / "reports" / "s"
+    elsewhere = Outputs(outputs.artifacts, "s", f"sqlite:///{tmp_path}/other/s.db")
+    assert len({outputs.reports, elsewhere.reports, Outputs(outputs.artifacts, "s").reports}) == 3
+    assert storage_tag("postgresql://u:secret@db:5432/studies").startswith("studies-")
+    assert "secret" not in storage_tag("postgresql://u:secret@db:5432/studies")
 
 
 def test_rejected_proposals_do_not_use_up_trials(tmp_path, synthetic_data):

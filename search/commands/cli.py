@@ -154,8 +154,8 @@ def cmd_report(args) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = open_study(args, write=not args.no_attach)
-    out = writable_folder(Path(args.out) if args.out else StudyRecord.of(study).outputs(args.artifacts).reports,
-                          "report folder")
+    outputs = StudyRecord.of(study).outputs(args.artifacts, args.storage)
+    out = writable_folder(Path(args.out) if args.out else outputs.reports, "report folder")
     numbers = write_report(study, out, top=args.top)
     if not args.no_attach:
         attach_to_study(study, out, args.artifacts)
@@ -305,7 +305,8 @@ def build_parser() -> Parser:
     p = sub.add_parser("report", help="HTML and Markdown report with plots, attached to the study for the dashboard")
     add_study_args(p)
     p.add_argument("--out", metavar="DIR", help="report folder (default: reports/STUDY beside --artifacts, "
-                                                "studies/reports/STUDY for the default)")
+                                                "studies/reports/STUDY for the default; STUDY@NAME-DIGEST for a "
+                                                "storage other than the default)")
     add_artifacts_arg(p)
     p.add_argument("--top", type=positive_int, default=10, help="trials in the top table (default 10)")
     p.add_argument("--no-attach", action="store_true", help="do not attach the plots to the study")

@@ -63,10 +63,10 @@ class LiveView(LogLines):
     """A rich view of the study (trials, pruned, over budget, best) with the trainer's epoch bar
     beneath it, on a terminal; written to a file or a pipe, the log lines alone."""
 
-    def __init__(self):
+    def __init__(self, console=None):
         self.study, self.total = None, 0
         self.progress, self.task = None, None
-        self.console = terminal()
+        self.console = console or terminal()
 
     def _refresh(self) -> None:
         if self.progress:

@@ -207,7 +207,7 @@ def run_folder(recorded: record.StudyRecord, target: Target, settings: RetrainSe
     if settings.out is not None:
         out = Path(settings.out)
     else:
-        out = recorded.outputs(settings.artifacts).retrain / target.folder
+        out = recorded.outputs(settings.artifacts, settings.storage).retrain / target.folder
     return writable_folder(out, "retrain folder") / f"epochs-{target.recipe.epochs}"
 
 

@@ -264,7 +264,7 @@ def _whole_run_state(state: dict) -> bool:
 
 
 def train(spec: ResNetSpec, data: Dataset, recipe: Recipe, *, device: str | torch.device = "auto", seed: int = 0,
-          on_epoch: EpochCallback | None = None, checkpoint_dir=None, progress=None,
+          on_epoch: EpochCallback | None = None, checkpoint_dir=None, progress=None, label: str = "epochs",
           compile: bool = False, validate: bool = True, numerics: str | Numerics = "auto") -> TrainResult:
     """Train `spec` under `recipe`; return per-epoch validation accuracy and the best epoch.
 
@@ -276,7 +276,7 @@ def train(spec: ResNetSpec, data: Dataset, recipe: Recipe, *, device: str | torc
     on_epoch(Epoch) runs after each epoch; whatever it raises (a
     pruning signal, say) ends the run after that epoch's checkpoint is written.
     progress: the caller's rich Progress (anything with its add_task, update and remove_task) to
-    add the epoch bar to, or None for none; the engine draws nothing itself.
+    add the epoch bar (named `label`) to, or None for none; the engine draws nothing itself.
     numerics: "auto" (CUDA's settings on a CUDA device, float32 on the CPU), "cuda", "fp32" or a
     Numerics; see Numerics. compile: torch.compile the training step (on the CPU it needs a C++
     compiler: compile_unavailable says whether one is there).
@@ -296,7 +296,7 @@ def train(spec: ResNetSpec, data: Dataset, recipe: Recipe, *, device: str | torc
         files = Checkpoints(Path(checkpoint_dir), _checkpoint_identity(spec, recipe, seed), numerics.name)
         files.resume(steps, result, spec, recipe, seed)
 
-    task = progress.add_task("epochs", total=recipe.epochs, completed=result.epochs_done, info="") if progress else None
+    task = progress.add_task(label, total=recipe.epochs, completed=result.epochs_done, info="") if progress else None
     after_step = (lambda: progress.update(task, advance=1 / steps.per_epoch)) if progress else (lambda: None)
     try:
         for epoch in range(result.epochs_done + 1, recipe.epochs + 1):

@@ -6,9 +6,11 @@ Light on purpose: parsing flags imports this and neither torch nor optuna.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import sys
+import urllib.parse
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -66,14 +68,31 @@ def writable_folder(path: Path, what: str) -> Path:
     return path
 
 
+def storage_tag(storage: str) -> str:
+    """'' for the default storage; for another, its database's name and a digest of where it is
+    (never its password), so that a study of the same name in two storages gets two folders."""
+    parts = urllib.parse.urlsplit(storage)
+    if parts.scheme == "sqlite":
+        path = Path(storage.removeprefix("sqlite:///").split("?")[0]).resolve()
+        if path == Path(DEFAULT_STORAGE.removeprefix("sqlite:///")).resolve():
+            return ""
+        name, where = path.stem, str(path)
+    else:
+        name = parts.path.strip("/").rsplit("/", 1)[-1] or parts.hostname or parts.scheme
+        where = f"{parts.scheme}://{parts.hostname}:{parts.port}{parts.path}"
+    return f"{name}-{hashlib.sha1(where.encode()).hexdigest()[:8]}"
+
+
 @dataclass(frozen=True)
 class Outputs:
     """A study's folders beside its artifact store: artifacts/ (kept checkpoints and plots, shared
-    by the studies of one storage), checkpoints/STUDY/ (per-epoch, while trials run) and
-    reports/STUDY/."""
+    by the studies of one storage), checkpoints/STUDY/ (per-epoch, while trials run), and
+    reports/STUDY/ and retrain/STUDY/ (STUDY@TAG for a storage other than the default: see
+    storage_tag)."""
 
     artifacts: Path
     study: str
+    storage: str = DEFAULT_STORAGE
 
     def __post_init__(self):
         study_name(self.study)
@@ -86,11 +105,16 @@ class Outputs:
 
     @property
     def reports(self) -> Path:
-        return self.artifacts.parent / "reports" / self.study
+        return self.artifacts.parent / "reports" / self._named
 
     @property
     def retrain(self) -> Path:
-        return self.artifacts.parent / "retrain" / self.study
+        return self.artifacts.parent / "retrain" / self._named
+
+    @property
+    def _named(self) -> str:
+        tag = storage_tag(self.storage)
+        return f"{self.study}@{tag}" if tag else self.study
 
 
 def invoked_as() -> str:

@@ -68,9 +68,11 @@ class EngineTrainer:
                       + (f" [finalist: search trial {p.known.finalist_of}, {plural(recipe.epochs, 'epoch')}]"
                          if p.known.finalist_of is not None else "")
                       + (f" [resuming trial {p.first_run} after epoch {len(held)}]" if held else ""))
+        label = (f"trial {trial.number}" + (", seeded baseline" if p.known.baseline else "")
+                 + (f", finalist of trial {p.known.finalist_of}" if p.known.finalist_of is not None else ""))
         try:
             result = train(spec, self.data, recipe, device=self.plan.device, seed=seed, on_epoch=report,
-                           checkpoint_dir=self.checkpoint_dir(p), progress=self.view.progress)
+                           checkpoint_dir=self.checkpoint_dir(p), progress=self.view.progress, label=label)
         except Diverged as e:
             record.write_pruned(trial, f"diverged: {e}")
             raise optuna.TrialPruned(str(e)) from None

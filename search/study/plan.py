@@ -114,7 +114,7 @@ class Plan:
             raise UserError("artifact store '': an empty path names no folder")
         check_storage_url(settings.storage, create=True)  # before any image is decoded and cached
         open_artifact_store(settings.artifacts, create=False)  # a store kind that is not supported, refused now
-        outputs = Outputs(Path(settings.artifacts), settings.study)
+        outputs = Outputs(Path(settings.artifacts), settings.study, settings.storage)
         study_file = StudyFile.load(resolve_space(str(settings.space)))
         budget = Budget(settings.budget or study_file.budget.params, settings.macs_budget or study_file.budget.macs)
         device = resolve_device(settings.device)
@@ -156,7 +156,8 @@ class Plan:
         settings = dataclasses.replace(self.settings, study=study, trials=finalists, epochs=epochs, timeout=None,
                                        trial_images=None)
         return dataclasses.replace(self, settings=settings, recipe=self.study_file.center_recipe(epochs)[0],
-                                   outputs=Outputs(self.outputs.artifacts, study), stage="final")
+                                   outputs=Outputs(self.outputs.artifacts, study, self.outputs.storage),
+                                   stage="final")
 
     def study_settings(self, dataset: str) -> dict:
         """What the stage's results depend on (record.SETTING_FLAGS): a study resumed with other

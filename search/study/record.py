@@ -415,10 +415,10 @@ class StudyRecord:
         """The data's name, e.g. "CIFAR-10" or "cifar10-jpeg (image folder, JPEG)"."""
         return self.data and self.data["name"]
 
-    def outputs(self, artifacts: str | Path) -> Outputs:
+    def outputs(self, artifacts: str | Path, storage: str) -> Outputs:
         """The study's folders beside the artifact store the command line names (a location the
-        database records is never where anything is read or written)."""
-        return Outputs(Path(artifacts), self.name)
+        database records is never where anything is read or written), in `storage`."""
+        return Outputs(Path(artifacts), self.name, storage)
 
     @property
     def walls(self) -> Budget | None:
