@@ -252,5 +252,5 @@ def cpu_refusal(plan: Plan) -> str:
     return (f"no CUDA device here: the search's first trial, {label} ({count(spec).macs:,} MACs/image, "
             f"{images:,} images x {plural(plan.epochs, 'epoch')}, {s.val_size:,} validation images each), would take "
             f"{took}; for a small search on this CPU run: {invoked_as()} run "
-            f"--device cpu --space cpu-small --study cpu-try --epochs 2 --limit-train 2000 --val-size 1000 --trials 5"
+            f"--device cpu --space cpu-small --study cpu-try --epochs 2 --limit-train 2000 --val-size 1000 --trials 5 --no-baseline"
             + (f" --data {shlex.quote(str(plan.settings.data))}" if plan.settings.data else ""))
