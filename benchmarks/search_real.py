@@ -179,10 +179,12 @@ def search_macs(r: record.TrialRecord, val_images: int) -> int:
 
 def fidelity(args, p: Protocol) -> None:
     """Spearman between the best validation accuracy of `specs` random specs trained as a search
-    trial is (--trial-images, the trial's epochs) and trained on all training images for the
-    final stage's epochs, on the same split (seed 0)."""
+    trial is (--trial-images, the trial's epochs; or the cheaper settings asked for) and trained
+    on all training images for the final stage's epochs, on the same split (seed 0). The full
+    runs are kept in OUT/fidelity.json and shared by every cheap setting measured."""
+    images, epochs = args.trial_images or p.trial_images, args.trial_epochs or p.trial_epochs
     space = StudyFile.load(resolve_space(p.space))
-    recipe_cheap, _ = space.center_recipe(p.trial_epochs)
+    recipe_cheap, _ = space.center_recipe(epochs)
     recipe_full, _ = space.center_recipe(p.final_stage_epochs)
     budget = Budget(p.budget)
     draw = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=12345))
@@ -193,15 +195,21 @@ def fidelity(args, p: Protocol) -> None:
             seen.add(spec.summary())
             specs.append(spec)
     data = find_data(args.data).load(val_size=p.val_images, limit_train=p.train_images, seed=0)
-    cheap_data = data.fewer_train(p.trial_images)
-    out = args.out / "fidelity.json"
+    cheap_data = data.fewer_train(images)
+    shipped = (images, epochs) == (p.trial_images, p.trial_epochs)
+    out = args.out / ("fidelity.json" if shipped else f"fidelity-{images}x{epochs}.json")
+    full = {r["spec"]: r for r in json.loads((args.out / "fidelity.json").read_text())} \
+        if (args.out / "fidelity.json").exists() else {}
     rows = json.loads(out.read_text()) if out.exists() else []
     for spec in specs[len(rows):]:
         cheap = train(spec, cheap_data, recipe_cheap, device="cpu", seed=0)
-        full = train(spec, data, recipe_full, device="cpu", seed=0)
+        known = full.get(spec.summary())
+        if known is None:
+            run = train(spec, data, recipe_full, device="cpu", seed=0)
+            known = {"full": run.best_val_acc, "full_s": round(sum(e.seconds for e in run.history), 1)}
         rows.append({"spec": spec.summary(), "macs": count(spec).macs, "cheap": cheap.best_val_acc,
-                     "full": full.best_val_acc, "cheap_s": round(sum(e.seconds for e in cheap.history), 1),
-                     "full_s": round(sum(e.seconds for e in full.history), 1)})
+                     "full": known["full"], "cheap_s": round(sum(e.seconds for e in cheap.history), 1),
+                     "full_s": known["full_s"]})
         out.write_text(json.dumps(rows, indent=1) + "\n")
         print(json.dumps(rows[-1]), flush=True)
     rho = spearman([r["cheap"] for r in rows], [r["full"] for r in rows])
@@ -209,14 +217,14 @@ def fidelity(args, p: Protocol) -> None:
     best_full = max(r["full"] for r in rows)
     print(f"\n{len(rows)} random specs of {p.space} at {p.budget:,} params, seed-0 split ({p.train_images:,} training / "
           f"{p.val_images:,} validation images of the CIFAR-10 JPEG copy)\n")
-    print(f"| spec | MACs | {p.trial_images:,} images x {p.trial_epochs} epochs, val % | {p.train_images:,} images x "
+    print(f"| spec | MACs | {images:,} images x {epochs} epochs, val % | {p.train_images:,} images x "
           f"{p.final_stage_epochs} epochs, val % |")
     print("|---|---:|---:|---:|")
     for r in sorted(rows, key=lambda r: -r["full"]):
         print(f"| {r['spec']} | {r['macs']:,} | {100 * r['cheap']:.2f} | {100 * r['full']:.2f} |")
     print(f"\nSpearman {rho:+.2f} over {len(rows)} specs; the cheap fidelity's top {p.finalists} hold the full "
           f"fidelity's best: {any(r['full'] == best_full for r in top)}")
-    print(json.dumps({"fidelity": str(out), "specs": len(rows), "spearman": rho,
+    print(json.dumps({"fidelity": str(out), "images": images, "epochs": epochs, "specs": len(rows), "spearman": rho,
                       "cheap_s": round(sum(r["cheap_s"] for r in rows)), "full_s": round(sum(r["full_s"] for r in rows))}))
 
 
@@ -286,6 +294,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, action="append", help="run this seed's arms (repeatable)")
     parser.add_argument("--fidelity", action="store_true", help="measure the cheap fidelity's ranking instead")
     parser.add_argument("--specs", type=int, default=16, help="random specs --fidelity trains (default 16)")
+    parser.add_argument("--trial-images", type=int, help="--fidelity: measure this cheaper setting instead")
+    parser.add_argument("--trial-epochs", type=int, help="--fidelity: measure this cheaper setting instead")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default torch's)")
     parser.add_argument("--out", type=Path, default=Path("results/search-real"))
     args = parser.parse_args()

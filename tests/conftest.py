@@ -89,6 +89,15 @@ def run_cli(*args, env=None, timeout=600, cwd=None):
     )
 
 
+def onnx_accuracy(path, images, labels) -> float:
+    """Accuracy of an exported model.onnx in ONNX Runtime on the CPU, fed uint8 images as floats in [0, 1]."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {session.get_inputs()[0].name: (images.float() / 255).numpy()})[0]
+    return (logits.argmax(1) == labels.numpy()).sum().item() / len(labels)
+
+
 def assert_user_error(result):
     """One clear line on stderr, exit code 2, no traceback."""
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)

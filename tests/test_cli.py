@@ -20,8 +20,8 @@ from search.engine.data import DataDescription, load_data
 
 from search.study.record import Snapshot, TrialRecord
 
-from .conftest import (CLI, TINY_SPACE, assert_user_error, cpu_run_flags, run_cli, run_small_study, storage_url,
-                       synthetic_root)
+from .conftest import (CLI, TINY_SPACE, assert_user_error, cpu_run_flags, onnx_accuracy, run_cli, run_small_study,
+                       storage_url, synthetic_root)
 
 QUICK = cpu_run_flags()
 
@@ -117,7 +117,7 @@ def test_a_macs_budget_is_a_second_wall_and_the_front_exports(tmp_path):
     assert exported.returncode == 0, exported.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["trial"] == pick and (metrics["params"], metrics["macs"]) == (trials[pick].params, trials[pick].macs)
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.pt2", "spec.json", "state_dict.pt"]
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.onnx", "model.pt2", "spec.json", "state_dict.pt"]
 
 
 def test_resume_adds_trials_and_keeps_one_baseline(workdir):
@@ -135,7 +135,7 @@ def test_best_export_writes_files_that_load_with_plain_torch(workdir):
     result = run_cli("best", "--study", "e2e", "--export", out, "--data", synthetic_root(), cwd=workdir)
     assert result.returncode == 0, result.stderr
     assert "Model 1" in result.stdout and "94.40%" in result.stdout  # Table 1 beside the results
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.pt2", "spec.json", "state_dict.pt"]
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.onnx", "model.pt2", "spec.json", "state_dict.pt"]
     metrics = json.loads((out / "metrics.json").read_text())
     study = load(workdir)
     assert metrics["trial"] == study.best_trial.number and metrics["val_acc"] == study.best_trial.value
@@ -168,6 +168,21 @@ def test_best_export_writes_files_that_load_with_plain_torch(workdir):
     assert (got.argmax(1) == test.labels).sum().item() / len(test) == pytest.approx(metrics["test_acc"], abs=1e-9)
     plain = (model(x).argmax(1) == test.labels).sum().item() / len(test)
     assert metrics["test_acc_without_flip"] == pytest.approx(plain, abs=1e-9)
+    # model.onnx in ONNX Runtime on the CPU: the same program, the recorded test accuracy exactly.
+    assert metrics["onnx"] == "model.onnx"
+    assert onnx_accuracy(out / "model.onnx", test.images, test.labels) == metrics["test_acc"]
+
+
+def test_without_the_onnx_extra_the_export_says_how_and_writes_the_rest(workdir, monkeypatch, capsys):
+    from search.commands.cli import main
+    from search.commands.export import ONNX_MISSING
+
+    monkeypatch.chdir(workdir)
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if never installed: importing it fails
+    assert main(["best", "--study", "e2e", "--export", "no-onnx", "--data", str(synthetic_root())]) == 0
+    assert ONNX_MISSING in capsys.readouterr().out.splitlines()
+    assert sorted(p.name for p in (workdir / "no-onnx").iterdir()) == ["metrics.json", "model.pt2", "spec.json",
+                                                                        "state_dict.pt"]
 
 
 def test_dashboard_answers_for_the_study(workdir):

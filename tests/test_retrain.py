@@ -116,7 +116,7 @@ def test_retrain_exports_the_seed_closest_to_the_mean(cwd, retrained):
     study = load(cwd)
     [entry] = record.StudyRecord.of(study).retrained
     out = Path(entry["export_dir"])
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.pt2", "spec.json", "state_dict.pt"]
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.onnx", "model.pt2", "spec.json", "state_dict.pt"]
     metrics = json.loads((out / "metrics.json").read_text())
     accs = entry["test_acc"]
     pick = min(range(2), key=lambda i: (abs(accs[i] - statistics.mean(accs)), i))

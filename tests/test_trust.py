@@ -203,7 +203,7 @@ def test_a_killed_export_is_written_over_by_the_same_command(study_dir, tmp_path
     result = run_cli("best", "--study", "s", "--export", out, "--data", synthetic_root(), cwd=study_dir,
                      env=env(study_dir))
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.pt2", "spec.json", "state_dict.pt"]
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.onnx", "model.pt2", "spec.json", "state_dict.pt"]
     again = assert_user_error(run_cli("best", "--study", "s", "--export", out, "--data", synthetic_root(),
                                       cwd=study_dir, env=env(study_dir)))
     assert "not an empty directory" in again  # a whole export is never written over

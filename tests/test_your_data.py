@@ -20,7 +20,7 @@ from resnet_space.spec import ResNetSpec, max_stages
 from search.commands.cli import main
 from search.engine.data import DataError, find_data, load_data
 
-from .conftest import TINY_SPACE
+from .conftest import TINY_SPACE, onnx_accuracy
 
 
 def write_folder(root, classes=3, side=32, mode="RGB", train=4, test=2, name=lambda c: f"c{c:04d}"):
@@ -292,6 +292,10 @@ def test_run_export_retrain_report_on_a_new_shape(tmp_path, monkeypatch, capsys,
     program = torch.export.load(tmp_path / "winner" / "model.pt2").module()
     for batch in (1, 7):
         assert program(torch.rand(batch, channels, side, side)).shape == (batch, classes)
+    # model.onnx in ONNX Runtime: the test split's accuracy exactly as recorded.
+    test = load_data("data", val_size=classes, seed=recorded.split_seed).test
+    assert metrics["onnx"] == "model.onnx"
+    assert onnx_accuracy(tmp_path / "winner" / "model.onnx", test.images, test.labels) == metrics["test_acc"]
 
     assert main(["retrain", "--device", "cpu", "--seeds", "1", "--epochs", "1", "--data", "data"]) == 0
     assert len(StudyRecord.of(study).retrained) == 1

@@ -103,6 +103,8 @@ def print_exported(metrics: dict, out) -> None:
     """`best --export`: what was exported, and its accuracies."""
     print(f"exported trial {metrics['trial']} to {out}: validation {metrics['val_acc']:.2%}, "
           f"test {metrics['test_acc']:.2%} on {metrics['dataset']}")
+    if metrics["onnx"] != "model.onnx":
+        print(metrics["onnx"])
 
 
 def print_report_written(study_name: str, out, counts: dict) -> None:
@@ -184,3 +186,5 @@ def print_retrain_result(result) -> None:
         out.print(f"the search measured {result.target.val_acc:.2%} on its validation split", soft_wrap=True)
     out.print(f"exported seed {e['export_seed']} (closest to the mean) to {e['export_dir']}", soft_wrap=True,
               markup=False, highlight=False)
+    if result.export.get("onnx", "model.onnx") != "model.onnx":
+        out.print(result.export["onnx"], soft_wrap=True, markup=False, highlight=False)

@@ -89,7 +89,8 @@ def exportable_trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTri
     return trial
 
 
-EXPORT_FILES = ("spec.json", "state_dict.pt", "model.pt2", "metrics.json")
+EXPORT_FILES = ("spec.json", "state_dict.pt", "model.pt2", "model.onnx", "metrics.json")
+ONNX_MISSING = "model.onnx not written: the onnx extra is not installed (pip install 'resnet-search[onnx]')"
 IN_PROGRESS = ".export-in-progress"  # written first and removed last: a folder holding it is a half export
 
 
@@ -164,6 +165,7 @@ def write_export(out: Path, model: nn.Module, spec: ResNetSpec, description: Dat
     side, channels = description.side, description.channels
     program = torch.export.export(wrapped, (torch.rand(2, channels, side, side),), dynamic_shapes=({0: batch},))
     torch.export.save(program, out / "model.pt2")
+    onnx = _write_onnx(wrapped, out / "model.onnx", channels, side)
     counts = count(spec)
     metrics = {
         "study": study,
@@ -175,12 +177,28 @@ def write_export(out: Path, model: nn.Module, spec: ResNetSpec, description: Dat
         "input": f"float (N, {channels}, {side}, {side}) in [0, 1] for model.pt2 (test_acc; flip-averaged inside "
                  "when test_flip_tta); normalised by `normalisation` for state_dict.pt (test_acc_without_flip)",
         "normalisation": {"mean": list(description.mean), "std": list(description.std)},
+        "onnx": onnx,
         "data": description.to_dict(),
-        "versions": {name: _version(name) for name in ("resnet-search", "torch", "torchvision", "optuna")},
+        "versions": {name: _version(name) for name in ("resnet-search", "torch", "torchvision", "optuna", "onnx")},
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / IN_PROGRESS).unlink()
     return metrics
+
+
+def _write_onnx(wrapped: nn.Module, path: Path, channels: int, side: int) -> str:
+    """model.onnx: the same program as model.pt2 (normalisation and flip inside), any batch size,
+    through torch's exporter (it needs onnx and onnxscript). Returns "model.onnx", or ONNX_MISSING
+    where those are not installed: the export writes the rest."""
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        return ONNX_MISSING
+    batch = torch.export.Dim("batch", min=1)
+    torch.onnx.export(wrapped, (torch.rand(2, channels, side, side),), str(path), dynamo=True, verbose=False,
+                      dynamic_shapes=({0: batch},), external_data=False)
+    return path.name
 
 
 def _version(name: str) -> str:
