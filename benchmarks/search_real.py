@@ -35,6 +35,7 @@ then one JSON line.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import statistics
@@ -85,8 +86,8 @@ def quiet(message: str) -> None:
 class SeedRun:
     """One seed's arms, each run once and written to its JSON as it lands."""
 
-    def __init__(self, out: Path, seed: int, protocol: Protocol, data: str):
-        self.dir, self.seed, self.p, self.data = out / f"seed-{seed}", seed, protocol, data
+    def __init__(self, out: Path, seed: int, protocol: Protocol, data: str, arms=ARMS):
+        self.dir, self.seed, self.p, self.data, self.arms = out / f"seed-{seed}", seed, protocol, data, arms
         self.file = out / f"results-seed{seed}.json"
         self.storage = f"sqlite:///{self.dir / 'studies.db'}"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -96,16 +97,20 @@ class SeedRun:
         self.results = found
 
     def arm(self, name: str, measure) -> dict:
-        if name not in self.results["arms"]:
+        if name not in self.results["arms"] and name in self.arms:
             started, load = time.time(), os.getloadavg()[0]
             row = measure()
             row.update(wall_s=round(time.time() - started), load_before=round(load, 2),
                        load_after=round(os.getloadavg()[0], 2))
-            self.results["arms"][name] = row
-            self.file.write_text(json.dumps(self.results, indent=1) + "\n")
+            with open(self.dir / "results.lock", "w") as lock:  # arms of one seed may run as processes of their own
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if self.file.exists():
+                    self.results["arms"].update(json.loads(self.file.read_text())["arms"])
+                self.results["arms"][name] = row
+                self.file.write_text(json.dumps(self.results, indent=1) + "\n")
             print(json.dumps({"seed": self.seed, "arm": name, **{k: v for k, v in row.items() if k != "trials"}}),
                   flush=True)
-        return self.results["arms"][name]
+        return self.results["arms"].get(name)
 
     def settings(self, sampler: str) -> SearchSettings:
         p = self.p
@@ -161,11 +166,13 @@ class SeedRun:
         return self.trained_f("most-macs", spec=str(spec_file))
 
     def run(self) -> None:
+        """The arms asked for, in this order; equal compute waits for the search's result."""
         shipped = self.arm("search", lambda: self.searched("tpe"))
         self.arm("baseline", lambda: self.trained_f("baseline", baseline=True))
         self.arm("random", lambda: self.searched("random"))
         self.arm("most MACs", self.most_macs)
-        self.arm("baseline, equal compute", lambda: self.equal_compute(shipped))
+        if shipped is not None:
+            self.arm("baseline, equal compute", lambda: self.equal_compute(shipped))
 
 
 def search_macs(r: record.TrialRecord, val_images: int) -> int:
@@ -292,6 +299,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=default_data())
     parser.add_argument("--seed", type=int, action="append", help="run this seed's arms (repeatable)")
+    parser.add_argument("--arms", help="only these arms, separated by ; (the search first: the others "
+                                       "read its study), so one seed's arms can run as parallel processes")
     parser.add_argument("--fidelity", action="store_true", help="measure the cheap fidelity's ranking instead")
     parser.add_argument("--specs", type=int, default=16, help="random specs --fidelity trains (default 16)")
     parser.add_argument("--trial-images", type=int, help="--fidelity: measure this cheaper setting instead")
@@ -308,7 +317,7 @@ def main() -> None:
     if args.fidelity:
         return fidelity(args, p)
     for seed in args.seed or []:
-        SeedRun(args.out, seed, p, args.data).run()
+        SeedRun(args.out, seed, p, args.data, args.arms.split(";") if args.arms else ARMS).run()
     tables(args, p)
 
 
