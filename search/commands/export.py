@@ -165,7 +165,7 @@ def write_export(out: Path, model: nn.Module, spec: ResNetSpec, description: Dat
     side, channels = description.side, description.channels
     program = torch.export.export(wrapped, (torch.rand(2, channels, side, side),), dynamic_shapes=({0: batch},))
     torch.export.save(program, out / "model.pt2")
-    onnx = _write_onnx(wrapped, out / "model.onnx", channels, side)
+    onnx = _write_onnx(program, out / "model.onnx")
     counts = count(spec)
     metrics = {
         "study": study,
@@ -186,18 +186,16 @@ def write_export(out: Path, model: nn.Module, spec: ResNetSpec, description: Dat
     return metrics
 
 
-def _write_onnx(wrapped: nn.Module, path: Path, channels: int, side: int) -> str:
-    """model.onnx: the same program as model.pt2 (normalisation and flip inside), any batch size,
-    through torch's exporter (it needs onnx and onnxscript). Returns "model.onnx", or ONNX_MISSING
-    where those are not installed: the export writes the rest."""
+def _write_onnx(program: torch.export.ExportedProgram, path: Path) -> str:
+    """model.onnx: model.pt2's very program (normalisation and flip inside, any batch size),
+    translated by torch's exporter (it needs onnx and onnxscript). Returns "model.onnx", or
+    ONNX_MISSING where those are not installed: the export writes the rest."""
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError:
         return ONNX_MISSING
-    batch = torch.export.Dim("batch", min=1)
-    torch.onnx.export(wrapped, (torch.rand(2, channels, side, side),), str(path), dynamo=True, verbose=False,
-                      dynamic_shapes=({0: batch},), external_data=False)
+    torch.onnx.export(program, f=str(path), dynamo=True, verbose=False, external_data=False)
     return path.name
 
 
