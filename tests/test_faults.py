@@ -9,11 +9,12 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from search.study import record
 from search.study import faults, networks
-from search.engine.data import DataDescription
+from search.engine.data import DataDescription, Dataset, ImageSet
 from search.study.plan import Plan, SearchSettings
 from search.study.storage import StudyError, open_storage
 from resnet_space import ResNetSpec
@@ -145,8 +146,9 @@ def _interrupted_twins(tmp_path, monkeypatch):
     study = optuna.create_study(study_name="twins", storage=open_storage(url, create=True))
     plan = Plan.of(SearchSettings(space=TINY_SPACE, study="twins", storage=url, device="cpu",
                                   baseline=False, artifacts=tmp_path / "artifacts"))
-    data = DataDescription("synthetic", str(tmp_path), ("a", "b"), 32, 3, (0.5,) * 3, (0.25,) * 3, "f00d")
-    objective = networks.objective(plan, data, LogLines())
+    about = DataDescription("synthetic", str(tmp_path), ("a", "b"), 32, 3, (0.5,) * 3, (0.25,) * 3, "f00d")
+    images = ImageSet(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.tensor([0, 1, 0, 1]))
+    objective = networks.objective(plan, Dataset(images, images, images, about), LogLines())
     started = []
 
     def stopped_by_ctrl_c(spec, data, recipe, *, checkpoint_dir, **kwargs):

@@ -132,7 +132,7 @@ def add(study, hint, state, params=None, acc=None, curve=None, secs=None, device
         user_attrs=record.baseline_attrs("Model 1", MODEL_1_SPEC) if baseline else {})
     record.write_identity(trial, {"spec": MODEL_1_SPEC, "summary": f"N4 B{hint}-2-2-2 C32-64-128-256 F3 k1 P4",
                                   "params": params, "macs": None if params is None else params * 40, "recipe": {},
-                                  "seed": hint, "device": device, "dataset": JPEG,
+                                  "seed": hint, "device": device, "dataset": JPEG, "train_images": 45_000,
                                   "first_trial": len(study.trials) if first_trial is None else first_trial,
                                   "checkpoint_dir": ""})
     if curve:
