@@ -57,12 +57,12 @@ def test_a_rerun_at_once_after_a_kill_trains_every_trial(tmp_path):
     not stale yet). The rerun waits for it to go stale, trains its retry from the checkpoint, and
     exits 0 only with the study whole, recording no surplus trial."""
     storage = f"sqlite:///{tmp_path}/studies/resnet-search.db"
-    flags = ("--no-baseline", "--heartbeat", "10")  # a grace of 30 s: the rerun starts within it
-    first = worker(tmp_path, storage, "killed", *flags, trials=1, epochs=8, limit=2000)
+    flags = ("--no-baseline", "--heartbeat", "5")  # a grace of 15 s: the rerun starts within it
+    first = worker(tmp_path, storage, "killed", *flags, trials=1, epochs=4, limit=1000)
     victim = wait_for_epoch(storage, "killed", 1)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
-    again = worker(tmp_path, storage, "killed", *flags, trials=1, epochs=8, limit=2000)
+    again = worker(tmp_path, storage, "killed", *flags, trials=1, epochs=4, limit=1000)
     out, err = again.communicate(timeout=600)
     assert again.returncode == 0, err
     trials = optuna.load_study(study_name="killed", storage=storage).trials

@@ -33,8 +33,8 @@ def worker(cwd, storage, study, *extra, trials=12, epochs=1, limit=100):
 
 def wait_for_epoch(storage, study_name, epoch, timeout=300):
     """The first running trial once it has reported `epoch` (its checkpoint is then on disk).
-    Tests give their trials 8 epochs of 2,000 images, so that even on an idle machine the
-    trial is still running when the signal they send after epoch 1 arrives."""
+    Tests give their trials 4-8 epochs of 1,000-2,000 images, so that even on an idle machine
+    the trial is still running when the signal they send after epoch 1 arrives."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
@@ -71,14 +71,14 @@ def test_four_workers_share_one_study(tmp_path, postgres_url):
 
 
 def test_killed_worker_trial_is_retried_from_its_checkpoint(tmp_path, postgres_url):
-    first = worker(tmp_path, postgres_url, "killed", "--no-baseline", "--heartbeat", "1", trials=2, epochs=8,
-                   limit=2000)
+    first = worker(tmp_path, postgres_url, "killed", "--no-baseline", "--heartbeat", "1", trials=2, epochs=4,
+                   limit=1000)
     victim = wait_for_epoch(postgres_url, "killed", 1)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
     time.sleep(4)  # past the grace period of 3 heartbeats
-    second = worker(tmp_path, postgres_url, "killed", "--no-baseline", "--heartbeat", "1", trials=2, epochs=8,
-                    limit=2000)
+    second = worker(tmp_path, postgres_url, "killed", "--no-baseline", "--heartbeat", "1", trials=2, epochs=4,
+                    limit=1000)
     out, err = second.communicate(timeout=600)
     assert second.returncode == 0, err
     study = optuna.load_study(study_name="killed", storage=postgres_url)
@@ -143,10 +143,10 @@ def test_worker_rides_out_a_storage_outage(tmp_path):
     url = started.stdout.strip()
     try:
         w = worker(tmp_path, url, "outage", "--no-baseline", "--heartbeat", "1", "--storage-retry", "60",
-                   trials=2, epochs=8, limit=2000)
+                   trials=2, epochs=8, limit=1000)
         victim = wait_for_epoch(url, "outage", 1)
         subprocess.run([*script, "stop", f"{root}/pg"], check=True, capture_output=True)
-        time.sleep(15)  # longer than an epoch, so the worker meets the outage, not only its heartbeats
+        time.sleep(8)  # longer than an epoch, so the worker meets the outage, not only its heartbeats
         subprocess.run([*script, "restart", f"{root}/pg", "55439"], check=True, capture_output=True)
         out, err = w.communicate(timeout=600)
         assert w.returncode == 0, err
