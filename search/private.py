@@ -48,3 +48,11 @@ def cpp_compiler() -> str:
 def unwrapped(model):
     """The plain module behind torch.compile's wrapper (whose state dict prefixes every key)."""
     return getattr(model, "_orig_mod", model)
+
+
+def heartbeat_base():
+    """Optuna's heartbeat interface, which a storage implements to have a dead worker's trial failed
+    (fail_stale_trials checks for it): not exported, and its gRPC proxy does not implement it."""
+    from optuna.storages._heartbeat import BaseHeartbeat
+
+    return BaseHeartbeat

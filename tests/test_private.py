@@ -62,3 +62,12 @@ def test_inductor_names_its_cpp_compiler():
 def test_unwrapped_is_the_module_torch_compile_wraps():
     model = torch.nn.Linear(2, 2)
     assert private.unwrapped(torch.compile(model)) is model and private.unwrapped(model) is model
+
+
+def test_optunas_heartbeat_interface_is_what_fail_stale_trials_checks_for():
+    import inspect
+
+    base = private.heartbeat_base()
+    assert {"record_heartbeat", "_get_stale_trial_ids", "get_heartbeat_interval",
+            "get_heartbeat_stale_trial_callback"} <= base.__abstractmethods__
+    assert "BaseHeartbeat" in inspect.getsource(optuna.storages.fail_stale_trials)

@@ -4,6 +4,7 @@ import itertools
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -14,6 +15,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from search.study.record import TrialRecord
+from search.study.storage import WORKER_LOST
 
 from .conftest import CLI, REPO, cpu_run_flags
 
@@ -166,3 +168,44 @@ def test_unreachable_storage_gives_up_after_the_bound(tmp_path):
     out, err = w.communicate(timeout=120)
     assert w.returncode == 2 and "cannot reach storage" in err and "tried for 3 s" in err
     assert len(err.strip().splitlines()) == 1 and time.time() - started < 60
+
+
+@pytest.fixture
+def proxy(postgres_url):
+    """`resnet-search serve-storage` in front of the PostgreSQL database; yields its grpc:// URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([str(CLI), "serve-storage", "--storage", postgres_url, "--host", "127.0.0.1", "--port",
+                               str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield f"grpc://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        out, err = server.communicate(timeout=30)
+        assert "Traceback" not in err, err
+
+
+def test_four_workers_through_the_storage_proxy_and_a_killed_one(tmp_path, postgres_url, proxy):
+    """A worker through the proxy SIGKILLed mid-trial, then four more: the study ends whole (every
+    trial accounted, the total exact), and the dead trial failed with its reason and was retried
+    from its checkpoint as on the database directly. (benchmarks/proxy_connections.py counts the
+    database's connections with and without the proxy.)"""
+    flags = ("--no-baseline", "--heartbeat", "1")
+    first = worker(tmp_path, proxy, "proxied", *flags, trials=6, epochs=4, limit=1000)
+    victim = wait_for_epoch(postgres_url, "proxied", 1)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    workers = [worker(tmp_path, proxy, "proxied", *flags, trials=6, epochs=4, limit=1000) for _ in range(4)]
+    for w in workers:
+        out, err = w.communicate(timeout=600)
+        assert w.returncode == 0, err
+    study = optuna.load_study(study_name="proxied", storage=postgres_url)
+    records = [TrialRecord.of(t) for t in study.trials]
+    assert sum(r.counts_as_trained for r in records) == 6
+    assert not any(r.state in ("RUNNING", "WAITING") for r in records)
+    dead = records[victim.number]
+    assert dead.state == "FAIL" and dead.fail_reason.startswith(WORKER_LOST) and "retried" in dead.fail_reason
+    [retry] = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert retry.state in FINISHED and retry.user_attrs["resumed_from_epoch"] >= 1
+    assert not retry.user_attrs.get("fail_reason")

@@ -179,6 +179,18 @@ def cmd_dashboard(args) -> int:
     return 0
 
 
+def cmd_serve_storage(args) -> int:
+    from ..study.proxy import serve
+
+    if args.storage.startswith("grpc://"):
+        raise UserError("serve-storage serves a database (sqlite:///FILE or postgresql://...), not another proxy")
+    if args.port > 65535:
+        raise UserError(f"port {args.port} is not a TCP port (1 to 65535)")
+    check_can_serve(args.host, args.port)
+    serve(args.storage, args.host, args.port, log=lambda line: print(line, flush=True))
+    return 0
+
+
 def check_can_serve(host: str, port: int) -> None:
     """Refuse, in one line, an address that does not resolve or a port already taken."""
     import socket
@@ -318,6 +330,16 @@ def build_parser() -> Parser:
     p.add_argument("--port", type=positive_int, default=8080, help="port to serve on (default 8080)")
     add_artifacts_arg(p)
     p.set_defaults(func=cmd_dashboard)
+
+    p = sub.add_parser("serve-storage", help="Optuna's gRPC storage proxy over the study's database, for many "
+                                             "workers (they take --storage grpc://HOST:PORT)")
+    p.add_argument("--storage", type=storage_url, default=os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE,
+                   help=f"the database to serve, or env:VAR (default: ${STORAGE_ENV}, else {DEFAULT_STORAGE})")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to serve on (default 127.0.0.1; the proxy has no authentication: serve other "
+                        "machines only on a private network)")
+    p.add_argument("--port", type=positive_int, default=13000, help="port to serve on (default 13000)")
+    p.set_defaults(func=cmd_serve_storage)
     return parser
 
 

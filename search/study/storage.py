@@ -54,10 +54,7 @@ class RDBStorage(optuna.storages.RDBStorage):
         which Optuna does not (the retry is queued first, so it does not inherit the reason)."""
         retried = not self.retries_spent(trial)  # before: the callback appends to its history
         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry)(study, trial)
-        self.write_fail_reason(trial_id(trial), (
-            f"{WORKER_LOST}no heartbeat for {self.grace_period} s (killed, or cut off from the storage); "
-            + ("retried from its checkpoint" if retried else
-               f"not retried: its run was retried {self.max_retry} times already")))
+        self.write_fail_reason(trial_id(trial), stale_reason(self.grace_period, retried, self.max_retry))
 
     def retries_spent(self, trial: optuna.trial.FrozenTrial) -> bool:
         """Whether failing this trial for a stale heartbeat queues no retry of it."""
@@ -75,6 +72,13 @@ class RDBStorage(optuna.storages.RDBStorage):
     def check_trial_is_updatable(self, trial_id: int, trial_state) -> None:
         if trial_id != self._writing_reason_of:
             super().check_trial_is_updatable(trial_id, trial_state)
+
+
+def stale_reason(grace_s: int, retried: bool, max_retry: int) -> str:
+    """Why a trial whose worker went silent failed, as every storage records it."""
+    return (f"{WORKER_LOST}no heartbeat for {grace_s} s (killed, or cut off from the storage); "
+            + ("retried from its checkpoint" if retried else
+               f"not retried: its run was retried {max_retry} times already"))
 
 
 def check_storage_url(url: str, create: bool = False, write: bool = True) -> None:
@@ -98,8 +102,9 @@ def check_storage_url(url: str, create: bool = False, write: bool = True) -> Non
         if write and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)):
             raise StudyError(f"storage {url}: database file {path} cannot be written (permissions, or a read-only "
                              "file system)")
-    elif not url.startswith(("sqlite:///", "postgresql", "mysql")):
-        raise StudyError(f"storage {url!r} is not an Optuna RDB URL (sqlite:///FILE or postgresql://USER@HOST/DB)")
+    elif not url.startswith(("sqlite:///", "postgresql", "mysql", "grpc://")):
+        raise StudyError(f"storage {url!r} is not an Optuna RDB URL (sqlite:///FILE or postgresql://USER@HOST/DB) "
+                         "nor a storage proxy (grpc://HOST:PORT)")
 
 
 def _sqlite_file(url: str) -> Path | None:
@@ -126,6 +131,10 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, retry_s: float = 0,
     with `create` is a missing SQLite file made (with its folder), or Optuna's tables added to
     an empty one: reading never leaves one. `write`: refuse a SQLite file that cannot be written."""
     check_storage_url(url, create, write)
+    if url.startswith("grpc://"):  # a worker behind `serve-storage`
+        from .proxy import ProxiedStorage
+
+        return ProxiedStorage(url, heartbeat_s, wait_s=max(retry_s, 10))
     if (path := _sqlite_file(url)) is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     deadline, wait, schema_races = time.monotonic() + retry_s, 1.0, 0
