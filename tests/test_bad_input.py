@@ -261,6 +261,12 @@ CASES = [
     (["run", "--study", "base--final", *QUICK], "is a search's final stage"),
     (["run", "--study", "new", *QUICK, "--artifacts", ""], "an empty path names no folder"),
     (["best", "--storage", "env:RESNET_SEARCH_NO_SUCH_VAR"], "RESNET_SEARCH_NO_SUCH_VAR is not set"),
+    # the storage proxy
+    (["run", "--study", "new", *QUICK, "--storage", "grpc://127.0.0.1"], "a storage proxy is grpc://HOST:PORT"),
+    (["run", "--study", "new", *QUICK, "--storage", "grpc://127.0.0.1:9", "--storage-retry", "1"],
+     "cannot reach storage proxy grpc://127.0.0.1:9 (waited 10 s)"),
+    (["serve-storage", "--storage", "grpc://127.0.0.1:9"], "serves a database"),
+    (["serve-storage", "--storage", "foo://bar"], "not an Optuna RDB URL"),
     (["dashboard", "--study", "base", "--host", "no-such-host.invalid"], "is not an address of this machine"),
 ]
 
