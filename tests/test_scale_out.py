@@ -209,3 +209,36 @@ def test_four_workers_through_the_storage_proxy_and_a_killed_one(tmp_path, postg
     [retry] = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
     assert retry.state in FINISHED and retry.user_attrs["resumed_from_epoch"] >= 1
     assert not retry.user_attrs.get("fail_reason")
+
+
+def test_a_worker_rides_out_the_storage_proxy_going_away(tmp_path):
+    """The proxy stops mid-trial and comes back on its port: the worker reconnects, the trial in
+    flight is retried from its checkpoint, and the study ends whole."""
+    database = f"sqlite:///{tmp_path}/p.db"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def serve():
+        return subprocess.Popen([str(CLI), "serve-storage", "--storage", database, "--port", str(port)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    server = serve()
+    try:
+        w = worker(tmp_path, f"grpc://127.0.0.1:{port}", "gone", "--no-baseline", "--heartbeat", "1",
+                   "--storage-retry", "60", trials=2, epochs=8, limit=1000)
+        victim = wait_for_epoch(database, "gone", 1)
+        server.terminate()
+        server.wait(timeout=30)
+        time.sleep(5)
+        server = serve()
+        out, err = w.communicate(timeout=600)
+        assert w.returncode == 0, err
+        assert "storage unreachable" in err and "Traceback" not in err
+        study = optuna.load_study(study_name="gone", storage=database)
+        assert study.trials[victim.number].user_attrs["val_acc_per_epoch"][:1] == \
+            victim.user_attrs["val_acc_per_epoch"][:1]
+        assert len([t for t in study.trials if t.state in FINISHED]) == 2
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

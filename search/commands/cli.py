@@ -200,6 +200,8 @@ def check_can_serve(host: str, port: int) -> None:
     except (socket.gaierror, UnicodeError) as e:
         raise UserError(f"--host {host!r} is not an address of this machine ({e.args[-1]})") from None
     with socket.socket(family, kind, proto) as probe:
+        # As servers bind: a port whose last connections linger in TIME_WAIT is free; one listened on is not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(address)
         except OSError as e:

@@ -168,11 +168,17 @@ def storage_outage(error: BaseException) -> BaseException | None:
     surface an outage as another error raised while handling it, so the chain is walked."""
     seen = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, STORAGE_ERRORS):
+        if isinstance(error, STORAGE_ERRORS) or _proxy_unreachable(error):
             return error
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None
+
+
+def _proxy_unreachable(error: BaseException) -> bool:
+    """A call to the storage proxy (grpc://) that found no server: grpc's UNAVAILABLE."""
+    code = getattr(error, "code", None)
+    return type(error).__module__.startswith("grpc") and callable(code) and getattr(code(), "name", "") == "UNAVAILABLE"
 
 
 def redact(url: str) -> str:
