@@ -52,6 +52,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from common import default_data  # noqa: E402
+from search.study.layout import Outputs  # noqa: E402
 from resnet_space import ResNetSpec  # noqa: E402
 from search.study import record  # noqa: E402
 from search.engine.data import cache_root, load_data  # noqa: E402
@@ -475,7 +476,8 @@ class Soak:
         for name, cmd, made in (("best --export", ["best", "--export", str(self.root / "winner"), "--data", self.data],
                                  [self.root / "winner" / f for f in ("spec.json", "state_dict.pt", "model.pt2",
                                                                      "metrics.json")]),
-                                ("report", ["report"], [self.work / "studies" / "reports" / STUDY / "index.html"])):
+                                ("report", ["report"], [Outputs(self.work / "studies" / "artifacts", STUDY,
+                                                                self.url).reports / "index.html"])):
             done = subprocess.run([sys.executable, "-m", "search.commands.cli", *cmd, "--storage", self.url],
                                   cwd=self.work, capture_output=True, text=True,
                                   env={**os.environ, "PYTHONPATH": str(REPO)})
