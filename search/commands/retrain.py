@@ -275,7 +275,8 @@ def retrain(settings: RetrainSettings, *, log: Callable[[str], None] = _log, pro
     device = resolve_device(settings.device)
     if settings.device == "auto" and device.type == "cpu":
         tests = len(data.test) * settings.seeds + (len(data.test) // 2 if recipe.flip_tta else 0)  # + the export's
-        took = cpu_estimate(spec, recipe, train_images=len(data.train), epochs=epochs * settings.seeds, eval_images=tests)
+        took = cpu_estimate(spec, recipe, train_images=len(data.train), epochs=epochs * settings.seeds,
+                            eval_images=tests)
         raise RetrainError(f"no CUDA device here: retraining {target.label} ({len(data.train):,} images x "
                            f"{plural(epochs, 'epoch')} x {plural(settings.seeds, 'seed')}) would take {took}; "
                            "pass --device cpu to retrain on it anyway")

@@ -131,7 +131,6 @@ class Dataset:
         return cls(train, val, test, DataDescription(name, str(root), tuple(classes), images.shape[-1],
                                                      images.shape[1], mean, std, fingerprint))
 
-
     def fewer_train(self, images: int) -> "Dataset":
         """The same data with only the first `images` training images (the split's order deals
         classes round-robin, so they stay stratified), normalised as the whole: a cheap fidelity
@@ -484,8 +483,8 @@ def study_data_root(recorded: dict | None, given=None) -> str:
     if given or os.environ.get(DATA_ENV):
         return str(given or os.environ[DATA_ENV])
     name = (recorded or {}).get("name")
-    if named_key(name) is not None:
-        return named_key(name)
+    if (key := named_key(name)) is not None:
+        return key
     raise DataError(f"the study was run on {name!r}: pass --data with its folder, or set {DATA_ENV} "
                     "(a folder is never taken from the database)")
 

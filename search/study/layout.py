@@ -68,13 +68,21 @@ def writable_folder(path: Path, what: str) -> Path:
     return path
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The database file a sqlite:/// URL names; None for another URL or an in-memory database."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url.removeprefix("sqlite:///").split("?")[0]
+    return None if path in ("", ":memory:") else Path(path)
+
+
 def storage_tag(storage: str) -> str:
     """'' for the default storage; for another, its database's name and a digest of where it is
     (never its password), so that a study of the same name in two storages gets two folders."""
     parts = urllib.parse.urlsplit(storage)
-    if parts.scheme == "sqlite":
-        path = Path(storage.removeprefix("sqlite:///").split("?")[0]).resolve()
-        if path == Path(DEFAULT_STORAGE.removeprefix("sqlite:///")).resolve():
+    if (path := sqlite_file(storage)) is not None:
+        path = path.resolve()
+        if path == sqlite_file(DEFAULT_STORAGE).resolve():
             return ""
         name, where = path.stem, str(path)
     else:

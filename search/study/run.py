@@ -248,9 +248,11 @@ def cpu_refusal(plan: Plan) -> str:
     baseline = baseline_for(plan.budget) if s.baseline else None
     spec, label = baseline or (MODEL_1, "Model 1")
     images = s.trial_images or training_images(s.data, s.val_size, s.limit_train)
-    took = cpu_estimate(spec, plan.recipe, train_images=images, epochs=plan.epochs, eval_images=s.val_size * plan.epochs)
+    took = cpu_estimate(spec, plan.recipe, train_images=images, epochs=plan.epochs,
+                        eval_images=s.val_size * plan.epochs)
     return (f"no CUDA device here: the search's first trial, {label} ({count(spec).macs:,} MACs/image, "
             f"{images:,} images x {plural(plan.epochs, 'epoch')}, {s.val_size:,} validation images each), would take "
             f"{took}; for a small search on this CPU run: {invoked_as()} run "
-            f"--device cpu --space cpu-small --study cpu-try --epochs 2 --limit-train 2000 --val-size 1000 --trials 5 --no-baseline"
+            "--device cpu --space cpu-small --study cpu-try --epochs 2 --limit-train 2000 --val-size 1000 --trials 5 "
+            "--no-baseline"
             + (f" --data {shlex.quote(str(plan.settings.data))}" if plan.settings.data else ""))

@@ -17,7 +17,7 @@ import sqlalchemy
 from resnet_space.errors import UserError
 
 from ..private import trial_id
-from .layout import FINAL_STAGE_SUFFIX, HEARTBEAT_S, invoked_as, writable_folder
+from .layout import FINAL_STAGE_SUFFIX, HEARTBEAT_S, invoked_as, sqlite_file, writable_folder
 
 # Heartbeats and the stale-trial retry are marked experimental.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -84,7 +84,7 @@ def stale_reason(grace_s: int, retried: bool, max_retry: int) -> str:
 def check_storage_url(url: str, create: bool = False, write: bool = True) -> None:
     """Refuse, without opening anything, a URL that is no Optuna RDB URL, and a SQLite file that
     is missing (unless `create`), a folder, not Optuna's, or that cannot be written (`write`)."""
-    path = _sqlite_file(url)
+    path = sqlite_file(url)
     if path is not None:
         if path.is_dir():
             raise StudyError(f"storage {url}: {path} is a directory, not a database file")
@@ -107,14 +107,6 @@ def check_storage_url(url: str, create: bool = False, write: bool = True) -> Non
                          "nor a storage proxy (grpc://HOST:PORT)")
 
 
-def _sqlite_file(url: str) -> Path | None:
-    """The database file a sqlite:/// URL names; None for another URL or an in-memory database."""
-    if not url.startswith("sqlite:///"):
-        return None
-    path = url.removeprefix("sqlite:///").split("?")[0]
-    return None if path in ("", ":memory:") else Path(path)
-
-
 def _tables(path: Path) -> set[str] | None:
     """The tables of a SQLite file, read without writing a byte to it; None if it is no SQLite file."""
     try:
@@ -135,7 +127,7 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, retry_s: float = 0,
         from .proxy import ProxiedStorage
 
         return ProxiedStorage(url, heartbeat_s, wait_s=max(retry_s, 10))
-    if (path := _sqlite_file(url)) is not None:
+    if (path := sqlite_file(url)) is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     deadline, wait, schema_races = time.monotonic() + retry_s, 1.0, 0
     while True:
@@ -178,7 +170,8 @@ def storage_outage(error: BaseException) -> BaseException | None:
 def _proxy_unreachable(error: BaseException) -> bool:
     """A call to the storage proxy (grpc://) that found no server: grpc's UNAVAILABLE."""
     code = getattr(error, "code", None)
-    return type(error).__module__.startswith("grpc") and callable(code) and getattr(code(), "name", "") == "UNAVAILABLE"
+    return (type(error).__module__.startswith("grpc") and callable(code)
+            and getattr(code(), "name", "") == "UNAVAILABLE")
 
 
 def redact(url: str) -> str:
