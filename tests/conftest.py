@@ -2,10 +2,12 @@ import atexit
 import functools
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -89,6 +91,41 @@ def run_cli(*args, env=None, timeout=600, cwd=None):
     )
 
 
+def worker(cwd, storage, study, *extra, trials=12, epochs=1, limit=100, env=None):
+    """`resnet-search run` of a small study as a background worker (scale-out and fault tests)."""
+    args = [str(CLI), "run", "--budget", "2e5", "--storage", storage, "--study", study, "--trials", str(trials),
+            *cpu_run_flags(epochs, limit, 100), *extra]
+    # One thread per worker: four workers share two cores.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    # A shell's background job inherits SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt: restore the default so Ctrl-C reaches the worker as it does a user's.
+    return subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def wait_for_epoch(storage, study_name, epoch, timeout=300):
+    """The first running trial once it has reported `epoch` (its checkpoint is then on disk).
+    Tests give their trials 4-8 epochs of 1,000-2,000 images, so that even on an idle machine
+    the trial is still running when the signal they send after epoch 1 arrives."""
+    import optuna
+    import sqlalchemy
+    from optuna.trial import TrialState
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            study = optuna.load_study(study_name=study_name, storage=storage)
+        except (KeyError, sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError):
+            # not created yet, or the worker is creating Optuna's tables as we look
+            time.sleep(0.5)
+            continue
+        for t in study.get_trials(states=(TrialState.RUNNING,)):
+            if len(t.user_attrs.get("val_acc_per_epoch", [])) >= epoch:
+                return t
+        time.sleep(0.3)
+    raise AssertionError(f"no trial reached epoch {epoch} within {timeout} s")
+
+
 def onnx_accuracy(path, images, labels) -> float:
     """Accuracy of an exported model.onnx in ONNX Runtime on the CPU, fed uint8 images as floats in [0, 1]."""
     import onnxruntime
@@ -107,6 +144,60 @@ def assert_user_error(result):
     return lines[0]
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class S3Server:
+    """moto's standalone server: a real S3-compatible HTTP server on the loopback, reached through
+    boto3 as any S3 is (AWS_ENDPOINT_URL_S3), with bucket BUCKET made. It keeps what it holds in
+    memory: stopped, it forgets it."""
+
+    BUCKET = "resnet-search"
+
+    def __init__(self):
+        self.port, self.process = free_port(), None
+        self.env = {"AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{self.port}", "AWS_ACCESS_KEY_ID": "test-key-id",
+                    "AWS_SECRET_ACCESS_KEY": "test-secret-never-printed", "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def start(self) -> "S3Server":
+        self.process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    break
+            time.sleep(0.1)
+        self.client().create_bucket(Bucket=self.BUCKET)
+        return self
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.env["AWS_ENDPOINT_URL_S3"], region_name="us-east-1",
+                            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"])
+
+    def keys(self) -> list[str]:
+        return [o["Key"] for o in self.client().list_objects_v2(Bucket=self.BUCKET).get("Contents", [])]
+
+
+@pytest.fixture
+def s3_server():
+    server = S3Server().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def postgres_url():
     """A real PostgreSQL: $RESNET_SEARCH_TEST_PG (CI starts one), else a throwaway server started
@@ -116,10 +207,7 @@ def postgres_url():
         return
     root = Path(tempfile.mkdtemp(prefix="resnet-search-pg-"))  # outside pytest's 0700 tree: the
     root.chmod(0o755)  # server runs as the postgres user when we are root
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    started = subprocess.run(["bash", str(REPO / "scripts" / "postgres.sh"), "start", str(root / "pg"), str(port)],
+    started = subprocess.run(["bash", str(REPO / "scripts" / "postgres.sh"), "start", str(root / "pg"), str(free_port())],
                              capture_output=True, text=True)
     if started.returncode != 0:
         pytest.skip(f"PostgreSQL could not be started: {(started.stderr or started.stdout).strip()[:300]}")

@@ -23,7 +23,8 @@ M1 = ["--blocks", "8,6,4,3", "--channels", "32,64,128,256"]
 
 def cache_env(cwd) -> dict:
     """The data cache under cwd (so a snapshot sees it), and the study's images named as a user would."""
-    return {"RESNET_SEARCH_CACHE": str(cwd / "cache"), "RESNET_SEARCH_DATA": str(synthetic_root())}
+    return {"RESNET_SEARCH_CACHE": str(cwd / "cache"), "RESNET_SEARCH_DATA": str(synthetic_root()),
+            "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
 
 
 def space_with(cwd, name: str, old: str, new: str) -> None:
@@ -176,7 +177,15 @@ CASES = [
     # artifacts and output folders
     (["run", "--study", "new", *QUICK, "--artifacts", "{cwd}/a-file"], "{cwd}/a-file is not a folder"),
     (["run", "--study", "new", *QUICK, "--artifacts", "{cwd}/a-file/sub"], "{cwd}/a-file is not a folder"),
-    (["run", "--study", "new", *QUICK, "--artifacts", "s3://bucket/x"], "only a folder"),
+    # object storage (no server answers at the endpoint cache_env names)
+    (["run", "--study", "new", *QUICK, "--artifacts", "s3://bucket/x"],
+     "artifact store s3://bucket/x cannot be used: Could not connect to the endpoint URL"),
+    (["best", "--study", "base", "--export", "{cwd}/exported", "--artifacts", "s3://bucket/x"],
+     "artifact store s3://bucket/x cannot be used"),
+    (["run", "--study", "new", *QUICK, "--artifacts", "s3://Bad_Bucket/x"], "'Bad_Bucket' is not a bucket name"),
+    (["run", "--study", "new", *QUICK, "--artifacts", "s3://AKIA:wJalr@bucket/x"],
+     "artifact store 's3://***@bucket/x': credentials go in the environment"),
+    (["run", "--study", "new", *QUICK, "--artifacts", "ftp://host/x"], "a folder, or s3://bucket/prefix"),
     (["dashboard", "--study", "empty", "--artifacts", "{cwd}/a-file/sub"], "{cwd}/a-file is not a folder"),
     (["dashboard", "--study", "base", "--port", "70000"], "port 70000"),
     (["best", "--study", "base", "--export", "{cwd}/a-file/sub"], "{cwd}/a-file is not a folder"),

@@ -11,45 +11,14 @@ import time
 
 import optuna
 import pytest
-import sqlalchemy
 from optuna.trial import TrialState
 
 from search.study.record import TrialRecord
 from search.study.storage import WORKER_LOST
 
-from .conftest import CLI, REPO, cpu_run_flags
+from .conftest import CLI, REPO, wait_for_epoch, worker
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-def worker(cwd, storage, study, *extra, trials=12, epochs=1, limit=100):
-    args = [str(CLI), "run", "--budget", "2e5", "--storage", storage, "--study", study, "--trials", str(trials),
-            *cpu_run_flags(epochs, limit, 100), *extra]
-    # One thread per worker: four workers share two cores.
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # A shell's background job inherits SIGINT ignored, and Python then never raises
-    # KeyboardInterrupt: restore the default so Ctrl-C reaches the worker as it does a user's.
-    return subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-
-
-def wait_for_epoch(storage, study_name, epoch, timeout=300):
-    """The first running trial once it has reported `epoch` (its checkpoint is then on disk).
-    Tests give their trials 4-8 epochs of 1,000-2,000 images, so that even on an idle machine
-    the trial is still running when the signal they send after epoch 1 arrives."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            study = optuna.load_study(study_name=study_name, storage=storage)
-        except (KeyError, sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError):
-            # not created yet, or the worker is creating Optuna's tables as we look
-            time.sleep(0.5)
-            continue
-        for t in study.get_trials(states=(TrialState.RUNNING,)):
-            if len(t.user_attrs.get("val_acc_per_epoch", [])) >= epoch:
-                return t
-        time.sleep(0.3)
-    raise AssertionError(f"no trial reached epoch {epoch} within {timeout} s")
 
 
 def test_four_workers_share_one_study(tmp_path, postgres_url):

@@ -16,7 +16,7 @@ from ..engine.files import DATA_ENV, NAMED, named_key
 from ..study.interrupts import ctrl_c_stops_once, how_stopped
 from ..study.layout import (DEFAULT_ARTIFACTS, DEFAULT_FINALISTS, DEFAULT_SPACE, DEFAULT_STORAGE,
                             DEFAULT_STORAGE_RETRY_S, DEFAULT_STUDY, DEFAULT_TRIALS, DEFAULT_VAL_SIZE, HEARTBEAT_S,
-                            STORAGE_ENV, invoked_as, shipped_spaces, study_name, writable_folder)
+                            LOCAL_OUTPUTS, STORAGE_ENV, invoked_as, shipped_spaces, study_name, writable_folder)
 from .flags import (artifacts_folder, budget_arg, integer_at_least, positive_float, positive_int, settings_from,
                     storage_url, trial_number)
 
@@ -166,7 +166,7 @@ def cmd_report(args) -> int:
 def cmd_dashboard(args) -> int:
     import optuna
     import optuna_dashboard
-    from ..study.storage import open_artifact_store
+    from ..study.artifacts import open_artifact_store
 
     if args.port > 65535:
         raise UserError(f"port {args.port} is not a TCP port (1 to 65535)")
@@ -220,8 +220,9 @@ def add_study_args(p, default: str | None = None) -> None:
 
 def add_artifacts_arg(p) -> None:
     p.add_argument("--artifacts", type=artifacts_folder, default=DEFAULT_ARTIFACTS,
-                   help=f"artifact store folder of the study's checkpoints and plots: give the same to every command "
-                        f"of a study (default {DEFAULT_ARTIFACTS})")
+                   help=f"artifact store of the study's checkpoints and plots, a folder or s3://bucket/prefix (boto3's "
+                        f"credentials; local files then go to {LOCAL_OUTPUTS}/): give the same to every command of a "
+                        f"study (default {DEFAULT_ARTIFACTS})")
 
 
 def build_parser() -> Parser:

@@ -23,7 +23,7 @@ from ..engine.train import evaluate, load_model, portable_state_dict
 from ..private import unwrapped
 from ..study.layout import writable_folder
 from ..study.record import StudyRecord, TrialRecord, write_exported
-from ..study.storage import open_artifact_store
+from ..study.artifacts import StoreUnreachable, open_artifact_store
 
 
 class ExportError(UserError):
@@ -61,13 +61,15 @@ def load_trial_model(trial: optuna.trial.FrozenTrial, artifacts: str | Path) -> 
         path = Path(tmp) / "best.pt"
         try:
             download_artifact(artifact_store=store, artifact_id=r.checkpoint_artifact, file_path=str(path))
+        except StoreUnreachable:
+            raise
         except Exception as e:  # noqa: BLE001 - missing store, missing file, permissions
             raise ExportError(f"checkpoint of trial {trial.number} not found in artifact store {artifacts} "
                               f"({type(e).__name__}); pass the --artifacts the study was run with") from None
         try:
             return load_model(ResNetSpec.from_dict(r.spec), path)
         except UnsafeFile:
-            raise ExportError(f"checkpoint of trial {trial.number} ({Path(artifacts) / r.checkpoint_artifact}) names "
+            raise ExportError(f"checkpoint of trial {trial.number} ({str(artifacts).rstrip('/')}/{r.checkpoint_artifact}) names "
                               "code to run, not only tensors: refused unread; delete it") from None
         except UserError:
             raise

@@ -21,6 +21,8 @@ DEFAULT_STUDY = "resnet-search"
 DEFAULT_STORAGE = "sqlite:///studies/resnet-search.db"
 STORAGE_ENV = "RESNET_SEARCH_STORAGE"  # a storage URL kept out of the process list
 DEFAULT_ARTIFACTS = "studies/artifacts"
+OBJECT_SCHEMES = ("s3", "gs")  # artifact stores in object storage (search/study/artifacts.py)
+LOCAL_OUTPUTS = "studies"  # with object storage: the local folder of checkpoints in progress, reports, retrains
 DEFAULT_SPACE = "default"
 HEARTBEAT_S = 30  # a worker whose heartbeat is silent for 3 of these periods is dead: its trial is retried
 DEFAULT_TRIALS = 100
@@ -68,6 +70,10 @@ def writable_folder(path: Path, what: str) -> Path:
     return path
 
 
+def is_object_store(location: str | Path) -> bool:
+    return "://" in str(location)
+
+
 def sqlite_file(url: str) -> Path | None:
     """The database file a sqlite:/// URL names; None for another URL or an in-memory database."""
     if not url.startswith("sqlite:///"):
@@ -93,12 +99,13 @@ def storage_tag(storage: str) -> str:
 
 @dataclass(frozen=True)
 class Outputs:
-    """A study's folders beside its artifact store: artifacts/ (kept checkpoints and plots, shared
-    by the studies of one storage), checkpoints/STUDY/ (per-epoch, while trials run), and
-    reports/STUDY/ and retrain/STUDY/ (STUDY@TAG for a storage other than the default: see
-    storage_tag)."""
+    """A study's local folders: checkpoints/STUDY/ (per-epoch, while trials run), reports/STUDY/
+    and retrain/STUDY/ (STUDY@TAG for a storage other than the default: see storage_tag). They sit
+    beside an artifact store that is a folder (artifacts/: kept checkpoints and plots, shared by
+    the studies of one storage); with object storage, in LOCAL_OUTPUTS of the working folder,
+    never a folder made from the store's URL."""
 
-    artifacts: Path
+    artifacts: str | Path  # a folder, or s3://bucket/prefix
     study: str
     storage: str = DEFAULT_STORAGE
 
@@ -108,16 +115,25 @@ class Outputs:
         writable_folder(self.reports, "report folder")
 
     @property
+    def local(self) -> Path:
+        return Path(LOCAL_OUTPUTS) if is_object_store(self.artifacts) else Path(self.artifacts).parent
+
+    @property
+    def artifacts_at(self) -> str:
+        """Where the store is, as the study records it: an absolute folder, or the URL."""
+        return str(self.artifacts) if is_object_store(self.artifacts) else str(Path(self.artifacts).resolve())
+
+    @property
     def checkpoints(self) -> Path:
-        return self.artifacts.parent / "checkpoints" / self.study
+        return self.local / "checkpoints" / self.study
 
     @property
     def reports(self) -> Path:
-        return self.artifacts.parent / "reports" / self._named
+        return self.local / "reports" / self._named
 
     @property
     def retrain(self) -> Path:
-        return self.artifacts.parent / "retrain" / self._named
+        return self.local / "retrain" / self._named
 
     @property
     def _named(self) -> str:

@@ -19,7 +19,7 @@ from . import record
 from .layout import plural
 from .objective import Objective, Proposal, Replay, Report, Stage, Trained
 from .plan import Plan
-from .storage import open_artifact_store
+from .artifacts import EpochCheckpoints, open_artifact_store
 from .view import LogLines
 
 
@@ -50,6 +50,7 @@ class EngineTrainer:
     def __init__(self, plan: Plan, data: Dataset, view: LogLines):
         self.plan, self.data, self.view = plan, data, view
         self.store = open_artifact_store(plan.outputs.artifacts)
+        self.mirror = EpochCheckpoints(self.store, plan.study)
 
     def checkpoint_dir(self, p: Proposal):
         """A retried or re-queued trial's is its first run's; never a folder the database names."""
@@ -61,7 +62,9 @@ class EngineTrainer:
 
     def train(self, trial: optuna.Trial, p: Proposal, report: Report, replay: Replay) -> Trained:
         spec, recipe, seed = ResNetSpec.from_dict(p.spec), Recipe.from_dict(p.recipe), self.plan.settings.seed
-        held = completed_epochs(self.checkpoint_dir(p), spec, recipe, seed)
+        folder = self.checkpoint_dir(p)
+        self.mirror.pull(folder, spec, recipe, seed)  # a retry on another machine resumes from the store's copy
+        held = completed_epochs(folder, spec, recipe, seed)
         replay(held)
         self.view.log(f"trial {trial.number}: {p.summary} ({p.counts.params:,} params, {p.counts.macs:,} MACs)"
                       + (f" [seeded baseline: {p.known.baseline_label}]" if p.known.baseline else "")
@@ -70,15 +73,21 @@ class EngineTrainer:
                       + (f" [resuming trial {p.first_run} after epoch {len(held)}]" if held else ""))
         label = (f"trial {trial.number}" + (", seeded baseline" if p.known.baseline else "")
                  + (f", finalist of trial {p.known.finalist_of}" if p.known.finalist_of is not None else ""))
+
+        def on_epoch(epoch):
+            self.mirror.push(folder)  # before the pruner may end the run
+            report(epoch)
+
         try:
-            result = train(spec, self.data, recipe, device=self.plan.device, seed=seed, on_epoch=report,
-                           checkpoint_dir=self.checkpoint_dir(p), progress=self.view.progress, label=label)
+            result = train(spec, self.data, recipe, device=self.plan.device, seed=seed, on_epoch=on_epoch,
+                           checkpoint_dir=folder, progress=self.view.progress, label=label)
         except Diverged as e:
             record.write_pruned(trial, f"diverged: {e}")
             raise optuna.TrialPruned(str(e)) from None
         return Trained(result.best_val_acc, result.best_epoch)
 
     def discard(self, p: Proposal) -> None:
+        self.mirror.remove(self.checkpoint_dir(p))
         shutil.rmtree(self.checkpoint_dir(p), ignore_errors=True)
 
     def keep(self, trial: optuna.Trial, p: Proposal, trained: Trained) -> None:
@@ -93,4 +102,5 @@ class EngineTrainer:
             raise UserError(f"trial {trial.number}: cannot write its checkpoint to artifact store {store}: "
                             f"{e.strerror or e}") from None
         record.write_kept(trial, artifact)
+        self.mirror.remove(folder)
         shutil.rmtree(folder, ignore_errors=True)

@@ -25,6 +25,7 @@ from ..engine.data import UnsafeFile
 from ..engine.train import Epoch
 from ..private import trial_id
 from . import record
+from .artifacts import StoreUnreachable
 from .faults import refuse_surplus, twin_to_step_aside_for
 from .interrupts import CtrlC, how_stopped
 
@@ -123,6 +124,10 @@ class Objective:
         except UnsafeFile as e:
             record.write_failed(trial, str(e))
             raise
+        except StoreUnreachable as e:  # failed as interrupted: the next run queues it to resume
+            record.write_failed(trial, f"interrupted ({e}); its checkpoint is kept to resume from")
+            raise StoreUnreachable(f"{e}; trial {trial.number} is recorded as failed and resumes from its checkpoint "
+                                   "when this command runs again") from None
         finally:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()  # the next trial starts with the memory this one held

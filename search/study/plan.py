@@ -31,7 +31,8 @@ from ..engine.train import device_memory, resolve_device
 from .layout import (DEFAULT_ARTIFACTS, DEFAULT_FINALISTS, DEFAULT_SPACE, DEFAULT_STORAGE, DEFAULT_STORAGE_RETRY_S,
                      DEFAULT_STUDY, DEFAULT_TRIALS, DEFAULT_VAL_SIZE, FINAL_STAGE_SUFFIX, HEARTBEAT_S, Outputs,
                      resolve_space)
-from .storage import check_storage_url, open_artifact_store
+from .artifacts import open_artifact_store
+from .storage import check_storage_url
 
 MAX_SEED = 2**32 - 1
 MAX_HEARTBEAT_S = 3600  # past an hour, a dead worker's trial would wait hours for its retry
@@ -114,7 +115,7 @@ class Plan:
             raise UserError("artifact store '': an empty path names no folder")
         check_storage_url(settings.storage, create=True)  # before any image is decoded and cached
         open_artifact_store(settings.artifacts, create=False)  # a store kind that is not supported, refused now
-        outputs = Outputs(Path(settings.artifacts), settings.study, settings.storage)
+        outputs = Outputs(settings.artifacts, settings.study, settings.storage)
         study_file = StudyFile.load(resolve_space(str(settings.space)))
         budget = Budget(settings.budget or study_file.budget.params, settings.macs_budget or study_file.budget.macs)
         device = resolve_device(settings.device)

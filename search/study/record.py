@@ -418,7 +418,7 @@ class StudyRecord:
     def outputs(self, artifacts: str | Path, storage: str) -> Outputs:
         """The study's folders beside the artifact store the command line names (a location the
         database records is never where anything is read or written), in `storage`."""
-        return Outputs(Path(artifacts), self.name, storage)
+        return Outputs(artifacts, self.name, storage)
 
     @property
     def walls(self) -> Budget | None:

@@ -15,11 +15,9 @@ from __future__ import annotations
 import contextlib
 import json
 import shlex
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import optuna
 import torch
@@ -179,7 +177,7 @@ def create_or_load(storage, plan: Plan, data: DataDescription, enqueue: list[tup
         record.write_study(
             study, budget=plan.budget.params, macs_budget=plan.budget.macs, study_file=str(plan.study_file.path),
             space=plan.study_file.space,
-            recipe_space=given["recipe"], artifact_dir=str(plan.outputs.artifacts.resolve()), split_seed=s.seed,
+            recipe_space=given["recipe"], artifact_dir=plan.outputs.artifacts_at, split_seed=s.seed,
             table_1=table_1_rows(), data=data.to_dict(), val_size=s.val_size,
             limit_train=s.limit_train, trial_images=s.trial_images, stage=plan.stage,
         )

@@ -209,16 +209,3 @@ def _last_activity(storage, name: str) -> datetime.datetime:
     study_id = storage.get_study_id_from_name(name)
     times = [t.datetime_complete or t.datetime_start for t in storage.get_all_trials(study_id, deepcopy=False)]
     return max((t for t in times if t is not None), default=datetime.datetime.min)
-
-
-def open_artifact_store(location: str | Path, create: bool = True) -> optuna.artifacts.FileSystemArtifactStore:
-    """The study's artifact store (checkpoints, report plots), from the location the study
-    records. The one place a store is opened: a store kind of Optuna's for object storage
-    (Boto3ArtifactStore, GCSArtifactStore) is added here, by the location's scheme."""
-    location = str(location)
-    if "://" in location:
-        raise StudyError(f"artifact store {location!r}: only a folder is supported so far")
-    folder = writable_folder(Path(location), "artifact store")
-    if create:
-        folder.mkdir(parents=True, exist_ok=True)
-    return optuna.artifacts.FileSystemArtifactStore(location)

@@ -23,7 +23,7 @@ def attach_to_study(study: optuna.Study, out_dir: Path, artifacts: str | Path) -
     Returns {filename: artifact id}, also kept in the study user attr `report_artifacts`."""
     from optuna.artifacts import upload_artifact
 
-    from ...study.storage import open_artifact_store
+    from ...study.artifacts import open_artifact_store
 
     recorded = StudyRecord.of(study)
     store = open_artifact_store(artifacts)
