@@ -91,6 +91,20 @@ def run_cli(*args, env=None, timeout=600, cwd=None):
     )
 
 
+def run_main(*args, cwd, env, monkeypatch, capsys) -> subprocess.CompletedProcess:
+    """The CLI's main() in this process, as run_cli runs the installed script: for the many
+    refusals, each of which would otherwise pay a fresh interpreter's start (torch, optuna)."""
+    from search.commands.cli import main
+
+    monkeypatch.chdir(cwd)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
 def worker(cwd, storage, study, *extra, trials=12, epochs=1, limit=100, env=None):
     """`resnet-search run` of a small study as a background worker (scale-out and fault tests)."""
     args = [str(CLI), "run", "--budget", "2e5", "--storage", storage, "--study", study, "--trials", str(trials),

@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from .conftest import (TINY_SPACE, assert_user_error, cpu_run_flags, run_cli, run_small_study, storage_url,
-                       synthetic_root)
+from .conftest import (TINY_SPACE, assert_user_error, cpu_run_flags, run_cli, run_main, run_small_study,
+                       storage_url, synthetic_root)
 
 QUICK = cpu_run_flags(limit_train=100, val_size=100)
 M1 = ["--blocks", "8,6,4,3", "--channels", "32,64,128,256"]
@@ -281,11 +281,12 @@ CASES = [
 
 
 @pytest.mark.parametrize("args, expect", CASES, ids=[f"{i:02d}-{c[0][0]}" for i, c in enumerate(CASES)])
-def test_bad_input(cwd, args, expect):
+def test_bad_input(cwd, args, expect, monkeypatch, capsys):
     if torch.cuda.is_available() and "cuda:0" in args:
         pytest.skip("this machine has CUDA")
     before = snapshot(cwd)
-    line = assert_user_error(run_cli(*[a.format(cwd=cwd) for a in args], cwd=cwd, env=cache_env(cwd)))
+    line = assert_user_error(run_main(*[a.format(cwd=cwd) for a in args], cwd=cwd, env=cache_env(cwd),
+                                      monkeypatch=monkeypatch, capsys=capsys))
     assert expect.format(cwd=cwd) in line, line
     after = snapshot(cwd)
     assert after == before, {k: (before.get(k), after.get(k)) for k in before.keys() | after.keys()
