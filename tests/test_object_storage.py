@@ -3,12 +3,14 @@ folder, one study and one bucket of a real S3-compatible server (moto's, on the 
 
 import signal
 import time
+from wsgiref.util import setup_testing_defaults
 
 import optuna
+import optuna_dashboard
 import sqlalchemy
 from optuna.trial import TrialState
 
-from search.study.artifacts import masked
+from search.study.artifacts import masked, open_artifact_store
 
 from .conftest import S3Server, run_cli, storage_url, synthetic_root, wait_for_epoch, worker
 
@@ -32,7 +34,8 @@ def running_trial_of(storage, study_name, folder, epoch, timeout=300) -> optuna.
     raise AssertionError(f"no trial of the worker in {folder} reached epoch {epoch} beside another within {timeout} s")
 
 
-def test_two_workers_share_a_bucket_and_the_killed_ones_trial_resumes_from_it(tmp_path, postgres_url, s3_server):
+def test_two_workers_share_a_bucket_and_the_killed_ones_trial_resumes_from_it(tmp_path, postgres_url, s3_server,
+                                                                                monkeypatch):
     url = f"s3://{S3Server.BUCKET}/team-a"
     a, b, c = (tmp_path / name for name in "abc")
     for folder in (a, b, c):
@@ -77,6 +80,17 @@ def test_two_workers_share_a_bucket_and_the_killed_ones_trial_resumes_from_it(tm
     assert any((c / "studies" / "reports").rglob("index.html"))
     plots = optuna.load_study(study_name="bucket", storage=postgres_url).user_attrs["report_artifacts"]
     assert {f"team-a/{artifact}" for artifact in plots.values()} <= set(s3_server.keys()) and len(plots) >= 3
+    # optuna-dashboard (`resnet-search dashboard`'s app) serves a plot out of the bucket
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    app = optuna_dashboard.wsgi(postgres_url, artifact_store=open_artifact_store(url))
+    environ, answer = {}, {}
+    setup_testing_defaults(environ)
+    study_id = optuna.storages.RDBStorage(postgres_url).get_study_id_from_name("bucket")
+    plot = next(iter(plots))
+    environ.update(PATH_INFO=f"/artifacts/{study_id}/{plots[plot]}", REQUEST_METHOD="GET")
+    body = b"".join(app(environ, lambda status, headers, exc_info=None: answer.update(status=status)))
+    assert answer["status"].startswith("200") and body == next((c / "studies" / "reports").rglob(plot)).read_bytes()
     assert not (c / "s3:").exists() and not list(c.glob("*resnet-search*"))  # no folder made of the URL
 
 

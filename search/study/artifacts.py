@@ -15,13 +15,13 @@ from contextlib import closing, suppress
 import re
 import shutil
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 import optuna
 from optuna.artifacts.exceptions import ArtifactNotFound
 
-from ..engine.train import completed_epochs
 from .layout import OBJECT_SCHEMES, is_object_store, writable_folder
 from .storage import StudyError
 
@@ -142,8 +142,9 @@ class EpochCheckpoints:
     def key(self, folder: Path, name: str) -> str:
         return f"checkpoints/{self.study}/{folder.name}/{name}"
 
-    def pull(self, folder: Path, spec, recipe, seed: int) -> None:
-        """Take the store's copy where it holds more epochs of this very run than `folder` does."""
+    def pull(self, folder: Path, epochs_in: Callable[[Path], int]) -> None:
+        """Take the store's copy where it holds more epochs of this very run than `folder` does
+        (epochs_in(a folder): the epochs its checkpoint holds of the run)."""
         if self.store is None:
             return
         incoming = folder / ".from-store"
@@ -157,7 +158,7 @@ class EpochCheckpoints:
                         shutil.copyfileobj(reader, f)
                 except ArtifactNotFound:
                     (incoming / name).unlink(missing_ok=True)
-            if len(completed_epochs(incoming, spec, recipe, seed)) > len(completed_epochs(folder, spec, recipe, seed)):
+            if epochs_in(incoming) > epochs_in(folder):
                 for name in self.FILES:
                     if (incoming / name).exists():
                         (incoming / name).replace(folder / name)

@@ -63,7 +63,8 @@ class EngineTrainer:
     def train(self, trial: optuna.Trial, p: Proposal, report: Report, replay: Replay) -> Trained:
         spec, recipe, seed = ResNetSpec.from_dict(p.spec), Recipe.from_dict(p.recipe), self.plan.settings.seed
         folder = self.checkpoint_dir(p)
-        self.mirror.pull(folder, spec, recipe, seed)  # a retry on another machine resumes from the store's copy
+        # a retry on another machine resumes from the store's copy
+        self.mirror.pull(folder, lambda f: len(completed_epochs(f, spec, recipe, seed)))
         held = completed_epochs(folder, spec, recipe, seed)
         replay(held)
         self.view.log(f"trial {trial.number}: {p.summary} ({p.counts.params:,} params, {p.counts.macs:,} MACs)"
