@@ -1,7 +1,7 @@
 """Soak: four workers of one PostgreSQL study under faults for --minutes, then an account of every trial.
 
     python benchmarks/soak.py --minutes 60 --seed 0 --out results/soak-60min.json
-    python benchmarks/soak.py --minutes 3 --kill-every 35 50          # CI's short version
+    python benchmarks/soak.py --minutes 2 --kill-every 30 40          # CI's short version
 
 Starts a real PostgreSQL (scripts/postgres.sh) and --workers real `resnet-search run` processes of
 one study on cpu-small (tiny networks, --epochs 4 on --limit-train images; trials of 20-60 s on

@@ -13,7 +13,7 @@ import torch
 from search.study import record
 from search.engine.data import UnsafeFile, load_plain
 
-from .conftest import assert_user_error, cpu_run_flags, run_cli, run_small_study, storage_url, synthetic_root
+from .conftest import assert_user_error, cpu_run_flags, run_cli, run_main, run_small_study, storage_url, synthetic_root
 
 
 class Payload:
@@ -146,8 +146,9 @@ def test_paths_in_the_database_decide_nothing(cwd, tmp_path):
     assert not elsewhere.exists()
 
 
-def test_an_image_folder_study_needs_its_data_named_again(cwd):
-    line = assert_user_error(run_cli("best", "--study", "s", "--export", cwd / "out", cwd=cwd, env=env(cwd)))
+def test_an_image_folder_study_needs_its_data_named_again(cwd, monkeypatch, capsys):
+    line = assert_user_error(run_main("best", "--study", "s", "--export", cwd / "out", cwd=cwd, env=env(cwd),
+                                      monkeypatch=monkeypatch, capsys=capsys))
     assert "pass --data" in line and not (cwd / "out").exists()
 
 
@@ -157,7 +158,7 @@ def test_an_image_folder_study_needs_its_data_named_again(cwd):
     ("val_size", -3, "val_size -3"),
     ("final_study", "other", "final_study other than"),
 ])
-def test_odd_study_attributes_are_one_line(cwd, key, value, expect):
+def test_odd_study_attributes_are_one_line(cwd, key, value, expect, monkeypatch, capsys):
     from .test_bad_input import snapshot
 
     set_attr(cwd / "studies" / "resnet-search.db", "study_user_attributes", key, value)
@@ -170,25 +171,28 @@ def test_odd_study_attributes_are_one_line(cwd, key, value, expect):
         con.close()
     before = snapshot(cwd)
     for args in (["report", "--study", "s"], ["run", "--budget", "2e5", "--trials", "3", "--study", "s", *cpu_run_flags(limit_train=100, val_size=100)]):
-        line = assert_user_error(run_cli(*args, cwd=cwd, env=env(cwd)))
+        line = assert_user_error(run_main(*args, cwd=cwd, env=env(cwd), monkeypatch=monkeypatch, capsys=capsys))
         assert expect in line, line
     assert snapshot(cwd) == before
 
 
-def test_a_trial_attribute_that_is_not_an_artifact_id_is_refused(cwd):
+def test_a_trial_attribute_that_is_not_an_artifact_id_is_refused(cwd, monkeypatch, capsys):
     set_attr(cwd / "studies" / "resnet-search.db", "trial_user_attributes", "checkpoint_artifact", "../../etc/passwd")
-    line = assert_user_error(run_cli("best", "--study", "s", "--export", cwd / "out", "--data", synthetic_root(), cwd=cwd,
-                                     env=env(cwd)))
+    line = assert_user_error(run_main("best", "--study", "s", "--export", cwd / "out", "--data", synthetic_root(), cwd=cwd,
+                                      env=env(cwd), monkeypatch=monkeypatch, capsys=capsys))
     assert "not an artifact id" in line
 
 
-def test_a_storage_url_can_come_from_the_environment(cwd):
+def test_a_storage_url_can_come_from_the_environment(cwd, monkeypatch, capsys):
     url = storage_url(cwd)
-    result = run_cli("best", "--study", "s", "--storage", "env:MY_DB", cwd=cwd, env={**env(cwd), "MY_DB": url})
+    fixtures = {"monkeypatch": monkeypatch, "capsys": capsys}
+    result = run_main("best", "--study", "s", "--storage", "env:MY_DB", cwd=cwd, env={**env(cwd), "MY_DB": url}, **fixtures)
     assert result.returncode == 0, result.stderr
-    result = run_cli("best", "--study", "s", cwd=cwd.parent, env={**env(cwd), "RESNET_SEARCH_STORAGE": url})
+    result = run_main("best", "--study", "s", cwd=cwd.parent, env={**env(cwd), "RESNET_SEARCH_STORAGE": url}, **fixtures)
     assert result.returncode == 0, result.stderr
-    line = assert_user_error(run_cli("best", "--study", "s", "--storage", "env:UNSET_VAR_X", cwd=cwd, env=env(cwd)))
+    monkeypatch.delenv("RESNET_SEARCH_STORAGE")
+    line = assert_user_error(run_main("best", "--study", "s", "--storage", "env:UNSET_VAR_X", cwd=cwd, env=env(cwd),
+                                      **fixtures))
     assert "UNSET_VAR_X is not set" in line
 
 
