@@ -38,7 +38,7 @@ FIXED_SPACE_KEYS = {"channel_step", "min_channels", "classes"}  # read as writte
 KERNEL_KEYS = {"conv_kernel", "skip_kernel"}
 RECIPE_KEYS = set(Recipe().to_dict())
 LIST_VALUED_RECIPE_KEYS = {"milestones"}
-TOP_LEVEL_KEYS = {"budget", "macs_budget", "space", "recipe", "description"}
+TOP_LEVEL_KEYS = {"budget", "macs_budget", "space", "recipe", "description", "artifacts"}
 # C_i+1 / C_i: the report's networks double. Past 16 the first stages are a rounding error
 # beside the last, and far past it the widths overflow (1e308 ** 2 is infinite).
 MAX_GROWTH = 16
@@ -132,6 +132,7 @@ class StudyFile:
     space: dict
     recipe: dict = field(default_factory=dict)
     shape: Shape = Shape()
+    artifacts: str | None = None  # where `run` keeps checkpoints when --artifacts is not given (a folder or s3://...)
 
     @classmethod
     def load(cls, path) -> "StudyFile":
@@ -155,6 +156,8 @@ class StudyFile:
                                  f"(known: {', '.join(sorted(TOP_LEVEL_KEYS))})")
             if not isinstance(data.get("description", ""), str):
                 raise SpaceError(f"description = {data['description']!r} must be a string")
+            if "artifacts" in data and not (isinstance(data["artifacts"], str) and data["artifacts"].strip()):
+                raise SpaceError(f"artifacts = {data['artifacts']!r} must be a non-empty string (a folder or s3://...)")
             for table in ("space", "recipe"):
                 if not isinstance(data.get(table, {}), dict):
                     raise SpaceError(f"{table} = {data[table]!r} must be a table ([{table}])")
@@ -165,7 +168,7 @@ class StudyFile:
             macs = parse_budget(data["macs_budget"], "MACs") if "macs_budget" in data else None
             space = {**SPACE_DEFAULTS, **data.get("space", {})}
             study = cls(path, Budget(parse_budget(data.get("budget", "5M")), macs), space, recipe,
-                        Shape(classes=space.get("classes", Shape().classes)))
+                        Shape(classes=space.get("classes", Shape().classes)), data.get("artifacts"))
             study.validate()
         except (SpaceError, SpecError) as e:
             raise SpaceError(f"study file {path}: {e}") from None

@@ -53,6 +53,8 @@ def cwd(tmp_path_factory):
     space_with(cwd, "growth-huge.toml", "growth = [2.0]", "growth = [1e308]")
     space_with(cwd, "growth-1e10.toml", "growth = [2.0]", "growth = [1e10]")
     space_with(cwd, "wide-floor.toml", "min_channels = 4", "min_channels = 4096")
+    (cwd / "artifacts-empty.toml").write_text("artifacts = ''\n" + TINY_SPACE.read_text())
+    (cwd / "artifacts-bucket.toml").write_text("artifacts = 's3://bucket/x'\n" + TINY_SPACE.read_text())
     space_with(cwd, "crop.toml", "[recipe]", "[recipe]\ncrop_padding = 1000000")
     space_with(cwd, "ten-classes.toml", "[space]", "[space]\nclasses = 10")
     (cwd / "twelve-classes.json").write_text(json.dumps({"blocks": [1], "channels": [8], "classes": 12}))
@@ -186,6 +188,8 @@ CASES = [
     (["run", "--study", "new", *QUICK, "--artifacts", "s3://AKIA:wJalr@bucket/x"],
      "artifact store 's3://***@bucket/x': credentials go in the environment"),
     (["run", "--study", "new", *QUICK, "--artifacts", "ftp://host/x"], "a folder, or s3://bucket/prefix"),
+    (["run", "--study", "new", *QUICK, "--space", "{cwd}/artifacts-empty.toml"], "artifacts = '' must be a non-empty"),
+    (["run", "--study", "new", *QUICK, "--space", "{cwd}/artifacts-bucket.toml"], "artifact store s3://bucket/x cannot"),
     (["dashboard", "--study", "empty", "--artifacts", "{cwd}/a-file/sub"], "{cwd}/a-file is not a folder"),
     (["dashboard", "--study", "base", "--port", "70000"], "port 70000"),
     (["best", "--study", "base", "--export", "{cwd}/a-file/sub"], "{cwd}/a-file is not a folder"),

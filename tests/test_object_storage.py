@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 
 from search.study.artifacts import masked, open_artifact_store
 
-from .conftest import S3Server, run_cli, storage_url, synthetic_root, wait_for_epoch, worker
+from .conftest import TINY_SPACE, S3Server, run_cli, storage_url, synthetic_root, wait_for_epoch, worker
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -96,7 +96,9 @@ def test_two_workers_share_a_bucket_and_the_killed_ones_trial_resumes_from_it(tm
 
 def test_the_bucket_gone_mid_run_fails_the_trial_in_one_line_and_the_rerun_resumes(tmp_path, s3_server):
     url, storage = f"s3://{S3Server.BUCKET}/gone", storage_url(tmp_path)
-    flags = ("--no-baseline", "--artifacts", url)
+    # The bucket named by the study file, not a flag
+    (tmp_path / "space.toml").write_text(f"artifacts = {url!r}\n" + TINY_SPACE.read_text())
+    flags = ("--no-baseline", "--space", tmp_path / "space.toml")
     run = worker(tmp_path, storage, "gone", *flags, trials=1, epochs=8, limit=2000, env=s3_server.env)
     victim = wait_for_epoch(storage, "gone", 1)
     s3_server.stop()

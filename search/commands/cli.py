@@ -218,11 +218,12 @@ def add_study_args(p, default: str | None = None) -> None:
                         "postgresql://... to share among workers)")
 
 
-def add_artifacts_arg(p) -> None:
-    p.add_argument("--artifacts", type=artifacts_folder, default=DEFAULT_ARTIFACTS,
+def add_artifacts_arg(p, default: str | None = DEFAULT_ARTIFACTS) -> None:
+    p.add_argument("--artifacts", type=artifacts_folder, default=default,
                    help=f"artifact store of the study's checkpoints and plots, a folder or s3://bucket/prefix (boto3's "
                         f"credentials; local files then go to {LOCAL_OUTPUTS}/): give the same to every command of a "
-                        f"study (default {DEFAULT_ARTIFACTS})")
+                        "study (default " + (f"{DEFAULT_ARTIFACTS})" if default else
+                                             f"the study file's `artifacts`, else {DEFAULT_ARTIFACTS})"))
 
 
 def build_parser() -> Parser:
@@ -269,7 +270,7 @@ def build_parser() -> Parser:
     p.add_argument("--seed", type=int, default=0, help="seed of the split, sampler and training (default 0)")
     p.add_argument("--sampler", choices=("tpe", "random"), default="tpe",
                    help="tpe (default), or random search under the same pruner, to measure what TPE adds")
-    add_artifacts_arg(p)
+    add_artifacts_arg(p, default=None)
     p.add_argument("--no-baseline", action="store_true", help="do not seed the study with the report's Model 1")
     p.add_argument("--heartbeat", type=positive_int, default=HEARTBEAT_S,
                    help=f"seconds between worker heartbeats (default {HEARTBEAT_S}); a worker that misses 3 in a "

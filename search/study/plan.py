@@ -61,7 +61,7 @@ class SearchSettings:
     val_size: int = DEFAULT_VAL_SIZE
     seed: int = 0
     sampler: str = "tpe"  # or "random", the control a search must beat (search/strategy.py)
-    artifacts: str | Path = DEFAULT_ARTIFACTS
+    artifacts: str | Path | None = None  # None: the study file's `artifacts`, else DEFAULT_ARTIFACTS
     baseline: bool = True
     heartbeat: int = HEARTBEAT_S
     storage_retry: float = DEFAULT_STORAGE_RETRY_S
@@ -111,12 +111,13 @@ class Plan:
                 and settings.trial_images > settings.limit_train:
             raise UserError(f"--trial-images {settings.trial_images:,} is more than --limit-train "
                             f"{settings.limit_train:,}: trials train on a part of the training images, not more")
-        if not str(settings.artifacts).strip():
+        if settings.artifacts is not None and not str(settings.artifacts).strip():
             raise UserError("artifact store '': an empty path names no folder")
         check_storage_url(settings.storage, create=True)  # before any image is decoded and cached
-        open_artifact_store(settings.artifacts, create=False)  # a store kind that is not supported, refused now
-        outputs = Outputs(settings.artifacts, settings.study, settings.storage)
         study_file = StudyFile.load(resolve_space(str(settings.space)))
+        artifacts = settings.artifacts or study_file.artifacts or DEFAULT_ARTIFACTS
+        open_artifact_store(artifacts, create=False)  # a store that cannot be used, refused now
+        outputs = Outputs(artifacts, settings.study, settings.storage)
         budget = Budget(settings.budget or study_file.budget.params, settings.macs_budget or study_file.budget.macs)
         device = resolve_device(settings.device)
         need, have = BYTES_PER_PARAM * budget.params, device_memory(device)
