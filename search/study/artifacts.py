@@ -59,7 +59,8 @@ def open_artifact_store(location: str | Path, create: bool = True):
         return optuna.artifacts.FileSystemArtifactStore(location)
     parts = urllib.parse.urlsplit(location)
     if parts.scheme not in OBJECT_SCHEMES:
-        raise StudyError(f"artifact store {masked(location)!r}: a folder, or {' or '.join(s + '://bucket/prefix' for s in OBJECT_SCHEMES)}")
+        kinds = " or ".join(f"{scheme}://bucket/prefix" for scheme in OBJECT_SCHEMES)
+        raise StudyError(f"artifact store {masked(location)!r}: a folder, or {kinds}")
     if "@" in parts.netloc or parts.query or parts.fragment:
         raise StudyError(f"artifact store {masked(location)!r}: credentials go in the environment or boto3's config "
                          "files (AWS_ACCESS_KEY_ID, AWS_PROFILE, ...), never in the URL; give s3://bucket/prefix")
