@@ -110,7 +110,8 @@ class Soak:
         self.work, self.logs = root / "work", root / "logs"
         self.work.mkdir()
         self.logs.mkdir()
-        self.checkpoints = self.work / "studies" / "checkpoints" / STUDY
+        self.outputs = Outputs(self.work / "studies" / "artifacts", STUDY, url)  # the workers' folders
+        self.checkpoints = self.outputs.checkpoints
         self.workers: list[Worker] = []
         self.numbers = itertools.count()
         self.events: list[dict] = []  # kills and interrupts, each with the trial hit and its checkpoint's epochs
@@ -476,8 +477,7 @@ class Soak:
         for name, cmd, made in (("best --export", ["best", "--export", str(self.root / "winner"), "--data", self.data],
                                  [self.root / "winner" / f for f in ("spec.json", "state_dict.pt", "model.pt2",
                                                                      "metrics.json")]),
-                                ("report", ["report"], [Outputs(self.work / "studies" / "artifacts", STUDY,
-                                                                self.url).reports / "index.html"])):
+                                ("report", ["report"], [self.outputs.reports / "index.html"])):
             done = subprocess.run([sys.executable, "-m", "search.commands.cli", *cmd, "--storage", self.url],
                                   cwd=self.work, capture_output=True, text=True,
                                   env={**os.environ, "PYTHONPATH": str(REPO)})

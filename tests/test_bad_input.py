@@ -185,6 +185,7 @@ CASES = [
     (["best", "--study", "base", "--export", "{cwd}/exported", "--artifacts", "s3://bucket/x"],
      "artifact store s3://bucket/x cannot be used"),
     (["run", "--study", "new", *QUICK, "--artifacts", "s3://Bad_Bucket/x"], "'Bad_Bucket' is not a bucket name"),
+    (["run", "--study", "new", *QUICK, "--artifacts", "s3://"], "artifact store 's3://': '' is not a bucket name"),
     (["run", "--study", "new", *QUICK, "--artifacts", "s3://AKIA:wJalr@bucket/x"],
      "artifact store 's3://***@bucket/x': credentials go in the environment"),
     (["run", "--study", "new", *QUICK, "--artifacts", "ftp://host/x"], "a folder, or s3://bucket/prefix"),

@@ -43,7 +43,7 @@ def test_two_workers_share_a_bucket_and_the_killed_ones_trial_resumes_from_it(tm
     flags = ("--no-baseline", "--heartbeat", "1", "--artifacts", url)
     first, second = (worker(folder, postgres_url, "bucket", *flags, trials=2, epochs=4, limit=1000, env=s3_server.env)
                      for folder in (a, b))
-    victim = running_trial_of(postgres_url, "bucket", a, 1)
+    victim = running_trial_of(postgres_url, "bucket", a, 2)  # epoch 1 is in the bucket once epoch 2 reports
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
     out, err = second.communicate(timeout=600)
@@ -59,8 +59,9 @@ def test_two_workers_share_a_bucket_and_the_killed_ones_trial_resumes_from_it(tm
     assert retry.user_attrs["checkpoint_dir"].startswith(str(b))
     finished = [t for t in study.trials if t.state in FINISHED]
     assert len(finished) == 2
-    assert (a / "studies" / "checkpoints" / "bucket" / f"trial-{victim.number}" / "last.pt").exists()
-    assert not any((b / "studies" / "checkpoints" / "bucket").iterdir())
+    [folder_a] = (a / "studies" / "checkpoints").iterdir()  # bucket@DATABASE-DIGEST, as the bucket's keys
+    [folder_b] = (b / "studies" / "checkpoints").iterdir()
+    assert (folder_a / f"trial-{victim.number}" / "last.pt").exists() and not any(folder_b.iterdir())
     keys = s3_server.keys()  # the kept checkpoints and the run's report plots; no epoch checkpoint is left
     assert {f"team-a/{t.user_attrs['checkpoint_artifact']}" for t in finished} < set(keys)
     assert all(k.startswith("team-a/") and "checkpoints/" not in k for k in keys), keys

@@ -61,7 +61,7 @@ def storage_url(text: str) -> str:
 def artifacts_folder(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path names no folder")
-    return text.rstrip("/") if "://" in text else text
+    return text
 
 
 def settings_from(cls, args, **given):

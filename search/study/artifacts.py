@@ -79,10 +79,13 @@ def _bucket_store(scheme: str, bucket: str):
             return optuna.artifacts.GCSArtifactStore(bucket)
         import boto3
         from botocore.config import Config
+
+        return optuna.artifacts.Boto3ArtifactStore(bucket, boto3.client("s3", config=Config(**S3_CONFIG)))
     except ImportError:
         raise StudyError(f"artifact store {scheme}://{bucket}: its client library is not installed; "
                          f"pip install 'resnet-search[{'gcs' if scheme == 'gs' else 's3'}]'") from None
-    return optuna.artifacts.Boto3ArtifactStore(bucket, boto3.client("s3", config=Config(**S3_CONFIG)))
+    except Exception as e:  # noqa: BLE001 - a profile that is not there, credentials that cannot be read
+        raise StudyError(f"artifact store {scheme}://{bucket} cannot be used: {_detail(e)}") from None
 
 
 class PrefixedStore:
@@ -124,50 +127,66 @@ class PrefixedStore:
 
 
 def _detail(e: Exception) -> str:
-    return masked(str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+    """The first line of an error, masked before it is cut (a secret cut short would not match)."""
+    text = masked(str(e)).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 class EpochCheckpoints:
-    """A running trial's epoch checkpoints (the engine's last.pt and best.pt) mirrored in object
-    storage under checkpoints/STUDY/trial-N/, N the trial's first run: pushed after each epoch,
-    pulled before a run when the store holds more epochs than the local folder. Nothing to do for
-    a folder store, whose checkpoints/ sits beside it (on a shared disk, if workers share one)."""
+    """A running trial's epoch checkpoints (the engine's best.pt and last.pt) mirrored in object
+    storage under the key of its local folder, checkpoints/STUDY/trial-N (N the trial's first
+    run): pushed after each epoch in the order the engine writes them, pulled before a run when
+    the store holds more epochs of this very run than the local folder. Nothing to do for a folder
+    store, whose checkpoints/ sits beside it (on a shared disk, if workers share one)."""
 
-    FILES = ("last.pt", "best.pt")
+    FILES = ("best.pt", "last.pt")  # as the engine writes them: a last.pt is never newer than its best.pt
 
-    def __init__(self, store, study: str):
+    def __init__(self, store, checkpoints: Path):
         self.store = store if isinstance(store, PrefixedStore) else None
-        self.study = study
+        self.checkpoints = checkpoints  # the study's local checkpoint folder, whose last two parts make the key
         self.pushed: dict[Path, int] = {}  # mtime of each file as last pushed
 
     def key(self, folder: Path, name: str) -> str:
-        return f"checkpoints/{self.study}/{folder.name}/{name}"
+        return f"checkpoints/{self.checkpoints.name}/{folder.name}/{name}"
 
     def pull(self, folder: Path, epochs_in: Callable[[Path], int]) -> None:
-        """Take the store's copy where it holds more epochs of this very run than `folder` does
-        (epochs_in(a folder): the epochs its checkpoint holds of the run)."""
+        """Take the store's copy, both files as it holds them, where it has more epochs of this
+        very run than `folder` does (epochs_in(a folder): the epochs its checkpoint holds of the run)."""
         if self.store is None:
             return
+        from ..engine.data import UnsafeFile  # here: the report and the dashboard open stores without torch
+
         incoming = folder / ".from-store"
         shutil.rmtree(incoming, ignore_errors=True)
         incoming.mkdir(parents=True)
         try:
             for name in self.FILES:
+                key = self.key(folder, name)
                 try:
-                    with closing(self.store.open_reader(self.key(folder, name))) as reader, \
-                            open(incoming / name, "wb") as f:
+                    with closing(self.store.open_reader(key)) as reader, open(incoming / name, "wb") as f:
                         shutil.copyfileobj(reader, f)
                 except ArtifactNotFound:
                     (incoming / name).unlink(missing_ok=True)
-            if epochs_in(incoming) > epochs_in(folder):
+                except StoreUnreachable:
+                    raise
+                except Exception as e:  # noqa: BLE001 - the connection dropped mid-download
+                    raise StoreUnreachable(f"artifact store {self.store.location}: cannot read {key}: "
+                                           f"{_detail(e)}") from None
+            try:
+                newer = epochs_in(incoming) > epochs_in(folder)
+            except UnsafeFile:
+                raise UnsafeFile(f"checkpoint {self.store.location}/{self.key(folder, 'last.pt')} (or its best.pt) "
+                                 "names code to run, not only tensors: refused unread; delete it") from None
+            if newer:
                 for name in self.FILES:
+                    (folder / name).unlink(missing_ok=True)
                     if (incoming / name).exists():
                         (incoming / name).replace(folder / name)
         finally:
             shutil.rmtree(incoming, ignore_errors=True)
 
     def push(self, folder: Path) -> None:
-        """last.pt, and best.pt when it changed, into the store."""
+        """best.pt when it changed, then last.pt, into the store."""
         if self.store is None:
             return
         for name in self.FILES:
@@ -179,7 +198,7 @@ class EpochCheckpoints:
 
     def remove(self, folder: Path) -> None:
         """The run's copies, once it was kept or will never resume. A copy the store failed to
-        remove is left: no later run has its key (trial numbers are not reused)."""
+        remove is left: it is never resumed but by a later run of the same trial."""
         if self.store is None:
             return
         for name in self.FILES:

@@ -100,7 +100,7 @@ def storage_tag(storage: str) -> str:
 @dataclass(frozen=True)
 class Outputs:
     """A study's local folders: checkpoints/STUDY/ (per-epoch, while trials run), reports/STUDY/
-    and retrain/STUDY/ (STUDY@TAG for a storage other than the default: see storage_tag). They sit
+    and retrain/STUDY/ (each STUDY@TAG for a storage other than the default: see storage_tag). They sit
     beside an artifact store that is a folder (artifacts/: kept checkpoints and plots, shared by
     the studies of one storage); with object storage, in LOCAL_OUTPUTS of the working folder,
     never a folder made from the store's URL."""
@@ -125,7 +125,7 @@ class Outputs:
 
     @property
     def checkpoints(self) -> Path:
-        return self.local / "checkpoints" / self.study
+        return self.local / "checkpoints" / self._named
 
     @property
     def reports(self) -> Path:

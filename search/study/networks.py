@@ -50,7 +50,7 @@ class EngineTrainer:
     def __init__(self, plan: Plan, data: Dataset, view: LogLines):
         self.plan, self.data, self.view = plan, data, view
         self.store = open_artifact_store(plan.outputs.artifacts)
-        self.mirror = EpochCheckpoints(self.store, plan.study)
+        self.mirror = EpochCheckpoints(self.store, plan.outputs.checkpoints)
 
     def checkpoint_dir(self, p: Proposal):
         """A retried or re-queued trial's is its first run's; never a folder the database names."""
@@ -76,8 +76,8 @@ class EngineTrainer:
                  + (f", finalist of trial {p.known.finalist_of}" if p.known.finalist_of is not None else ""))
 
         def on_epoch(epoch):
-            self.mirror.push(folder)  # before the pruner may end the run
-            report(epoch)
+            report(epoch)  # first: a trial pruned, or failed meanwhile by another worker, pushes nothing
+            self.mirror.push(folder)
 
         try:
             result = train(spec, self.data, recipe, device=self.plan.device, seed=seed, on_epoch=on_epoch,
