@@ -238,7 +238,8 @@ def fidelity(args, p: Protocol) -> None:
     rho = spearman([r["cheap"] for r in rows], [r["full"] for r in rows])
     top = sorted(rows, key=lambda r: -r["cheap"])[:p.finalists]
     best_full = max(r["full"] for r in rows)
-    print(f"\n{len(rows)} random specs of {p.space} at {p.budget:,} params, seed-0 split ({p.train_images:,} training / "
+    which = f"best specs study {args.of_study!r} of seed {seed} trained" if args.of_study else "random specs"
+    print(f"\n{len(rows)} {which} of {p.space} at {p.budget:,} params, seed-0 split ({p.train_images:,} training / "
           f"{p.val_images:,} validation images of the CIFAR-10 JPEG copy)\n")
     print(f"| spec | MACs | {images:,} images x {epochs} epochs, val % | {p.train_images:,} images x "
           f"{p.final_stage_epochs} epochs, val % |")
