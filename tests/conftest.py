@@ -117,10 +117,11 @@ def worker(cwd, storage, study, *extra, trials=12, epochs=1, limit=100, env=None
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
-def wait_for_epoch(storage, study_name, epoch, timeout=300):
-    """The first running trial once it has reported `epoch` (its checkpoint is then on disk).
-    Tests give their trials 4-8 epochs of 1,000-2,000 images, so that even on an idle machine
-    the trial is still running when the signal they send after epoch 1 arrives."""
+def wait_for_epoch(storage, study_name, epoch, timeout=300, where=lambda trial, running: True):
+    """The first running trial once it has reported `epoch` (its checkpoint is then on disk), and
+    for which where(trial, all running trials) holds. Tests give their trials 4-8 epochs of
+    1,000-2,000 images, so that even on an idle machine the trial is still running when the
+    signal they send after epoch 1 arrives."""
     import optuna
     import sqlalchemy
     from optuna.trial import TrialState
@@ -133,8 +134,9 @@ def wait_for_epoch(storage, study_name, epoch, timeout=300):
             # not created yet, or the worker is creating Optuna's tables as we look
             time.sleep(0.5)
             continue
-        for t in study.get_trials(states=(TrialState.RUNNING,)):
-            if len(t.user_attrs.get("val_acc_per_epoch", [])) >= epoch:
+        running = study.get_trials(states=(TrialState.RUNNING,))
+        for t in running:
+            if len(t.user_attrs.get("val_acc_per_epoch", [])) >= epoch and where(t, running):
                 return t
         time.sleep(0.3)
     raise AssertionError(f"no trial reached epoch {epoch} within {timeout} s")

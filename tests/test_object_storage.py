@@ -2,12 +2,10 @@
 folder, one study and one bucket of a real S3-compatible server (moto's, on the loopback)."""
 
 import signal
-import time
 from wsgiref.util import setup_testing_defaults
 
 import optuna
 import optuna_dashboard
-import sqlalchemy
 from optuna.trial import TrialState
 
 from search.study.artifacts import masked, open_artifact_store
@@ -17,23 +15,6 @@ from .conftest import TINY_SPACE, S3Server, run_cli, storage_url, synthetic_root
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def running_trial_of(storage, study_name, folder, epoch, timeout=300) -> optuna.trial.FrozenTrial:
-    """The running trial whose checkpoints are under `folder` (that worker's), once it has
-    reported `epoch`, while another worker runs a trial too."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            running = optuna.load_study(study_name=study_name, storage=storage).get_trials(states=(TrialState.RUNNING,))
-        except (KeyError, sqlalchemy.exc.SQLAlchemyError):  # not made yet, or its tables being made as we look
-            running = []
-        mine = [t for t in running if t.user_attrs.get("checkpoint_dir", "").startswith(str(folder))
-                and len(t.user_attrs.get("val_acc_per_epoch", [])) >= epoch]
-        if mine and len(running) == 2:
-            return mine[0]
-        time.sleep(0.2)
-    raise AssertionError(f"no trial of the worker in {folder} reached epoch {epoch} beside another within {timeout} s")
-
-
 def test_two_workers_share_a_bucket_and_the_killed_ones_trial_resumes_from_it(tmp_path, postgres_url, s3_server,
                                                                                 monkeypatch):
     url = f"s3://{S3Server.BUCKET}/team-a"
@@ -41,9 +22,12 @@ def test_two_workers_share_a_bucket_and_the_killed_ones_trial_resumes_from_it(tm
     for folder in (a, b, c):
         folder.mkdir()
     flags = ("--no-baseline", "--heartbeat", "1", "--artifacts", url)
-    first, second = (worker(folder, postgres_url, "bucket", *flags, trials=2, epochs=4, limit=1000, env=s3_server.env)
+    first, second = (worker(folder, postgres_url, "bucket", *flags, trials=2, epochs=8, limit=1000, env=s3_server.env)
                      for folder in (a, b))
-    victim = running_trial_of(postgres_url, "bucket", a, 2)  # epoch 1 is in the bucket once epoch 2 reports
+    # The first worker's trial (its checkpoints are under a), while the second runs one too; its
+    # epoch 1 is in the bucket once epoch 2 reports.
+    victim = wait_for_epoch(postgres_url, "bucket", 2, where=lambda t, running: len(running) == 2
+                            and t.user_attrs.get("checkpoint_dir", "").startswith(str(a)))
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
     out, err = second.communicate(timeout=600)

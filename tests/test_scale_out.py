@@ -101,6 +101,18 @@ def test_ctrl_c_records_the_trial_and_the_next_run_resumes_it(tmp_path):
     assert resumed.user_attrs["resumed_from_epoch"] >= 1
 
 
+def rode_out(w, storage, study_name, victim) -> None:
+    """The worker finished after its storage came back, saying it was gone, with nothing recorded
+    before the outage lost and the study's one trial trained."""
+    out, err = w.communicate(timeout=600)
+    assert w.returncode == 0, err
+    assert "storage unreachable" in err and "Traceback" not in err
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    assert study.trials[victim.number].user_attrs["val_acc_per_epoch"][:1] == \
+        victim.user_attrs["val_acc_per_epoch"][:1]
+    assert len([t for t in study.trials if t.state in FINISHED]) == 1
+
+
 def test_worker_rides_out_a_storage_outage(tmp_path):
     """The server stops mid-trial and comes back: the worker reconnects, the trial in flight is
     retried from its checkpoint, and nothing recorded before the outage is lost."""
@@ -118,13 +130,7 @@ def test_worker_rides_out_a_storage_outage(tmp_path):
         subprocess.run([*script, "stop", f"{root}/pg"], check=True, capture_output=True)
         time.sleep(8)  # longer than an epoch, so the worker meets the outage, not only its heartbeats
         subprocess.run([*script, "restart", f"{root}/pg", "55439"], check=True, capture_output=True)
-        out, err = w.communicate(timeout=600)
-        assert w.returncode == 0, err
-        assert "storage unreachable" in err and "Traceback" not in err
-        study = optuna.load_study(study_name="outage", storage=url)
-        assert study.trials[victim.number].user_attrs["val_acc_per_epoch"][:1] == \
-            victim.user_attrs["val_acc_per_epoch"][:1]
-        assert len([t for t in study.trials if t.state in FINISHED]) == 1
+        rode_out(w, url, "outage", victim)
     finally:
         subprocess.run([*script, "stop", f"{root}/pg"], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
@@ -196,13 +202,7 @@ def test_a_worker_rides_out_the_storage_proxy_going_away(tmp_path):
         server.wait(timeout=30)
         time.sleep(5)
         server = serve()
-        out, err = w.communicate(timeout=600)
-        assert w.returncode == 0, err
-        assert "storage unreachable" in err and "Traceback" not in err
-        study = optuna.load_study(study_name="gone", storage=database)
-        assert study.trials[victim.number].user_attrs["val_acc_per_epoch"][:1] == \
-            victim.user_attrs["val_acc_per_epoch"][:1]
-        assert len([t for t in study.trials if t.state in FINISHED]) == 1
+        rode_out(w, database, "gone", victim)
     finally:
         server.terminate()
         server.wait(timeout=30)

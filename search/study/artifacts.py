@@ -11,11 +11,11 @@ that a trial retried on another machine resumes where its first run stopped.
 from __future__ import annotations
 
 import os
-from contextlib import closing, suppress
 import re
 import shutil
 import urllib.parse
 from collections.abc import Callable
+from contextlib import closing, suppress
 from pathlib import Path
 from typing import BinaryIO
 
@@ -106,6 +106,14 @@ class PrefixedStore:
     def remove(self, artifact_id: str) -> None:
         self._call("remove", self.store.remove, artifact_id)
 
+    def download(self, artifact_id: str, path: Path) -> None:
+        """The object into `path`, whole: a connection dropped mid-read is StoreUnreachable too."""
+        def copy(key: str) -> None:
+            with closing(self.store.open_reader(key)) as reader, open(path, "wb") as f:
+                shutil.copyfileobj(reader, f)
+
+        self._call("read", copy, artifact_id)
+
     def check(self) -> None:
         """One request that needs the bucket and the credentials (a missing key reads as
         ArtifactNotFound in Optuna's stores, and so does a missing bucket)."""
@@ -161,17 +169,10 @@ class EpochCheckpoints:
         incoming.mkdir(parents=True)
         try:
             for name in self.FILES:
-                key = self.key(folder, name)
                 try:
-                    with closing(self.store.open_reader(key)) as reader, open(incoming / name, "wb") as f:
-                        shutil.copyfileobj(reader, f)
+                    self.store.download(self.key(folder, name), incoming / name)
                 except ArtifactNotFound:
                     (incoming / name).unlink(missing_ok=True)
-                except StoreUnreachable:
-                    raise
-                except Exception as e:  # noqa: BLE001 - the connection dropped mid-download
-                    raise StoreUnreachable(f"artifact store {self.store.location}: cannot read {key}: "
-                                           f"{_detail(e)}") from None
             try:
                 newer = epochs_in(incoming) > epochs_in(folder)
             except UnsafeFile:

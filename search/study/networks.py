@@ -88,8 +88,9 @@ class EngineTrainer:
         return Trained(result.best_val_acc, result.best_epoch)
 
     def discard(self, p: Proposal) -> None:
-        self.mirror.remove(self.checkpoint_dir(p))
-        shutil.rmtree(self.checkpoint_dir(p), ignore_errors=True)
+        folder = self.checkpoint_dir(p)
+        self.mirror.remove(folder)
+        shutil.rmtree(folder, ignore_errors=True)
 
     def keep(self, trial: optuna.Trial, p: Proposal, trained: Trained) -> None:
         """The best epoch's checkpoint into the artifact store (a neutral MIME type: guessed from
