@@ -91,7 +91,7 @@ class CurveTrainer:
     def identity(self, trial, p) -> dict:
         return {"seed": 0, "device": "made-up curve", "dataset": "synthetic", "train_images": None, "checkpoint_dir": ""}
 
-    def train(self, trial, p, report, replay) -> Trained:
+    def train(self, trial, p, report, replay, interruptible) -> Trained:  # a lookup: nothing to interrupt
         spec, recipe = ResNetSpec.from_dict(p.spec), Recipe.from_dict(p.recipe)
         values = curve(spec, recipe, self.budget, self.epochs)
         for epoch, value in enumerate(values, 1):

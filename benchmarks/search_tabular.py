@@ -176,7 +176,7 @@ class TableTrainer:
         return {"seed": self.seed, "device": "table", "dataset": self.table.dataset, "train_images": None,
                 "checkpoint_dir": ""}
 
-    def train(self, trial, p, report, replay) -> Trained:
+    def train(self, trial, p, report, replay, interruptible) -> Trained:  # a lookup: nothing to interrupt
         cell = tuple(p.spec["cell"])
         if self.rung is None:
             self.ledger.charge(self.table, cell, FULL)

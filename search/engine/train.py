@@ -13,13 +13,14 @@ It imports neither optuna nor any view: anyone can train a spec with `train(spec
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ContextManager
 
 import torch
 from torch import nn
@@ -265,7 +266,8 @@ def _whole_run_state(state: dict) -> bool:
 
 def train(spec: ResNetSpec, data: Dataset, recipe: Recipe, *, device: str | torch.device = "auto", seed: int = 0,
           on_epoch: EpochCallback | None = None, checkpoint_dir=None, progress=None, label: str = "epochs",
-          compile: bool = False, validate: bool = True, numerics: str | Numerics = "auto") -> TrainResult:
+          compile: bool = False, validate: bool = True, numerics: str | Numerics = "auto",
+          interruptible: Callable[[], ContextManager] = contextlib.nullcontext) -> TrainResult:
     """Train `spec` under `recipe`; return per-epoch validation accuracy and the best epoch.
 
     checkpoint_dir: where `last.pt` (every epoch; a run resumes from it when spec, recipe and
@@ -280,6 +282,8 @@ def train(spec: ResNetSpec, data: Dataset, recipe: Recipe, *, device: str | torc
     numerics: "auto" (CUDA's settings on a CUDA device, float32 on the CPU), "cuda", "fp32" or a
     Numerics; see Numerics. compile: torch.compile the training step (on the CPU it needs a C++
     compiler: compile_unavailable says whether one is there).
+    interruptible(): the context each epoch's computation runs in, and nothing else: the search
+    raises Ctrl-C at once only there, never midway through a checkpoint or what on_epoch records.
     """
     check_shape(spec, data.description, f"network {spec.summary()}")
     device = resolve_device(device) if isinstance(device, str) else device
@@ -301,12 +305,13 @@ def train(spec: ResNetSpec, data: Dataset, recipe: Recipe, *, device: str | torc
     try:
         for epoch in range(result.epochs_done + 1, recipe.epochs + 1):
             start = time.perf_counter()
-            mean_loss, lr, train_seconds = steps.epoch(epoch, seed, after_step)
-            if not math.isfinite(mean_loss):
-                raise Diverged(f"training loss became {mean_loss} in epoch {epoch} (lr {lr:.3g}); "
-                               "lower the learning rate")
-            val_acc = evaluate(steps.model, data.val, data.description, device, recipe.flip_tta,
-                               numerics=numerics) if validate else None
+            with interruptible():
+                mean_loss, lr, train_seconds = steps.epoch(epoch, seed, after_step)
+                if not math.isfinite(mean_loss):
+                    raise Diverged(f"training loss became {mean_loss} in epoch {epoch} (lr {lr:.3g}); "
+                                   "lower the learning rate")
+                val_acc = evaluate(steps.model, data.val, data.description, device, recipe.flip_tta,
+                                   numerics=numerics) if validate else None
             record = Epoch(epoch, val_acc, mean_loss, time.perf_counter() - start,
                            steps.per_epoch * steps.batch / train_seconds, lr)
             result.history.append(record)

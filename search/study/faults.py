@@ -139,13 +139,41 @@ def requeue_cut_off(study: optuna.Study, storage: RDBStorage, trial_id: int, set
             trial = storage.get_trial(trial_id)  # failed by another worker's heartbeat check meanwhile
     if trial.state != TrialState.FAIL:
         return
-    deadline = time.monotonic() + settle_s
-    while "fail_reason" not in trial.user_attrs and time.monotonic() < deadline:
-        time.sleep(0.2)  # the worker that failed it writes why just after; this worker's write comes last
-        trial = storage.get_trial(trial_id)
-    reason = trial.user_attrs.get("fail_reason")
+    trial, reason = _settled_fail_reason(storage, trial_id, trial, settle_s)
     # No reason: Optuna failed it itself as the outage ended. Any other reason: its own end, or a retry queued.
     if reason is None or (reason.startswith(WORKER_LOST) and storage.retries_spent(trial)):
         study.enqueue_trial(trial.params, user_attrs=record.requeue_attrs(trial))
         storage.write_fail_reason(trial_id, f"{CUT_OFF} (a heartbeat check had failed it, its retries spent)"
                                   if reason else CUT_OFF)
+
+
+def taken_over(study: optuna.Study, storage: RDBStorage, trial_id: int | None, error: Exception,
+               settle_s: float = 10.0) -> str | None:
+    """A line saying so, if `error` is this worker's trial refused as finished (its next report,
+    or its result) because another worker's heartbeat check failed it while it still ran: its
+    heartbeat was late past the grace period (the machine or the storage stalled, the process
+    stopped a while). That worker queued the retry, which resumes from the checkpoint; one not
+    queued (its retries spent) is queued here, as for a trial cut off by an outage."""
+    if trial_id is None or not isinstance(error, (ValueError, optuna.exceptions.UpdateFinishedTrialError)):
+        return None
+    trial = storage.get_trial(trial_id)
+    if trial.state != TrialState.FAIL:
+        return None
+    trial, reason = _settled_fail_reason(storage, trial_id, trial, settle_s)
+    if not (reason or "").startswith(WORKER_LOST):
+        return None
+    if storage.retries_spent(trial):
+        study.enqueue_trial(trial.params, user_attrs=record.requeue_attrs(trial))
+        reason = f"{reason}; its worker was alive, and re-queued it to resume from its checkpoint"
+        storage.write_fail_reason(trial_id, reason)
+    return f"trial {trial.number} was failed by another worker while this one still ran it: {reason}"
+
+
+def _settled_fail_reason(storage: RDBStorage, trial_id: int, trial: optuna.trial.FrozenTrial, settle_s: float):
+    """(the failed trial, why it failed) once the worker that failed it has written why, which it
+    does just after; None if nothing is written within settle_s."""
+    deadline = time.monotonic() + settle_s
+    while "fail_reason" not in trial.user_attrs and time.monotonic() < deadline:
+        time.sleep(0.2)
+        trial = storage.get_trial(trial_id)
+    return trial, trial.user_attrs.get("fail_reason")

@@ -65,12 +65,13 @@ def ctrl_c_stops_once():
 
 
 class CtrlC:
-    """Ctrl-C while trials run: KeyboardInterrupt is raised once, inside a trial's own code,
-    where the objective records the trial as interrupted. Anywhere else (Optuna recording a
-    trial, where an interrupt leaves `updated_state` unset; a finaliser the garbage collector
-    runs, where Python would print "Exception ignored" and go on) it is kept, and the search
-    stops at the next trial's start or epoch's end. Once one is taken the run is stopping, and
-    later ones are ignored: raised while the stop is recorded, they would break the record."""
+    """Ctrl-C while trials run: KeyboardInterrupt is raised once, at once only inside a trial's
+    computation (arm: the engine's epochs), and the objective records the trial as interrupted.
+    Anywhere else it is kept, and the trial stops at the next epoch's end or computation, or the
+    search before the next trial: raised in a storage call it leaves the database session broken
+    (the next write fails), in Optuna recording a trial it leaves `updated_state` unset, in a
+    finaliser Python prints "Exception ignored" and goes on. Once one is taken the run is
+    stopping, and later ones are ignored: raised while the stop is recorded, they would break it."""
 
     def __init__(self):
         self.pending, self.armed = False, False
@@ -107,7 +108,7 @@ class CtrlC:
 
     @contextlib.contextmanager
     def arm(self):
-        """Where Ctrl-C is raised at once: the trial's own code."""
+        """Where Ctrl-C is raised at once: a trial's computation, which nothing reads half-done."""
         self.armed = True
         try:
             self.check()

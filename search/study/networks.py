@@ -17,7 +17,7 @@ from ..engine.data import Dataset
 from ..engine.train import Diverged, completed_epochs, train
 from . import record
 from .layout import plural
-from .objective import Objective, Proposal, Replay, Report, Stage, Trained
+from .objective import Interruptible, Objective, Proposal, Replay, Report, Stage, Trained
 from .plan import Plan
 from .artifacts import EpochCheckpoints, open_artifact_store
 from .view import LogLines
@@ -60,7 +60,8 @@ class EngineTrainer:
         return {"seed": self.plan.settings.seed, "device": str(self.plan.device), "dataset": self.data.name,
                 "train_images": len(self.data.train), "checkpoint_dir": str(self.checkpoint_dir(p).resolve())}
 
-    def train(self, trial: optuna.Trial, p: Proposal, report: Report, replay: Replay) -> Trained:
+    def train(self, trial: optuna.Trial, p: Proposal, report: Report, replay: Replay,
+              interruptible: Interruptible) -> Trained:
         spec, recipe, seed = ResNetSpec.from_dict(p.spec), Recipe.from_dict(p.recipe), self.plan.settings.seed
         folder = self.checkpoint_dir(p)
         # a retry on another machine resumes from the store's copy
@@ -81,7 +82,7 @@ class EngineTrainer:
 
         try:
             result = train(spec, self.data, recipe, device=self.plan.device, seed=seed, on_epoch=on_epoch,
-                           checkpoint_dir=folder, progress=self.view.progress, label=label)
+                           checkpoint_dir=folder, progress=self.view.progress, label=label, interruptible=interruptible)
         except Diverged as e:
             record.write_pruned(trial, f"diverged: {e}")
             raise optuna.TrialPruned(str(e)) from None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ContextManager, Protocol
 
 import optuna
 import torch
@@ -64,6 +64,7 @@ class Trained:
 
 Report = Callable[[Epoch], None]
 Replay = Callable[[list[Epoch]], None]
+Interruptible = Callable[[], ContextManager]
 
 
 class Proposer(Protocol):
@@ -76,9 +77,11 @@ class Trainer(Protocol):
     def identity(self, trial: optuna.Trial, p: Proposal) -> dict:
         """What the trial records of where and how it trains, beside its spec and recipe."""
 
-    def train(self, trial: optuna.Trial, p: Proposal, report: Report, replay: Replay) -> Trained:
+    def train(self, trial: optuna.Trial, p: Proposal, report: Report, replay: Replay,
+              interruptible: Interruptible) -> Trained:
         """Train the proposal: replay(epochs) with the epochs a checkpoint already holds, then
-        report(epoch) after each epoch trained; what report raises (TrialPruned) ends training."""
+        report(epoch) after each epoch trained; what report raises (TrialPruned) ends training.
+        Pure computation runs inside interruptible(), where Ctrl-C is raised at once."""
 
     def discard(self, p: Proposal) -> None:
         """What the trial kept to resume from goes: it was pruned, diverged or is a twin."""
@@ -113,8 +116,8 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         self.in_flight = trial_id(trial)
         try:
-            with self.ctrl_c.arm():
-                return self.run(trial)
+            self.ctrl_c.check()
+            return self.run(trial)
         except KeyboardInterrupt as e:
             record.write_failed(trial, f"interrupted ({how_stopped(e)[0]}); its checkpoint is kept to resume from")
             raise
@@ -195,7 +198,7 @@ class Objective:
                 raise optuna.TrialPruned(f"epoch {e.epoch}: {e.val_acc:.2%}")
 
         try:
-            return self.trainer.train(trial, p, report, replay)
+            return self.trainer.train(trial, p, report, replay, self.ctrl_c.arm)
         except optuna.TrialPruned:
             self.trainer.discard(p)
             raise

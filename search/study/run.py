@@ -29,7 +29,7 @@ from resnet_space.table1 import table_1_rows
 from ..engine.data import DataDescription, Dataset, find_data, training_images
 from ..engine.train import cpu_estimate
 from . import record
-from .faults import SurplusTrial, reconnect, refuse_unsafe_checkpoints, requeue_interrupted, wait_for_running
+from .faults import SurplusTrial, reconnect, refuse_unsafe_checkpoints, requeue_interrupted, taken_over, wait_for_running
 from .interrupts import how_stopped
 from .layout import Outputs, invoked_as, plural
 from .networks import objective as search_objective
@@ -139,10 +139,12 @@ def optimize(run: Run, study: optuna.Study, plan: Plan) -> optuna.Study:
                      "kept; run the same command again to resume it and continue the study")
             raise
         except Exception as e:
-            outage = storage_outage(e)
-            if outage is None:
+            if (outage := storage_outage(e)) is not None:
+                study = reconnect(study, s, outage, objective.in_flight, view.log)
+            elif (lost := taken_over(study, run.storage, objective.in_flight, e)) is not None:
+                view.log(lost)
+            else:
                 raise
-            study = reconnect(study, s, outage, objective.in_flight, view.log)
     if objective.gave_up:
         if run.on_stop is not None:
             run.on_stop(study, plan.outputs)
