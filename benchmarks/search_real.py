@@ -4,6 +4,7 @@ CIFAR-10, five arms trained on the same split and judged once on the 10,000 test
     python benchmarks/search_real.py --seed 0            # one seed's arms, resumable
     python benchmarks/search_real.py --fidelity          # does --trial-images rank as all images do?
     python benchmarks/search_real.py --fidelity --of-study tpe --seed 0   # ... among the specs a search trained
+    python benchmarks/search_real.py --noise 3 --seed 0  # each arm's network with training seeds 0-2
     python benchmarks/search_real.py                     # the tables over every seed in OUT
 
     # the pilot (seed 0, before the fidelity was measured): trials on 1,000 images
@@ -126,16 +127,16 @@ class SeedRun:
                               artifacts=self.dir / "artifacts", finalists=p.finalists,
                               final_epochs=p.final_stage_epochs)
 
-    def trained_f(self, label: str, study: str = "tpe", epochs: int | None = None, **target) -> dict:
+    def trained_f(self, label: str, study: str = "tpe", epochs: int | None = None, seeds: int = 1, **target) -> dict:
         """`retrain --epochs F --seeds 1` of a network of `study` (the split is the seed's in every study):
         its winner, else the target named."""
         result = retrain(RetrainSettings(study=study, storage=self.storage, epochs=epochs or self.p.final_epochs,
-                                         seeds=1, device="cpu", data=self.data, artifacts=self.dir / "artifacts",
+                                         seeds=seeds, device="cpu", data=self.data, artifacts=self.dir / "artifacts",
                                          out=self.dir / "retrain" / label, **target), log=quiet)
         macs = count(result.target.spec).macs
         e = result.entry
         return {"network": e["summary"], "params": e["params"], "macs": macs, "epochs": e["epochs"],
-                "test_acc": e["mean"], "train_macs": macs * e["epochs"] * e["train_images"],
+                "test_acc": e["mean"], "per_seed": e["test_acc"], "train_macs": macs * e["epochs"] * e["train_images"],
                 "train_s": round(sum(s["seconds"] for s in result.seeds), 1)}
 
     def searched(self, sampler: str) -> dict:
@@ -170,6 +171,25 @@ class SeedRun:
         spec_file = self.dir / "most-macs-spec.json"
         spec_file.write_text(spec.to_json())
         return self.trained_f("most-macs", spec=str(spec_file))
+
+    def training_noise(self, seeds: int) -> None:
+        """Each arm's network (but equal compute's) trained F again with training seeds 0..seeds-1,
+        seed 0 being the arm's own run: how much of an arm's test accuracy is its training seed.
+        Written to OUT/noise-seedS.json as each arm lands."""
+        again = {"search": lambda: self.trained_f("tpe", study="tpe", seeds=seeds),
+                 "random": lambda: self.trained_f("random", study="random", seeds=seeds),
+                 "baseline": lambda: self.trained_f("baseline", baseline=True, seeds=seeds),
+                 "most MACs": lambda: self.trained_f("most-macs", spec=str(self.dir / "most-macs-spec.json"),
+                                                     seeds=seeds)}
+        file = self.file.with_name(f"noise-seed{self.seed}.json")
+        for arm in (a for a in self.arms if a in again and a in self.results["arms"]):
+            row = again[arm]()
+            with open(self.dir / "results.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                found = json.loads(file.read_text()) if file.exists() else {}
+                found[arm] = {"network": row["network"], "test_acc": row["per_seed"]}
+                file.write_text(json.dumps(found, indent=1) + "\n")
+            print(json.dumps({"seed": self.seed, "arm": arm, **found[arm]}), flush=True)
 
     def run(self) -> None:
         """The arms asked for, in this order; equal compute waits for the search's result."""
@@ -306,6 +326,20 @@ def tables(args, p: Protocol) -> None:
             print(f"| {seed} | {r['sampler']} | {r['trained']} "
                   f"({r['pruned']}) | {r['network']}{' (baseline)' if r['winner_is_baseline'] else ''}, "
                   f"{100 * r['test_acc']:.2f} | {100 * r['winner_val_acc']:.2f} | {r['best_searched']} |")
+    noise = {int(path.stem.removeprefix("noise-seed")): json.loads(path.read_text())
+             for path in sorted(args.out.glob("noise-seed*.json")) if int(path.stem.removeprefix("noise-seed")) in seeds}
+    sds = [statistics.stdev(r["test_acc"]) for found in noise.values() for r in found.values() if len(r["test_acc"]) > 1]
+    if sds:
+        print("\n| seed | arm | network | F test % by training seed 0, 1, ... | mean ± sd |")
+        print("|---:|---|---|---|---:|")
+        for seed, found in noise.items():
+            for arm, r in found.items():
+                print(f"| {seed} | ({ROMAN[arm]}) {arm} | {r['network']} | "
+                      f"{', '.join(f'{100 * a:.2f}' for a in r['test_acc'])} | {spread(r['test_acc'])} |")
+        pooled = statistics.mean(sd ** 2 for sd in sds) ** 0.5
+        print(f"\nOne network's F test accuracy varies with its training seed by sd {100 * pooled:.2f} points "
+              f"(pooled over {len(sds)} networks): a paired difference of two arms, by about "
+              f"{100 * pooled * 2 ** 0.5:.2f} per seed.")
     print(json.dumps({"results": str(args.out), "seeds": sorted(seeds), "protocol": asdict(p),
                       "mean_test_acc": {arm: statistics.mean(s[arm]["test_acc"] for s in seeds.values() if arm in s)
                                         for arm in ARMS if any(arm in s for s in seeds.values())},
@@ -325,6 +359,8 @@ def main() -> None:
                         help=f"the search trials' images (default {Protocol.trial_images:,}; the pilot's: 1,000)")
     parser.add_argument("--trial-epochs", type=int, default=Protocol.trial_epochs,
                         help=f"the search trials' epochs (default {Protocol.trial_epochs})")
+    parser.add_argument("--noise", type=int, metavar="K",
+                        help="train each arm's network of --seed F again with training seeds 0..K-1 instead")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default torch's)")
     parser.add_argument("--out", type=Path, default=Path("results/search-real"))
     args = parser.parse_args()
@@ -339,7 +375,8 @@ def main() -> None:
     if args.of_study:
         parser.error("--of-study goes with --fidelity")
     for seed in args.seed or []:
-        SeedRun(args.out, seed, p, args.data, args.arms.split(";") if args.arms else ARMS).run()
+        run = SeedRun(args.out, seed, p, args.data, args.arms.split(";") if args.arms else ARMS)
+        run.training_noise(args.noise) if args.noise else run.run()
     tables(args, p)
 
 
