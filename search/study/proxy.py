@@ -79,8 +79,11 @@ class ProxiedStorage(GrpcStorageProxy, heartbeat_base()):
         for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
             started = trial.datetime_start.timestamp() if trial.datetime_start else now
             if now - trial.system_attrs.get(HEARTBEAT, started) > self.grace_period:
-                self.set_trial_user_attr(trial_id(trial), "fail_reason", stale_reason(
-                    self.grace_period, retried=not self.retries_spent(trial), max_retry=self.max_retry))
+                try:
+                    self.set_trial_user_attr(trial_id(trial), "fail_reason", stale_reason(
+                        self.grace_period, retried=not self.retries_spent(trial), max_retry=self.max_retry))
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    continue  # another worker's check failed it first (workers starting together all look)
                 stale.append(trial_id(trial))
         return stale
 
@@ -99,4 +102,9 @@ class ProxiedStorage(GrpcStorageProxy, heartbeat_base()):
                 self.set_trial_user_attr(trial_id(waiting), "fail_reason", "")
 
     def write_fail_reason(self, trial_id: int, reason: str) -> None:
-        self.set_trial_user_attr(trial_id, "fail_reason", reason)
+        """Why a trial failed. The proxy's database refuses attrs on a finished trial: there the
+        reason written as it failed stays."""
+        try:
+            self.set_trial_user_attr(trial_id, "fail_reason", reason)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass
