@@ -110,6 +110,7 @@ def test_ctrl_c_in_a_storage_call_waits_for_the_computation(tmp_path, monkeypatc
                 raise
 
     storage = f"sqlite:///{tmp_path}/s.db"
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # a stopped run leaves them ignored
     sqlalchemy.event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", ctrl_c_while_writing_the_curve)
     try:
         done = run_main("run", "--budget", "2e5", "--storage", storage, "--study", "c", "--trials", "1",
@@ -118,6 +119,8 @@ def test_ctrl_c_in_a_storage_call_waits_for_the_computation(tmp_path, monkeypatc
                         monkeypatch=monkeypatch, capsys=capsys)
     finally:
         sqlalchemy.event.remove(sqlalchemy.engine.Engine, "before_cursor_execute", ctrl_c_while_writing_the_curve)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     assert sent and not raised_in_storage
     assert done.returncode == 130 and "Traceback" not in done.stderr, done.stderr
     [trial] = optuna.load_study(study_name="c", storage=storage).trials
