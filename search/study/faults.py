@@ -19,6 +19,7 @@ from .storage import WORKER_LOST, RDBStorage, open_storage
 
 TWIN_POLL_S = 2.0  # how often a copy waiting for a twin on its spec looks again
 CUT_OFF = "cut off from the storage mid-trial; re-queued to resume from its checkpoint"
+RESULT_REFUSED = "Cannot tell a FAIL trial."  # Optuna's refusal of a result for a trial failed meanwhile
 
 
 class SurplusTrial(Exception):
@@ -95,8 +96,9 @@ def _running_twin(trial: optuna.Trial, spec: dict, first_run: int) -> record.Tri
     return None
 
 
-def reconnect(study: optuna.Study, settings, outage: BaseException, in_flight: int | None, log) -> optuna.Study:
-    """The study again after the storage went away, reconnected with backoff for a bounded time
+def reconnect(study: optuna.Study, settings, outage: BaseException, in_flight: int | None,
+              log) -> tuple[optuna.Study, RDBStorage]:
+    """The study and its storage again after the storage went away, reconnected with backoff for a bounded time
     (settings.storage_retry). What was recorded stays in the database; the trial this worker had
     in flight is re-queued to resume from its checkpoint (requeue_cut_off)."""
     log(f"storage unreachable ({str(outage).splitlines()[0][:120]}); retrying for up to {settings.storage_retry:g} s")
@@ -104,7 +106,7 @@ def reconnect(study: optuna.Study, settings, outage: BaseException, in_flight: i
     study = optuna.load_study(study_name=settings.study, storage=storage, sampler=study.sampler, pruner=study.pruner)
     if in_flight is not None:
         requeue_cut_off(study, storage, in_flight)
-    return study
+    return study, storage
 
 
 def requeue_interrupted(study: optuna.Study) -> list[int]:
@@ -153,20 +155,35 @@ def taken_over(study: optuna.Study, storage: RDBStorage, trial_id: int | None, e
     or its result) because another worker's heartbeat check failed it while it still ran: its
     heartbeat was late past the grace period (the machine or the storage stalled, the process
     stopped a while). That worker queued the retry, which resumes from the checkpoint; one not
-    queued (its retries spent) is queued here, as for a trial cut off by an outage."""
-    if trial_id is None or not isinstance(error, (ValueError, optuna.exceptions.UpdateFinishedTrialError)):
+    queued (its retries spent, or that worker gone before it could) is queued here, as for a
+    trial cut off by an outage."""
+    refused = (isinstance(error, optuna.exceptions.UpdateFinishedTrialError)
+               or (isinstance(error, ValueError) and str(error) == RESULT_REFUSED))
+    if trial_id is None or not refused:
         return None
     trial = storage.get_trial(trial_id)
     if trial.state != TrialState.FAIL:
         return None
     trial, reason = _settled_fail_reason(storage, trial_id, trial, settle_s)
-    if not (reason or "").startswith(WORKER_LOST):
+    if reason is not None and not reason.startswith(WORKER_LOST):
         return None
-    if storage.retries_spent(trial):
+    said = reason or f"{WORKER_LOST}failed by a heartbeat check that recorded no reason"
+    # Through the proxy the reason is written before the trial fails, and the retry queued after.
+    if not _retry_queued(study, trial.number, settle_s if reason and "; retried" in reason else 0):
         study.enqueue_trial(trial.params, user_attrs=record.requeue_attrs(trial))
-        reason = f"{reason}; its worker was alive, and re-queued it to resume from its checkpoint"
-        storage.write_fail_reason(trial_id, reason)
-    return f"trial {trial.number} was failed by another worker while this one still ran it: {reason}"
+        said += "; its worker, alive, re-queued it to resume from its checkpoint"
+        storage.write_fail_reason(trial_id, said)
+    return f"trial {trial.number} was failed by another worker while this one still ran it: {said}"
+
+
+def _retry_queued(study: optuna.Study, number: int, wait_s: float) -> bool:
+    """Whether a heartbeat check queued the retry of trial `number`, waiting up to wait_s for it."""
+    deadline = time.monotonic() + wait_s
+    while not any(t.system_attrs.get("failed_trial") == number for t in study.get_trials(deepcopy=False)):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def _settled_fail_reason(storage: RDBStorage, trial_id: int, trial: optuna.trial.FrozenTrial, settle_s: float):

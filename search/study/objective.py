@@ -11,6 +11,7 @@ Optuna tells the sampler: a returned value, or a TrialPruned, ends each trial.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -119,7 +120,8 @@ class Objective:
             self.ctrl_c.check()
             return self.run(trial)
         except KeyboardInterrupt as e:
-            record.write_failed(trial, f"interrupted ({how_stopped(e)[0]}); its checkpoint is kept to resume from")
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # failed meanwhile by another worker
+                record.write_failed(trial, f"interrupted ({how_stopped(e)[0]}); its checkpoint is kept to resume from")
             raise
         except torch.cuda.OutOfMemoryError as e:
             record.write_failed(trial, f"CUDA out of memory: {str(e).splitlines()[0][:200]}")
@@ -219,6 +221,7 @@ class Objective:
             study.stop()
         if record.trained_count(study) >= self.stage.trials:
             study.stop()
+        self.in_flight = None  # told: no outage or other worker cut it short
 
 
 def trained_twin(trial: optuna.Trial, spec: dict, recipe: dict) -> int | None:

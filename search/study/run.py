@@ -30,7 +30,7 @@ from ..engine.data import DataDescription, Dataset, find_data, training_images
 from ..engine.train import cpu_estimate
 from . import record
 from .faults import SurplusTrial, reconnect, refuse_unsafe_checkpoints, requeue_interrupted, taken_over, wait_for_running
-from .interrupts import how_stopped
+from .interrupts import how_stopped, interruption
 from .layout import Outputs, invoked_as, plural
 from .networks import objective as search_objective
 from .objective import finalists
@@ -124,27 +124,31 @@ def optimize(run: Run, study: optuna.Study, plan: Plan) -> optuna.Study:
              + f"; budget {plan.budget}; {data.name} ({data.description.shape}): {len(data.train):,} train"
              + (f" (of {len(run.data.train):,}: --trial-images)" if s.trial_images is not None else "")
              + f" / {len(data.val):,} validation images; device {plan.device}")
-    while record.trained_count(study) < s.trials:
-        try:
-            wait_for_running(study, s.trials, s.heartbeat, deadline)
-            with view.watch(study, s.trials), objective.ctrl_c:
-                study.optimize(objective, callbacks=[objective.enough, view.on_trial], gc_after_trial=True,
-                               timeout=None if deadline is None else max(0.0, deadline - time.monotonic()),
-                               catch=(torch.cuda.OutOfMemoryError, SurplusTrial))
-            if objective.gave_up or (deadline is not None and time.monotonic() >= deadline):
-                break
-            # Else stopped as surplus with the study short: what the running trials leave is trained next.
-        except KeyboardInterrupt as e:
-            view.log(f"stopped by {how_stopped(e)[0]}: the running trial is recorded as failed and its checkpoint "
-                     "kept; run the same command again to resume it and continue the study")
-            raise
-        except Exception as e:
-            if (outage := storage_outage(e)) is not None:
-                study = reconnect(study, s, outage, objective.in_flight, view.log)
-            elif (lost := taken_over(study, run.storage, objective.in_flight, e)) is not None:
-                view.log(lost)
-            else:
-                raise
+    try:
+        while record.trained_count(study) < s.trials:
+            try:
+                wait_for_running(study, s.trials, s.heartbeat, deadline)
+                with view.watch(study, s.trials), objective.ctrl_c:
+                    study.optimize(objective, callbacks=[objective.enough, view.on_trial], gc_after_trial=True,
+                                   timeout=None if deadline is None else max(0.0, deadline - time.monotonic()),
+                                   catch=(torch.cuda.OutOfMemoryError, SurplusTrial))
+                if objective.gave_up or (deadline is not None and time.monotonic() >= deadline):
+                    break
+                # Else stopped as surplus with the study short: what the running trials leave is trained next.
+            except Exception as e:
+                if (outage := storage_outage(e)) is not None:
+                    study, run.storage = reconnect(study, s, outage, objective.in_flight, view.log)
+                elif (lost := taken_over(study, run.storage, objective.in_flight, e)) is not None:
+                    view.log(lost)
+                else:
+                    raise
+                objective.in_flight = None  # dealt with: it must not be taken for the next error's trial
+                if objective.ctrl_c.pending:  # a Ctrl-C that came meanwhile stops the run, as asked
+                    raise interruption(objective.ctrl_c.signum) from e
+    except KeyboardInterrupt as e:
+        view.log(f"stopped by {how_stopped(e)[0]}: the running trial is recorded as failed and its checkpoint "
+                 "kept; run the same command again to resume it and continue the study")
+        raise
     if objective.gave_up:
         if run.on_stop is not None:
             run.on_stop(study, plan.outputs)
