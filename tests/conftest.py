@@ -142,6 +142,23 @@ def wait_for_epoch(storage, study_name, epoch, timeout=300, where=lambda trial, 
     raise AssertionError(f"no trial reached epoch {epoch} within {timeout} s")
 
 
+def the_retry(trials, number):
+    """The finished retry of trial `number`. With several workers on two loaded cores a live
+    worker's heartbeat can be late past the grace, and a retry is failed and retried in turn
+    (Optuna marks each with the first trial's number): then every other retry failed for that."""
+    from optuna.trial import TrialState
+
+    from search.study.storage import WORKER_LOST
+
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == number]
+    finished = [t for t in retries if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 1, [(t.number, t.state) for t in retries]
+    for t in retries:
+        assert t in finished or (t.state == TrialState.FAIL
+                                 and t.user_attrs.get("fail_reason", "").startswith(WORKER_LOST)), t
+    return finished[0]
+
+
 def onnx_accuracy(path, images, labels) -> float:
     """Accuracy of an exported model.onnx in ONNX Runtime on the CPU, fed uint8 images as floats in [0, 1]."""
     import onnxruntime

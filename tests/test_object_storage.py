@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 
 from search.study.artifacts import masked, open_artifact_store
 
-from .conftest import TINY_SPACE, S3Server, run_cli, storage_url, synthetic_root, wait_for_epoch, worker
+from .conftest import TINY_SPACE, S3Server, run_cli, storage_url, synthetic_root, the_retry, wait_for_epoch, worker
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -35,7 +35,7 @@ def test_two_workers_share_a_bucket_and_the_killed_ones_trial_resumes_from_it(tm
 
     study = optuna.load_study(study_name="bucket", storage=postgres_url)
     assert study.trials[victim.number].state == TrialState.FAIL
-    [retry] = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
+    retry = the_retry(study.trials, victim.number)
     assert retry.state in FINISHED and retry.user_attrs["resumed_from_trial"] == victim.number
     held = retry.user_attrs["resumed_from_epoch"]
     # The second worker's folder never held the first's checkpoint: it came from the bucket.

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from search.study.record import TrialRecord
 from search.study.storage import WORKER_LOST
 
-from .conftest import CLI, REPO, free_port, wait_for_epoch, worker
+from .conftest import CLI, REPO, free_port, the_retry, wait_for_epoch, worker
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -54,7 +54,7 @@ def test_killed_worker_trial_is_retried_from_its_checkpoint(tmp_path, postgres_u
     study = optuna.load_study(study_name="killed", storage=postgres_url)
     dead = study.trials[victim.number]
     assert dead.state == TrialState.FAIL
-    [retry] = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
+    retry = the_retry(study.trials, victim.number)
     assert retry.state in FINISHED and retry.params == dead.params
     assert retry.user_attrs["resumed_from_trial"] == victim.number
     assert retry.user_attrs["resumed_from_epoch"] >= 1
@@ -178,7 +178,7 @@ def test_four_workers_through_the_storage_proxy_and_a_killed_one(tmp_path, postg
     assert not any(r.state in ("RUNNING", "WAITING") for r in records)
     dead = records[victim.number]
     assert dead.state == "FAIL" and dead.fail_reason.startswith(WORKER_LOST) and "retried" in dead.fail_reason
-    [retry] = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
+    retry = the_retry(study.trials, victim.number)
     assert retry.state in FINISHED and retry.user_attrs["resumed_from_epoch"] >= 1
     assert not retry.user_attrs.get("fail_reason")
 
