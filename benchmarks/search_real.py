@@ -45,7 +45,7 @@ import json
 import os
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import optuna
@@ -127,10 +127,20 @@ class SeedRun:
                               artifacts=self.dir / "artifacts", finalists=p.finalists,
                               final_epochs=p.final_stage_epochs)
 
-    def trained_f(self, label: str, study: str = "tpe", epochs: int | None = None, seeds: int = 1, **target) -> dict:
-        """`retrain --epochs F --seeds 1` of a network of `study` (the split is the seed's in every study):
+    def split_study(self) -> str:
+        """A study that holds the seed's split (every study of the seed does), for the arms that train
+        a network named, not searched for: the search's; else, its folder lost (the studies are not
+        committed, the results are), one made for it whose only trial is the seeded baseline."""
+        if "tpe" not in optuna.get_all_study_names(self.storage):
+            run_search(replace(self.settings("tpe"), study="split", trials=1))
+            return "split"
+        return "tpe"
+
+    def trained_f(self, label: str, study: str | None = None, epochs: int | None = None, seeds: int = 1,
+                  **target) -> dict:
+        """`retrain --epochs F --seeds 1` of a network of `study` (by default the seed's split study):
         its winner, else the target named."""
-        result = retrain(RetrainSettings(study=study, storage=self.storage, epochs=epochs or self.p.final_epochs,
+        result = retrain(RetrainSettings(study=study or self.split_study(), storage=self.storage, epochs=epochs or self.p.final_epochs,
                                          seeds=seeds, device="cpu", data=self.data, artifacts=self.dir / "artifacts",
                                          out=self.dir / "retrain" / label, **target), log=quiet)
         macs = count(result.target.spec).macs
