@@ -140,8 +140,9 @@ class SeedRun:
                   **target) -> dict:
         """`retrain --epochs F --seeds 1` of a network of `study` (by default the seed's split study):
         its winner, else the target named."""
-        result = retrain(RetrainSettings(study=study or self.split_study(), storage=self.storage, epochs=epochs or self.p.final_epochs,
-                                         seeds=seeds, device="cpu", data=self.data, artifacts=self.dir / "artifacts",
+        result = retrain(RetrainSettings(study=study or self.split_study(), storage=self.storage,
+                                         epochs=epochs or self.p.final_epochs, seeds=seeds, device="cpu",
+                                         data=self.data, artifacts=self.dir / "artifacts",
                                          out=self.dir / "retrain" / label, **target), log=quiet)
         macs = count(result.target.spec).macs
         e = result.entry
