@@ -143,9 +143,9 @@ def wait_for_epoch(storage, study_name, epoch, timeout=300, where=lambda trial, 
 
 
 def the_retry(trials, number):
-    """The finished retry of trial `number`. With several workers on two loaded cores a live
-    worker's heartbeat can be late past the grace, and a retry is failed and retried in turn
-    (Optuna marks each with the first trial's number): then every other retry failed for that."""
+    """The finished retry of trial `number`. On loaded cores a live worker's heartbeat can be late
+    past the grace, and its retry is failed and retried in turn (Optuna marks each with the first
+    trial's number): then every other retry failed for that."""
     from optuna.trial import TrialState
 
     from search.study.storage import WORKER_LOST

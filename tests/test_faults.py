@@ -405,6 +405,14 @@ def test_only_a_trial_a_heartbeat_check_failed_is_taken_over(tmp_path):
                                                optuna.exceptions.UpdateFinishedTrialError())
     assert len(copies(spent)) == 1 and copies(spent)[0].system_attrs["fixed_params"] == spent.params
 
+    # A retry failed in turn: Optuna's next retry names the chain's first run as failed_trial.
+    again = trial([retried.number], state=TrialState.RUNNING)
+    storage.set_trial_system_attr(again._trial_id, "failed_trial", retried.number)
+    storage.set_trial_state_values(again._trial_id, TrialState.FAIL)
+    heartbeat_check(study, storage.get_trial(again._trial_id))
+    assert "; retried from" in faults.taken_over(study, storage, again._trial_id, refused)
+    assert len(copies(again)) == 1  # the check's retry, no copy
+
     unsaid = trial()  # failed by a check whose worker died before queuing the retry or writing why
     assert "recorded no reason" in faults.taken_over(study, storage, unsaid._trial_id, refused, settle_s=0.3)
     assert len(copies(unsaid)) == 1

@@ -13,7 +13,8 @@ import pytest
 from optuna.trial import TrialState
 
 from search.study.record import TrialRecord
-from search.study.storage import WORKER_LOST
+from search.study.proxy import HEARTBEAT
+from search.study.storage import WORKER_LOST, open_storage
 
 from .conftest import CLI, REPO, free_port, the_retry, wait_for_epoch, worker
 
@@ -181,6 +182,36 @@ def test_four_workers_through_the_storage_proxy_and_a_killed_one(tmp_path, postg
     retry = the_retry(study.trials, victim.number)
     assert retry.state in FINISHED and retry.user_attrs["resumed_from_epoch"] >= 1
     assert not retry.user_attrs.get("fail_reason")
+
+
+def test_through_the_proxy_a_retry_is_not_stale_from_its_failed_runs_beat(tmp_path):
+    """Optuna's retry copies the failed run's system attrs, among them its last heartbeat behind
+    the proxy: a retry just started must not look stale before its own first beat, and a retry
+    of a retry must not keep the reason its failed run was given."""
+    port = free_port()
+    server = subprocess.Popen([str(CLI), "serve-storage", "--storage", f"sqlite:///{tmp_path}/p.db", "--port",
+                               str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        storage = open_storage(f"grpc://127.0.0.1:{port}", heartbeat_s=1, retry_s=30)
+        study = optuna.create_study(study_name="beats", storage=storage)
+        x = {"x": optuna.distributions.FloatDistribution(0, 1)}
+        first = study.ask(x)
+        storage.set_trial_system_attr(first._trial_id, HEARTBEAT, time.time() - 60)  # its worker died long ago
+        time.sleep(storage.grace_period + 0.5)  # and it started longer ago than the grace
+        optuna.storages.fail_stale_trials(study)
+        retry = study.ask(x)  # the queued retry, running, before its worker's first beat
+        inherited = storage.get_trial(retry._trial_id).system_attrs
+        assert inherited["failed_trial"] == first.number and inherited[HEARTBEAT] < time.time() - 59
+        assert storage._get_stale_trial_ids(study._study_id) == []
+        time.sleep(storage.grace_period + 0.5)  # its worker dies before it beats
+        optuna.storages.fail_stale_trials(study)
+        [next_retry] = study.get_trials(states=(TrialState.WAITING,))
+        assert next_retry.system_attrs["retry_history"] == [first.number, retry.number]
+        assert study.trials[retry.number].user_attrs["fail_reason"].startswith(WORKER_LOST)
+        assert not next_retry.user_attrs.get("fail_reason")
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
 
 
 def test_a_worker_rides_out_the_storage_proxy_going_away(tmp_path):

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from ..engine.data import UnsafeFile, load_plain
 from . import record
 from .interrupts import CtrlC
-from .storage import WORKER_LOST, RDBStorage, open_storage
+from .storage import WORKER_LOST, RDBStorage, open_storage, retries
 
 TWIN_POLL_S = 2.0  # how often a copy waiting for a twin on its spec looks again
 CUT_OFF = "cut off from the storage mid-trial; re-queued to resume from its checkpoint"
@@ -179,7 +179,7 @@ def taken_over(study: optuna.Study, storage: RDBStorage, trial_id: int | None, e
 def _retry_queued(study: optuna.Study, number: int, wait_s: float) -> bool:
     """Whether a heartbeat check queued the retry of trial `number`, waiting up to wait_s for it."""
     deadline = time.monotonic() + wait_s
-    while not any(t.system_attrs.get("failed_trial") == number for t in study.get_trials(deepcopy=False)):
+    while not any(retries(t, number) for t in study.get_trials(deepcopy=False)):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.2)

@@ -16,7 +16,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from ..private import heartbeat_base, trial_id
-from .storage import RDBStorage, StudyError, open_storage, redact, stale_reason
+from .storage import RDBStorage, StudyError, open_storage, redact, retries, stale_reason
 
 try:
     from optuna.storages import GrpcStorageProxy
@@ -77,8 +77,9 @@ class ProxiedStorage(GrpcStorageProxy, heartbeat_base()):
         reason while it can still take one (the proxy's database refuses attrs on a failed trial)."""
         now, stale = time.time(), []
         for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            # A retry inherits its failed run's last beat: it counts from its own start till it beats.
             started = trial.datetime_start.timestamp() if trial.datetime_start else now
-            if now - trial.system_attrs.get(HEARTBEAT, started) > self.grace_period:
+            if now - max(trial.system_attrs.get(HEARTBEAT, started), started) > self.grace_period:
                 try:
                     self.set_trial_user_attr(trial_id(trial), "fail_reason", stale_reason(
                         self.grace_period, retried=not self.retries_spent(trial), max_retry=self.max_retry))
@@ -98,7 +99,7 @@ class ProxiedStorage(GrpcStorageProxy, heartbeat_base()):
         attrs, its reason among them, which it does not share."""
         RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry)(study, trial)
         for waiting in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            if waiting.system_attrs.get("failed_trial") == trial.number and waiting.user_attrs.get("fail_reason"):
+            if retries(waiting, trial.number) and waiting.user_attrs.get("fail_reason"):
                 self.set_trial_user_attr(trial_id(waiting), "fail_reason", "")
 
     def write_fail_reason(self, trial_id: int, reason: str) -> None:

@@ -74,6 +74,12 @@ class RDBStorage(optuna.storages.RDBStorage):
             super().check_trial_is_updatable(trial_id, trial_state)
 
 
+def retries(trial: optuna.trial.FrozenTrial, number: int) -> bool:
+    """Whether `trial` is Optuna's stale-trial retry of trial `number`. Its failed_trial names the
+    first run of a chain of retries; its retry history ends with the run it retries."""
+    return trial.system_attrs.get("retry_history", [])[-1:] == [number]
+
+
 def stale_reason(grace_s: int, retried: bool, max_retry: int) -> str:
     """Why a trial whose worker went silent failed, as every storage records it."""
     return (f"{WORKER_LOST}no heartbeat for {grace_s} s (killed, or cut off from the storage); "
