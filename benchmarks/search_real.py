@@ -59,6 +59,7 @@ from search.engine.data import find_data
 from search.engine.train import train
 from search.study import SearchSettings, record, run_search, strategy
 from search.study.layout import resolve_space
+from search.study.storage import open_storage
 
 ARMS = ("baseline", "search", "random", "baseline, equal compute", "most MACs")
 ROMAN = {"baseline": "i", "search": "ii", "random": "iii", "baseline, equal compute": "iv", "most MACs": "v"}
@@ -131,7 +132,7 @@ class SeedRun:
         """A study that holds the seed's split (every study of the seed does), for the arms that train
         a network named, not searched for: the search's; else, its folder lost (the studies are not
         committed, the results are), one made for it whose only trial is the seeded baseline."""
-        if "tpe" not in optuna.get_all_study_names(self.storage):
+        if "tpe" not in optuna.get_all_study_names(open_storage(self.storage, create=True)):
             run_search(replace(self.settings("tpe"), study="split", trials=1))
             return "split"
         return "tpe"
