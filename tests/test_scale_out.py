@@ -145,12 +145,17 @@ def test_unreachable_storage_gives_up_after_the_bound(tmp_path):
     assert len(err.strip().splitlines()) == 1 and time.time() - started < 60
 
 
+def serve_storage(database: str, port: int) -> subprocess.Popen:
+    """`resnet-search serve-storage` in front of `database`, on 127.0.0.1:port."""
+    return subprocess.Popen([str(CLI), "serve-storage", "--storage", database, "--host", "127.0.0.1", "--port",
+                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 @pytest.fixture
 def proxy(postgres_url):
     """`resnet-search serve-storage` in front of the PostgreSQL database; yields its grpc:// URL."""
     port = free_port()
-    server = subprocess.Popen([str(CLI), "serve-storage", "--storage", postgres_url, "--host", "127.0.0.1", "--port",
-                               str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server = serve_storage(postgres_url, port)
     try:
         yield f"grpc://127.0.0.1:{port}"
     finally:
@@ -189,8 +194,7 @@ def test_through_the_proxy_a_retry_is_not_stale_from_its_failed_runs_beat(tmp_pa
     the proxy: a retry just started must not look stale before its own first beat, and a retry
     of a retry must not keep the reason its failed run was given."""
     port = free_port()
-    server = subprocess.Popen([str(CLI), "serve-storage", "--storage", f"sqlite:///{tmp_path}/p.db", "--port",
-                               str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server = serve_storage(f"sqlite:///{tmp_path}/p.db", port)
     try:
         storage = open_storage(f"grpc://127.0.0.1:{port}", heartbeat_s=1, retry_s=30)
         study = optuna.create_study(study_name="beats", storage=storage)
@@ -219,12 +223,7 @@ def test_a_worker_rides_out_the_storage_proxy_going_away(tmp_path):
     flight is retried from its checkpoint, and the study ends whole."""
     database = f"sqlite:///{tmp_path}/p.db"
     port = free_port()
-
-    def serve():
-        return subprocess.Popen([str(CLI), "serve-storage", "--storage", database, "--port", str(port)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    server = serve()
+    server = serve_storage(database, port)
     try:
         w = worker(tmp_path, f"grpc://127.0.0.1:{port}", "gone", "--no-baseline", "--heartbeat", "1",
                    "--storage-retry", "60", trials=1, epochs=8, limit=1000)
@@ -232,7 +231,7 @@ def test_a_worker_rides_out_the_storage_proxy_going_away(tmp_path):
         server.terminate()
         server.wait(timeout=30)
         time.sleep(5)
-        server = serve()
+        server = serve_storage(database, port)
         rode_out(w, database, "gone", victim)
     finally:
         server.terminate()
