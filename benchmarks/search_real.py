@@ -7,6 +7,10 @@ CIFAR-10, five arms trained on the same split and judged once on the 10,000 test
     python benchmarks/search_real.py --noise 3 --seed 0  # each arm's network with training seeds 0-2
     python benchmarks/search_real.py                     # the tables over every seed in OUT
 
+    # the change tried after (ii) lost to (iv): no final stage (`run --finalists 0`), derived from
+    # the recorded searches (their trials are the same: the final stage runs after them)
+    python benchmarks/search_real.py --finalists 0 --from results/search-real --out results/search-real-no-final-stage --seed 0
+
     # the pilot (seed 0, before the fidelity was measured): trials on 1,000 images
     python benchmarks/search_real.py --trial-images 1000 --out results/search-real-pilot
 
@@ -53,6 +57,7 @@ import optuna
 from common import default_data
 from resnet_space import Budget, ResNetSpec, baseline_spec, count
 from resnet_space.space import StudyFile
+from resnet_space.spec import spec_from_text
 from search.commands.report.numbers import spearman
 from search.commands.retrain import RetrainSettings, retrain
 from search.engine.data import find_data
@@ -203,6 +208,37 @@ class SeedRun:
                 file.write_text(json.dumps(found, indent=1) + "\n")
             print(json.dumps({"seed": self.seed, "arm": arm, **found[arm]}), flush=True)
 
+    def without_final_stage(self, recorded: dict) -> None:
+        """This seed's arms under `run --finalists 0`, from `recorded`, its arms measured with a final
+        stage under an otherwise equal protocol. The trials are the same (the final stage runs after
+        them), so each search's winner is its best trial at the cheap fidelity (of equals, the
+        earlier, as `record.ranked` orders them) and its MACs are the trials' alone; F of a network
+        another arm of the seed trained F is taken from it (the same split and seeds give the same
+        run: seed 0's arms repeated the pilot's exactly); equal compute trains for the new total."""
+        for arm in ("baseline", "most MACs"):
+            self.arm(arm, lambda: dict(recorded[arm]))
+        for arm in ("search", "random"):
+            self.arm(arm, lambda: self.best_trial(recorded[arm], recorded))
+        if "search" in self.results["arms"]:
+            self.arm("baseline, equal compute", lambda: self.equal_compute(self.results["arms"]["search"]))
+
+    def best_trial(self, searched: dict, recorded: dict) -> dict:
+        trials = [t for t in searched["trials"] if t["images"] == self.p.trial_images]
+        best = min((t for t in trials if t["state"] == "COMPLETE"), key=lambda t: (-t["best"], t["n"]))
+        same = next((r for r in recorded.values() if r["network"] == best["spec"] and r["epochs"] == self.p.final_epochs),
+                    None)
+        if same is None:
+            spec_file = self.dir / f"{searched['sampler']}-best-trial-spec.json"
+            spec_file.write_text(spec_of(best["spec"]).to_json())
+            same = self.trained_f(f"{searched['sampler']}-best-trial", spec=str(spec_file))
+        f_keys = ("network", "params", "macs", "epochs", "test_acc", "per_seed", "train_macs", "train_s")
+        return {**{k: same[k] for k in f_keys},
+                **{k: searched[k] for k in ("sampler", "trained", "pruned", "tpe_trials", "best_searched")},
+                "search_macs": sum(trial_macs(t, self.p.val_images) for t in trials),
+                "search_s": searched["search_s"],  # with its final stage's: the trials' own were not recorded apart
+                "winner_val_acc": best["best"], "winner_is_baseline": best["spec"] == baseline_summary(self.p),
+                "trials": trials}
+
     def run(self) -> None:
         """The arms asked for, in this order; equal compute waits for the search's result."""
         shipped = self.arm("search", lambda: self.searched("tpe"))
@@ -215,8 +251,38 @@ class SeedRun:
 
 def search_macs(r: record.TrialRecord, val_images: int) -> int:
     """A trained trial's training-equivalent MACs: its training images and validation passes."""
-    epochs = len(r.curve)
-    return round(r.macs * epochs * (r.train_images + VALIDATION_COST * val_images))
+    return trial_macs({"macs": r.macs, "epochs": len(r.curve), "images": r.train_images}, val_images)
+
+
+def trial_macs(t: dict, val_images: int) -> int:
+    """search_macs of a trial as the results JSON lists it."""
+    return round(t["macs"] * t["epochs"] * (t["images"] + VALIDATION_COST * val_images))
+
+
+def spec_of(summary: str) -> ResNetSpec:
+    """The spec a one-line summary ('N3 B1-2-1 C14-32-56 F5-3-3 k1-3-1 P4') names."""
+    _, blocks, channels, conv, skip, pool = summary.split()
+    spec = spec_from_text(*(",".join(part[1:].split("-")) for part in (blocks, channels, conv, skip)), int(pool[1:]))
+    assert spec.summary() == summary, (spec.summary(), summary)
+    return spec
+
+
+def baseline_summary(p: Protocol) -> str:
+    return baseline_spec(Budget(p.budget)).summary()
+
+
+def recorded_seed(folder: Path, seed: int, p: Protocol) -> dict:
+    """A seed's arms as measured with a final stage, under `p` but for its finalists."""
+    file = folder / f"results-seed{seed}.json"
+    if not file.exists():
+        raise SystemExit(f"{file} does not exist: seed {seed} has no recorded searches to take")
+    found = json.loads(file.read_text())
+    if found["protocol"] != asdict(replace(p, finalists=found["protocol"]["finalists"])) or not found["protocol"]["finalists"]:
+        raise SystemExit(f"{file} was measured under another protocol: {found['protocol']}")
+    missing = [arm for arm in ARMS if arm not in found["arms"]]
+    if missing:
+        raise SystemExit(f"{file} lacks the arms {missing}")
+    return found["arms"]
 
 
 # ---------------------------------------------------------------- the cheap fidelity's ranking
@@ -305,8 +371,9 @@ def tables(args, p: Protocol) -> None:
     print(f"CIFAR-10 JPEG copy; budget {p.budget:,} params ({p.space}); {p.train_images:,} training / "
           f"{p.val_images:,} validation images from the training set, 10,000 test images used once per network; "
           f"F = {p.final_epochs} epochs on {p.f_images:,} images; search: {p.trials} trained trials on "
-          f"{p.trial_images:,} images x {p.trial_epochs} epochs, final stage {p.finalists} finalists + baseline x "
-          f"{p.final_stage_epochs} epochs; seeds {sorted(seeds)}\n")
+          f"{p.trial_images:,} images x {p.trial_epochs} epochs, "
+          + (f"final stage {p.finalists} finalists + baseline x {p.final_stage_epochs} epochs" if p.finalists else
+             "no final stage (--finalists 0)") + f"; seeds {sorted(seeds)}\n")
     print("| arm | seeds | test acc %, mean ± sd | network (seed by seed) | GMAC-epochs per image | seconds |")
     print("|---|---:|---:|---|---:|---:|")
     for arm in ARMS:
@@ -331,8 +398,8 @@ def tables(args, p: Protocol) -> None:
                   f"{sum(d > 0 for d in diffs)} / {sum(d < 0 for d in diffs)} | {said} | {'yes' if met else 'no'} |")
     searches = [(seed, s[arm]) for seed, s in seeds.items() for arm in ("search", "random") if arm in s]
     if searches:
-        print("\n| seed | arm | trained (pruned) | winner, F test % | its final-stage val % | best of the search "
-              "at the cheap fidelity |")
+        print(f"\n| seed | arm | trained (pruned) | winner, F test % | its {'final-stage' if p.finalists else 'trial'} "
+              "val % | best of the search at the cheap fidelity |")
         print("|---:|---|---:|---|---:|---|")
         for seed, r in searches:
             print(f"| {seed} | {r['sampler']} | {r['trained']} "
@@ -371,6 +438,11 @@ def main() -> None:
                         help=f"the search trials' images (default {Protocol.trial_images:,}; the pilot's: 1,000)")
     parser.add_argument("--trial-epochs", type=int, default=Protocol.trial_epochs,
                         help=f"the search trials' epochs (default {Protocol.trial_epochs})")
+    parser.add_argument("--finalists", type=int, default=Protocol.finalists,
+                        help=f"the search's final stage (default {Protocol.finalists}; 0: none, the best trial wins)")
+    parser.add_argument("--from", dest="recorded", type=Path, metavar="DIR",
+                        help="with --finalists 0: take each --seed's searches from DIR, where they ran with a final "
+                             "stage under the same protocol otherwise, instead of running them again")
     parser.add_argument("--noise", type=int, metavar="K",
                         help="train each arm's network of --seed F again with training seeds 0..K-1 instead")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default torch's)")
@@ -381,14 +453,19 @@ def main() -> None:
         import torch
         torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    p = Protocol(trial_images=args.trial_images, trial_epochs=args.trial_epochs)
+    p = Protocol(trial_images=args.trial_images, trial_epochs=args.trial_epochs, finalists=args.finalists)
     if args.fidelity:
         return fidelity(args, p)
     if args.of_study:
         parser.error("--of-study goes with --fidelity")
+    if args.recorded and (p.finalists or args.noise):
+        parser.error("--from derives --finalists 0 from searches with a final stage; not with --noise")
     for seed in args.seed or []:
         run = SeedRun(args.out, seed, p, args.data, args.arms.split(";") if args.arms else ARMS)
-        run.training_noise(args.noise) if args.noise else run.run()
+        if args.recorded:
+            run.without_final_stage(recorded_seed(args.recorded, seed, p))
+        else:
+            run.training_noise(args.noise) if args.noise else run.run()
     tables(args, p)
 
 
