@@ -158,7 +158,8 @@ class SeedRun:
 
     def searched(self, sampler: str) -> dict:
         study = run_search(self.settings(sampler))
-        trials = record.records(study) + record.records(record.final_stage(study))
+        final_stage = record.final_stage(study)  # none with --finalists 0
+        trials = record.records(study) + (record.records(final_stage) if final_stage else [])
         spent = sum(search_macs(r, self.p.val_images) for r in trials if r.counts_as_trained)
         _, won = record.winner(study)
         winner = record.TrialRecord.of(won)
