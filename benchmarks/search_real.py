@@ -233,7 +233,7 @@ class SeedRun:
             spec_file.write_text(spec_of(best["spec"]).to_json())
             same = self.trained_f(f"{searched['sampler']}-best-trial", spec=str(spec_file))
         f_keys = ("network", "params", "macs", "epochs", "test_acc", "per_seed", "train_macs", "train_s")
-        return {**{k: same[k] for k in f_keys},
+        return {**{k: same[k] for k in f_keys if k in same},  # seeds 0 and 1's first rows have no per_seed
                 **{k: searched[k] for k in ("sampler", "trained", "pruned", "tpe_trials", "best_searched")},
                 "search_macs": sum(trial_macs(t, self.p.val_images) for t in trials),
                 "search_s": searched["search_s"],  # with its final stage's: the trials' own were not recorded apart
