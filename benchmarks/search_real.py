@@ -58,6 +58,7 @@ from common import default_data
 from resnet_space import Budget, ResNetSpec, baseline_spec, count
 from resnet_space.space import StudyFile
 from resnet_space.spec import spec_from_text
+from search.commands.flags import integer_at_least
 from search.commands.report.numbers import spearman
 from search.commands.retrain import RetrainSettings, retrain
 from search.engine.data import find_data
@@ -439,7 +440,7 @@ def main() -> None:
                         help=f"the search trials' images (default {Protocol.trial_images:,}; the pilot's: 1,000)")
     parser.add_argument("--trial-epochs", type=int, default=Protocol.trial_epochs,
                         help=f"the search trials' epochs (default {Protocol.trial_epochs})")
-    parser.add_argument("--finalists", type=int, default=Protocol.finalists,
+    parser.add_argument("--finalists", type=integer_at_least(0), default=Protocol.finalists,
                         help=f"the search's final stage (default {Protocol.finalists}; 0: none, the best trial wins)")
     parser.add_argument("--from", dest="recorded", type=Path, metavar="DIR",
                         help="with --finalists 0: take each --seed's searches from DIR, where they ran with a final "
